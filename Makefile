@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` serves the API, `make test` runs the whole suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint format migrate worker beat messages bench
+
+install:
+	@scripts/bootstrap
+
+run: export DEBUG ?= true
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_setup --base-url http://$(HOST):$(PORT)
+	$(VENV)/bin/uvicorn writing_service.asgi:application --host $(HOST) --port $(PORT) --lifespan off
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+worker: install
+	$(VENV)/bin/celery -A writing_service worker --loglevel=INFO
+
+beat: install
+	$(VENV)/bin/celery -A writing_service beat --loglevel=INFO
+
+messages: install
+	cd writing_service && ../$(PY) ../manage.py compilemessages --ignore=.venv

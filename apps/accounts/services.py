@@ -1,0 +1,113 @@
+"""Writes for accounts: users, API tokens, the default role."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import GENERATION_PERMISSIONS, ApiToken, GenerationAccess
+
+_PREFIX_LEN = 8  # random characters after API_TOKEN_PREFIX used for lookup
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str  # shown once
+    record: ApiToken
+
+
+def token_digest(token: str) -> str:
+    """HMAC-SHA256 of the token keyed with SECRET_KEY (a database leak alone reveals nothing usable)."""
+    key = hashlib.sha256(b"api-token:" + settings.SECRET_KEY.encode()).digest()
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+def split_token(token: str) -> str | None:
+    """Return the lookup prefix of a well-formed token, else None."""
+    start = settings.API_TOKEN_PREFIX
+    if not token.startswith(start) or len(token) < len(start) + _PREFIX_LEN + 20 or len(token) > 200:
+        return None
+    return token[: len(start) + _PREFIX_LEN]
+
+
+def token_create(*, user: AbstractBaseUser, name: str = "", expires_in_days: int | None = None) -> IssuedToken:
+    for _attempt in range(5):
+        prefix = settings.API_TOKEN_PREFIX + secrets.token_hex(_PREFIX_LEN // 2)
+        if not ApiToken.objects.filter(prefix=prefix).exists():
+            break
+    token = prefix + secrets.token_urlsafe(32)
+    expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+    record = ApiToken.objects.create(
+        user=user, name=name[:100], prefix=prefix, digest=token_digest(token), expires_at=expires_at
+    )
+    return IssuedToken(token=token, record=record)
+
+
+def token_revoke(*, token: ApiToken) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def token_authenticate(*, token: str) -> ApiToken | None:
+    """Find the active token record for a presented bearer token (constant-time digest compare)."""
+    prefix = split_token(token)
+    if prefix is None:
+        return None
+    record = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+    if record is None or not hmac.compare_digest(record.digest, token_digest(token)):
+        return None
+    if not record.is_active or not record.user.is_active:
+        return None
+    now = timezone.now()
+    resolution = timedelta(seconds=settings.API_TOKEN_LAST_USED_RESOLUTION)
+    if record.last_used_at is None or now - record.last_used_at >= resolution:
+        # Written at most once per resolution window: authentication must not be a write per request.
+        ApiToken.objects.filter(pk=record.pk).update(last_used_at=now)
+        record.last_used_at = now
+    return record
+
+
+def role_default_get() -> Group:
+    """The default role (a Django group) holding the generation permissions; created on demand."""
+    group, _created = Group.objects.get_or_create(name=settings.DEFAULT_ROLE_NAME)
+    if _created:
+        group.permissions.add(*generation_permissions())
+    return group
+
+
+def generation_permissions() -> list[Permission]:
+    content_type = ContentType.objects.get_for_model(GenerationAccess, for_concrete_model=False)
+    perms = []
+    for codename, name in GENERATION_PERMISSIONS:
+        perm, _ = Permission.objects.get_or_create(
+            content_type=content_type, codename=codename, defaults={"name": name}
+        )
+        perms.append(perm)
+    return perms
+
+
+@transaction.atomic
+def user_create(
+    *, username: str, password: str | None = None, email: str = "", is_staff: bool = False
+) -> AbstractBaseUser:
+    """Create a user; the default role is attached by the post-save signal (any creation path)."""
+    user_model = get_user_model()
+    user = user_model(username=username, email=email, is_staff=is_staff)
+    if password:
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    user.save()
+    return user

@@ -1,0 +1,140 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.accounts.models import ApiToken
+from apps.accounts.services import token_create, token_digest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_login_issues_token_shown_once_and_stored_hashed(anon, user):
+    # when
+    response = anon.post(
+        "/api/v1/auth/token", {"username": "alice", "password": "secret-pass-123", "name": "cli"}, format="json"
+    )
+    # then
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"token", "tokenId", "name", "createdAt", "expiresAt"}
+    token = body["token"]
+    assert token.startswith("wst_") and body["name"] == "cli" and body["expiresAt"] is None
+    record = ApiToken.objects.get(pk=body["tokenId"])
+    assert record.digest == token_digest(token)
+    assert token not in record.digest and token not in record.prefix
+    assert not ApiToken.objects.filter(digest=token).exists()
+    assert token.startswith(record.prefix)
+    # the token is never listed again
+    listing = anon.get("/api/v1/auth/tokens", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert listing.status_code == 200
+    assert token not in listing.content.decode()
+    assert listing.json()["items"][0]["prefix"] == record.prefix
+
+
+def test_token_authenticates_and_records_last_used(anon, user):
+    issued = token_create(user=user)
+    assert issued.record.last_used_at is None
+    response = anon.get("/api/v1/auth/me", HTTP_AUTHORIZATION=f"Bearer {issued.token}")
+    assert response.status_code == 200
+    assert response.json()["username"] == "alice"
+    issued.record.refresh_from_db()
+    assert issued.record.last_used_at is not None
+
+
+def test_me_lists_default_role_permissions(api):
+    body = api.get("/api/v1/auth/me").json()
+    assert body["permissions"] == ["generation:writing:generate", "generation:roleplay:generate"]
+    assert body["membership"]["active"] is False
+
+
+@pytest.mark.parametrize(
+    ("password", "status"),
+    [("wrong-password", 401), ("", 400)],
+)
+def test_wrong_password_is_refused_without_issuing(anon, user, password, status):
+    response = anon.post("/api/v1/auth/token", {"username": "alice", "password": password}, format="json")
+    assert response.status_code == status
+    assert response.json()["statusCode"] == status
+    assert ApiToken.objects.count() == 0
+
+
+def test_unknown_user_is_401(anon, db):
+    response = anon.post("/api/v1/auth/token", {"username": "nobody", "password": "x"}, format="json")
+    assert response.status_code == 401
+    assert response.json() == {"statusCode": 401, "message": "用户名或密码错误。", "error": "Unauthorized"}
+
+
+def test_revoked_token_is_rejected(anon, user):
+    issued = token_create(user=user)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {issued.token}"}
+    assert anon.get("/api/v1/auth/me", **auth).status_code == 200
+    assert anon.delete(f"/api/v1/auth/tokens/{issued.record.pk}", **auth).status_code == 204
+    response = anon.get("/api/v1/auth/me", **auth)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert ApiToken.objects.get(pk=issued.record.pk).revoked_at is not None
+
+
+def test_cannot_revoke_someone_elses_token(make_client, user, other_user):
+    theirs = token_create(user=other_user)
+    response = make_client(user).delete(f"/api/v1/auth/tokens/{theirs.record.pk}")
+    assert response.status_code == 404
+    theirs.record.refresh_from_db()
+    assert theirs.record.revoked_at is None
+
+
+def test_expired_token_is_rejected(anon, user):
+    issued = token_create(user=user, expires_in_days=1)
+    ApiToken.objects.filter(pk=issued.record.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = anon.get("/api/v1/auth/me", HTTP_AUTHORIZATION=f"Bearer {issued.token}")
+    assert response.status_code == 401
+
+
+def test_expiry_requested_at_login(anon, user):
+    body = anon.post(
+        "/api/v1/auth/token", {"username": "alice", "password": "secret-pass-123", "expiresInDays": 7}, format="json"
+    ).json()
+    record = ApiToken.objects.get(pk=body["tokenId"])
+    assert timedelta(days=6, hours=23) < record.expires_at - timezone.now() <= timedelta(days=7)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer wst_nothing", "Bearer ", "Bearer wst_0123456789abcdefghijklmnopqrstuvwxyz", "Bearer " + "x" * 500],
+)
+def test_malformed_or_unknown_tokens_are_401(anon, db, header):
+    response = anon.get("/api/v1/auth/me", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+    assert response.json()["statusCode"] == 401
+
+
+def test_tampered_token_with_valid_prefix_is_rejected(anon, user):
+    issued = token_create(user=user)
+    tampered = issued.token[:-1] + ("A" if issued.token[-1] != "A" else "B")
+    assert anon.get("/api/v1/auth/me", HTTP_AUTHORIZATION=f"Bearer {tampered}").status_code == 401
+
+
+def test_inactive_user_token_is_rejected(anon, user):
+    issued = token_create(user=user)
+    user.is_active = False
+    user.save()
+    assert anon.get("/api/v1/auth/me", HTTP_AUTHORIZATION=f"Bearer {issued.token}").status_code == 401
+
+
+def test_missing_credentials_is_401_with_envelope(anon, db):
+    response = anon.get("/api/v1/auth/me")
+    assert response.status_code == 401
+    assert response.json() == {"statusCode": 401, "message": "身份认证信息未提供。", "error": "Unauthorized"}
+
+
+def test_login_is_rate_limited_with_retry_after(anon, user, settings):
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "auth": "3/min"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    responses = [
+        anon.post("/api/v1/auth/token", {"username": "alice", "password": "bad"}, format="json") for _ in range(4)
+    ]
+    assert [r.status_code for r in responses] == [401, 401, 401, 429]
+    assert 1 <= int(responses[-1]["Retry-After"]) <= 60
+    assert responses[-1].json()["statusCode"] == 429
+    assert responses[-1].json()["error"] == "Too Many Requests"

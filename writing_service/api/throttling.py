@@ -1,0 +1,81 @@
+"""Per-user rate limits as fixed windows counted with atomic cache increments.
+
+With `REDIS_URL` set the cache is Redis, so limits hold across app processes; otherwise they are
+per process. A refused request gets 429 with `Retry-After` (seconds to the end of the window).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.cache import cache
+from rest_framework.settings import api_settings
+from rest_framework.throttling import BaseThrottle
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str | None) -> tuple[int, int] | None:
+    """`"60/min"` → (60, 60). Empty or `"0"` disables the limit."""
+    if not rate or rate.strip() in ("0", "none", "off"):
+        return None
+    num, _, period = rate.partition("/")
+    seconds = _PERIODS.get((period.strip() or "s")[0].lower(), 1)
+    return int(num), seconds
+
+
+def client_ip(request: Any) -> str:
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+class WindowRateThrottle(BaseThrottle):
+    scope = "user"
+    wait_seconds: float | None = None
+
+    def get_scope(self, request: Any, view: Any) -> str:
+        return self.scope
+
+    def get_ident(self, request: Any) -> str:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return f"u{user.pk}"
+        return f"ip{client_ip(request)}"
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        scope = self.get_scope(request, view)
+        parsed = parse_rate(api_settings.DEFAULT_THROTTLE_RATES.get(scope))
+        if parsed is None:
+            return True
+        limit, period = parsed
+        now = time.time()
+        window = int(now // period)
+        key = f"throttle:{scope}:{self.get_ident(request)}:{window}"
+        if cache.add(key, 1, period + 1):
+            count = 1
+        else:
+            try:
+                count = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.add(key, 1, period + 1)
+                count = 1
+        self.wait_seconds = period - (now % period)
+        return count <= limit
+
+    def wait(self) -> float | None:
+        return self.wait_seconds
+
+
+class UserRateThrottle(WindowRateThrottle):
+    """The default: `user` rate for authenticated users, `anon` rate per IP otherwise."""
+
+    def get_scope(self, request: Any, view: Any) -> str:
+        user = getattr(request, "user", None)
+        return "user" if user is not None and user.is_authenticated else "anon"
+
+
+class ScopedRateThrottle(WindowRateThrottle):
+    """Uses the view's `throttle_scope` (e.g. `auth`, `generation`)."""
+
+    def get_scope(self, request: Any, view: Any) -> str:
+        return getattr(view, "throttle_scope", None) or "user"

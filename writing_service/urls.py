@@ -1,0 +1,28 @@
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from writing_service.api import exceptions, health
+
+api_v1 = [
+    path("", include("apps.accounts.urls")),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/v1/", include(api_v1)),
+    *([re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True})] if settings.SERVE_STATIC else []),
+    # Anything else under /api/ is a JSON 404 in the envelope, whatever DEBUG says.
+    re_path(r"^api/", exceptions.handler404),
+]
+
+handler400 = "writing_service.api.exceptions.handler400"
+handler403 = "writing_service.api.exceptions.handler403"
+handler404 = "writing_service.api.exceptions.handler404"
+handler500 = "writing_service.api.exceptions.handler500"
