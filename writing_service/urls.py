@@ -8,6 +8,10 @@ from writing_service.api import exceptions, health
 
 api_v1 = [
     path("", include("apps.accounts.urls")),
+    path("", include("apps.novels.urls")),
+    path("", include("apps.characters.urls")),
+    path("", include("apps.worldviews.urls")),
+    path("", include("apps.prompts.urls")),
 ]
 
 urlpatterns = [
