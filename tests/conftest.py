@@ -10,6 +10,8 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+pytest_plugins = ["tests.fakes.fixtures"]
+
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """Tests that need a real PostgreSQL are skipped, with the reason, when the suite runs on SQLite."""
@@ -90,3 +92,15 @@ def _fast_password_hasher() -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     get_hashers.cache_clear()
     get_hashers_by_algorithm.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def live_server_url() -> Any:
+    """uvicorn serving the project (real ASGI, real sockets); combine with `transactional_db`."""
+    from tests.live import LiveServer
+
+    server = LiveServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

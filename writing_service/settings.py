@@ -123,7 +123,9 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "billing-expire-holds": {"task": "apps.billing.tasks.expire_holds", "schedule": 60.0},
+}
 
 # --- Auth, passwords --------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -196,6 +198,8 @@ BILLING_DAILY_FREE_QUOTA = env.int("BILLING_DAILY_FREE_QUOTA", default=2000)
 BILLING_MEMBER_DAILY_FREE_QUOTA = env.int("BILLING_MEMBER_DAILY_FREE_QUOTA", default=10000)
 BILLING_INPUT_FREE_THRESHOLD = env.int("BILLING_INPUT_FREE_THRESHOLD", default=10000)
 BILLING_HOLD_CHARS_PER_TOKEN = env.int("BILLING_HOLD_CHARS_PER_TOKEN", default=4)
+# A hold older than this is considered abandoned (crashed process) and released by the sweeper.
+BILLING_HOLD_TTL_SECONDS = env.int("BILLING_HOLD_TTL_SECONDS", default=1800)
 DEFAULT_MODEL_ID = env.str("DEFAULT_MODEL_ID", default="gpt-4-turbo")
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")

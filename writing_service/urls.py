@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("apps.characters.urls")),
     path("", include("apps.worldviews.urls")),
     path("", include("apps.prompts.urls")),
+    path("", include("apps.generation.urls")),
 ]
 
 urlpatterns = [

@@ -1,0 +1,174 @@
+"""Charge arithmetic for character-based billing (字数消耗), SPEC §9 — pure, no Django.
+
+Everything here is integer arithmetic. A ratio is a :class:`~decimal.Decimal` (≥ 0.01) read as an
+exact fraction ``p / q`` (``Decimal.as_integer_ratio``), so ``⌈chars / ratio⌉`` is computed as
+``⌈chars × q / p⌉`` on integers: no float, no Decimal context precision, no rounding surprises.
+
+Rules (see ``docs/billing.md`` for worked examples):
+
+* ``input_cost = ⌈input_chars / input_ratio⌉``, but **0 when input_chars < input_free_threshold**
+  (threshold 10000: 9,999 → 0; 10,000 → charged in full).
+* ``output_cost = ⌈output_chars / output_ratio⌉``, but **0 for an active member**.
+* ``member_benefit_applied`` is true exactly when the member rule waived the output charge: the user is
+  a member **and** the model is not free — also when ``output_chars`` is 0 (the benefit was in force;
+  nothing depends on how much it saved). Free models never set it.
+* Free models cost 0 for input and output and consume nothing.
+* ``total_cost = input_cost + output_cost``; paid from the daily free quota first, then the paid balance.
+* Holds reserve ``input_cost + output cost of (max_tokens × hold_chars_per_token) characters``.
+
+Characters are Unicode code points (:func:`count_chars`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+MIN_RATIO = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    input_cost: int
+    output_cost: int
+    total_cost: int
+    member_benefit_applied: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    used_daily_free: int
+    used_paid: int
+
+
+def count_chars(text: str) -> int:
+    """Billing characters: Unicode code points (an emoji or a CJK character counts 1)."""
+    return len(text)
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _ratio_fraction(name: str, ratio: Decimal | int) -> tuple[int, int]:
+    """The ratio as an exact fraction ``(numerator, denominator)``, validated (≥ 0.01, finite)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, Decimal | int):
+        # floats are refused: Decimal(0.1) is 0.1000000000000000055511151231257827…
+        raise TypeError(f"{name} must be a Decimal (or int), got {type(ratio).__name__}")
+    value = Decimal(ratio)
+    if not value.is_finite():
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if value < MIN_RATIO:
+        raise ValueError(f"{name} must be >= {MIN_RATIO}, got {value}")
+    return value.as_integer_ratio()
+
+
+def _ceil_div_by_ratio(chars: int, fraction: tuple[int, int]) -> int:
+    """⌈chars / (p / q)⌉ = ⌈chars × q / p⌉, exactly."""
+    numerator, denominator = fraction
+    return -(-chars * denominator // numerator)
+
+
+def compute_charge(
+    *,
+    input_chars: int,
+    output_chars: int,
+    input_ratio: Decimal,
+    output_ratio: Decimal,
+    is_free_model: bool,
+    is_member: bool,
+    input_free_threshold: int,
+) -> Charge:
+    """The consumption of one generation (SPEC §9)."""
+    _check_count("input_chars", input_chars)
+    _check_count("output_chars", output_chars)
+    _check_count("input_free_threshold", input_free_threshold)
+    input_fraction = _ratio_fraction("input_ratio", input_ratio)
+    output_fraction = _ratio_fraction("output_ratio", output_ratio)
+
+    if is_free_model:
+        return Charge(input_cost=0, output_cost=0, total_cost=0, member_benefit_applied=False)
+
+    input_cost = 0 if input_chars < input_free_threshold else _ceil_div_by_ratio(input_chars, input_fraction)
+    output_cost = 0 if is_member else _ceil_div_by_ratio(output_chars, output_fraction)
+    return Charge(
+        input_cost=input_cost,
+        output_cost=output_cost,
+        total_cost=input_cost + output_cost,
+        member_benefit_applied=is_member,
+    )
+
+
+def split_payment(*, total_cost: int, daily_free_remaining: int) -> Split:
+    """Pay ``total_cost`` from the daily free quota first, the rest from the paid balance."""
+    _check_count("total_cost", total_cost)
+    _check_count("daily_free_remaining", daily_free_remaining)
+    used_daily_free = min(total_cost, daily_free_remaining)
+    return Split(used_daily_free=used_daily_free, used_paid=total_cost - used_daily_free)
+
+
+def hold_amount(
+    *,
+    input_chars: int,
+    max_tokens: int,
+    hold_chars_per_token: int,
+    input_ratio: Decimal,
+    output_ratio: Decimal,
+    is_free_model: bool,
+    is_member: bool,
+    input_free_threshold: int,
+) -> int:
+    """The most a call can cost: input cost + output cost of ``max_tokens × hold_chars_per_token`` chars.
+
+    The same rules as :func:`compute_charge` (threshold, member waiver, free model), so settling a
+    generation whose output stays within ``max_tokens × hold_chars_per_token`` characters never costs
+    more than its hold.
+    """
+    _check_count("max_tokens", max_tokens)
+    _check_count("hold_chars_per_token", hold_chars_per_token)
+    return compute_charge(
+        input_chars=input_chars,
+        output_chars=max_tokens * hold_chars_per_token,
+        input_ratio=input_ratio,
+        output_ratio=output_ratio,
+        is_free_model=is_free_model,
+        is_member=is_member,
+        input_free_threshold=input_free_threshold,
+    ).total_cost
+
+
+def max_affordable_tokens(
+    *,
+    available: int,
+    input_cost: int,
+    output_ratio: Decimal,
+    hold_chars_per_token: int,
+    is_member: bool,
+    is_free_model: bool,
+    cap: int,
+) -> int:
+    """The largest ``max_tokens`` in ``[0, cap]`` whose hold fits in ``available`` (free quota + balance).
+
+    ``input_cost`` is the (already thresholded) input cost of the request. Returns 0 when not even the
+    input cost fits. A free model holds nothing, so it returns ``cap`` whatever ``input_cost`` says;
+    a member (or ``hold_chars_per_token == 0``) holds no output, so it returns ``cap`` once the input
+    fits. Otherwise it solves ``input_cost + ⌈t × h × q / p⌉ ≤ available`` for the largest integer ``t``:
+    since the right side is an integer, that is ``t × h × q ≤ (available − input_cost) × p``.
+    """
+    _check_count("available", available)
+    _check_count("input_cost", input_cost)
+    _check_count("hold_chars_per_token", hold_chars_per_token)
+    _check_count("cap", cap)
+    numerator, denominator = _ratio_fraction("output_ratio", output_ratio)
+
+    if is_free_model:
+        return cap
+    if input_cost > available:
+        return 0
+    if is_member or hold_chars_per_token == 0:
+        return cap
+    budget = available - input_cost
+    return min(cap, budget * numerator // (hold_chars_per_token * denominator))

@@ -1,0 +1,277 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.permissions import CanGenerateWriting
+from apps.generation import services
+from apps.generation.models import Generation
+from apps.generation.relay import Relay, upstream_api_error
+from apps.providers.adapters import UpstreamError
+from apps.providers.limits import ConcurrencyLimited
+from apps.providers.routing import RoutedCall
+from apps.providers.types import ChatMessage
+from writing_service.api.pagination import PagePagination
+from writing_service.api.renderers import EventStreamRenderer, JSONRenderer
+from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
+from writing_service.api.views import AsyncAPIView
+
+MAX_TEXT = 200_000
+
+
+class ScalarToString(serializers.Field):
+    """A parameter value: strings as they are; numbers and booleans as their JSON text."""
+
+    default_error_messages = {"invalid": "Must be a string, a number or a boolean."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, bool):
+            return "true" if data else "false"
+        if isinstance(data, int | float | str):
+            text = str(data)
+            if len(text) > MAX_TEXT:
+                self.fail("invalid")
+            return text
+        self.fail("invalid")
+        return ""
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
+class HistoryMessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["user", "assistant", "system"])
+    content = serializers.CharField(max_length=MAX_TEXT, allow_blank=True, trim_whitespace=False)
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+
+class WritingInputSerializer(serializers.Serializer):
+    promptId = serializers.IntegerField(min_value=1, max_value=2**62)
+    parameters = serializers.DictField(child=ScalarToString(), required=False, default=dict)
+    userInput = serializers.CharField(
+        max_length=MAX_TEXT, required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    modelId = serializers.CharField(max_length=100, required=False)
+    temperature = serializers.FloatField(min_value=0, max_value=2, required=False, default=0.7)
+    maxTokens = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True)
+    stream = serializers.BooleanField(required=False, default=False)
+    history = HistoryMessageSerializer(many=True, required=False, default=list, max_length=1000)
+
+    def to_request(self) -> services.WritingRequest:
+        data = self.validated_data
+        return services.WritingRequest(
+            prompt_id=data["promptId"],
+            parameters=data["parameters"],
+            user_input=data["userInput"],
+            model_id=data.get("modelId") or settings.DEFAULT_MODEL_ID,
+            temperature=data["temperature"],
+            max_tokens=data.get("maxTokens"),
+            stream=data["stream"],
+            history=tuple(ChatMessage(m["role"], m["content"], m.get("name") or None) for m in data["history"]),
+        )
+
+
+class UsageSerializer(serializers.Serializer):
+    promptTokens = serializers.IntegerField()
+    completionTokens = serializers.IntegerField()
+    totalTokens = serializers.IntegerField()
+
+
+class ConsumptionSerializer(serializers.Serializer):
+    totalCost = serializers.IntegerField()
+    inputCost = serializers.IntegerField()
+    outputCost = serializers.IntegerField()
+    usedDailyFree = serializers.IntegerField()
+    usedPaid = serializers.IntegerField()
+    memberBenefitApplied = serializers.BooleanField()
+
+
+class WritingOutputSerializer(serializers.Serializer):
+    content = serializers.CharField()
+    reasoning = serializers.CharField(required=False)
+    generationId = serializers.CharField()
+    model = serializers.CharField()
+    usage = UsageSerializer()
+    finishReason = serializers.ChoiceField(choices=["stop", "length", "content_filter"])
+    duration = serializers.IntegerField(help_text="milliseconds")
+    consumption = ConsumptionSerializer()
+
+
+SSE_DESCRIPTION = (
+    '`text/event-stream`: one `data: {"content": "…"}` event per upstream delta (plus `reasoning` when the '
+    'model thinks aloud), then `data: {"content": "", "finishReason", "generationId", "model", "usage", '
+    '"duration", "consumption"}`, then `data: [DONE]`. `: ping` comments every 15 s of silence. Errors before '
+    'the stream are JSON with their status; after it, `data: {"content": "", "error": {statusCode, message, '
+    "error}}` then `data: [DONE]`."
+)
+
+
+async def run_writing(request: Request, *, stream: bool) -> Any:
+    data = WritingInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    req = data.to_request()
+    stream = stream or req.stream
+    prepared = await sync_to_async(services.writing_prepare)(user=request.user, req=req)
+    routed = RoutedCall(
+        targets=prepared.targets,
+        build=prepared.request_for,
+        redis_url=settings.REDIS_URL,
+        can_use=prepared.covered_by_hold,
+    )
+    relay = Relay(prepared, routed, services.generation_finish)
+    if stream:
+        primed = await relay.prime()
+        response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    return await _complete(relay)
+
+
+async def _complete(relay: Relay) -> Response:
+    try:
+        completion = await relay.routed.complete()
+    except (UpstreamError, ConcurrencyLimited) as exc:
+        await relay.settle(Generation.Status.FAILED, exc)
+        raise upstream_api_error(exc) from None
+    except asyncio.CancelledError:
+        await relay.settle(Generation.Status.CANCELLED)
+        raise
+    relay.content, relay.reasoning = [completion.content], [completion.reasoning] if completion.reasoning else []
+    relay.finish_reason, relay.usage = completion.finish_reason, completion.usage
+    finished = await relay.settle(Generation.Status.SUCCEEDED)
+    body: dict[str, Any] = {"content": completion.content}
+    if completion.reasoning:
+        body["reasoning"] = completion.reasoning
+    body.update(
+        generationId=relay.prepared.generation_id,
+        model=finished.model,
+        usage=finished.usage,
+        finishReason=completion.finish_reason,
+        duration=finished.duration_ms,
+        consumption=finished.consumption,
+    )
+    return Response(body)
+
+
+class WritingGenerateView(AsyncAPIView):
+    """API 21: generate with a prompt (JSON; `stream: true` answers like the stream endpoint)."""
+
+    permission_classes = (CanGenerateWriting,)
+    throttle_classes = (UserRateThrottle, ScopedRateThrottle)
+    throttle_scope = "generation"
+    renderer_classes = (JSONRenderer, EventStreamRenderer)
+
+    @extend_schema(
+        request=WritingInputSerializer,
+        responses={
+            200: OpenApiResponse(
+                WritingOutputSerializer, description="JSON, or SSE when `stream` is true. " + SSE_DESCRIPTION
+            )
+        },
+    )
+    async def post(self, request: Request) -> Any:
+        return await run_writing(request, stream=False)
+
+
+class WritingStreamView(AsyncAPIView):
+    """API 21: generate with a prompt, streamed as server-sent events."""
+
+    permission_classes = (CanGenerateWriting,)
+    throttle_classes = (UserRateThrottle, ScopedRateThrottle)
+    throttle_scope = "generation"
+    renderer_classes = (JSONRenderer, EventStreamRenderer)
+
+    @extend_schema(
+        request=WritingInputSerializer,
+        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=SSE_DESCRIPTION)},
+    )
+    async def post(self, request: Request) -> Any:
+        return await run_writing(request, stream=True)
+
+
+# --- generation records ----------------------------------------------------------------------------
+
+
+class GenerationSummarySerializer(serializers.Serializer):
+    generationId = serializers.CharField(source="public_id")
+    mode = serializers.CharField()
+    status = serializers.CharField()
+    promptId = serializers.IntegerField(source="prompt_id", allow_null=True)
+    chatId = serializers.IntegerField(source="chat_id", allow_null=True)
+    modelRequested = serializers.CharField(source="model_requested")
+    model = serializers.CharField(source="model_used")
+    stream = serializers.BooleanField()
+    finishReason = serializers.CharField(source="finish_reason")
+    inputChars = serializers.IntegerField(source="input_chars")
+    outputChars = serializers.IntegerField(source="output_chars")
+    usage = serializers.SerializerMethodField()
+    consumption = serializers.SerializerMethodField()
+    duration = serializers.IntegerField(source="duration_ms", allow_null=True)
+    timeToFirstToken = serializers.IntegerField(source="ttft_ms", allow_null=True)
+    error = serializers.SerializerMethodField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
+
+    def get_usage(self, obj: Generation) -> dict[str, Any]:
+        return {
+            "promptTokens": obj.prompt_tokens,
+            "completionTokens": obj.completion_tokens,
+            "totalTokens": obj.prompt_tokens + obj.completion_tokens,
+            "estimated": obj.usage_estimated,
+        }
+
+    def get_consumption(self, obj: Generation) -> dict[str, Any]:
+        return obj.consumption()
+
+    def get_error(self, obj: Generation) -> dict[str, str] | None:
+        return {"code": obj.error_code, "message": obj.error_message} if obj.error_code else None
+
+
+class GenerationDetailSerializer(GenerationSummarySerializer):
+    content = serializers.CharField()
+    reasoning = serializers.CharField()
+    temperature = serializers.FloatField()
+    maxTokens = serializers.IntegerField(source="max_tokens")
+    historyDropped = serializers.IntegerField(source="history_dropped")
+    attempts = serializers.ListField(child=serializers.DictField())
+
+
+class GenerationQuerySerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=Generation.Mode.choices, required=False)
+    status = serializers.ChoiceField(choices=Generation.Status.choices, required=False)
+
+
+class GenerationListView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("mode", str, enum=Generation.Mode.values),
+            OpenApiParameter("status", str, enum=Generation.Status.values),
+        ],
+        responses=GenerationSummarySerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        query = GenerationQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        qs = Generation.objects.filter(user=request.user, **query.validated_data).defer("content", "reasoning")
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(qs.order_by("-created_at", "-id"), request, view=self)
+        return paginator.get_paginated_response(GenerationSummarySerializer(page, many=True).data)
+
+
+class GenerationDetailView(APIView):
+    @extend_schema(responses=GenerationDetailSerializer)
+    def get(self, request: Request, generation_id: str) -> Response:
+        record = get_object_or_404(Generation, public_id=generation_id, user=request.user)
+        return Response(GenerationDetailSerializer(record).data)

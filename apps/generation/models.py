@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def new_generation_id() -> str:
+    return "gen_" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+
+
+class Generation(models.Model):
+    """One generation call: what was asked, which model answered, what it produced and cost."""
+
+    class Mode(models.TextChoices):
+        WRITING = "writing", "writing"
+        ROLEPLAY = "roleplay", "roleplay"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_generation_id)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.WRITING)
+    prompt_id = models.BigIntegerField(null=True, blank=True)
+    chat_id = models.BigIntegerField(null=True, blank=True)
+    model_requested = models.CharField(max_length=100)
+    model_used = models.CharField(max_length=100, blank=True, default="")
+    stream = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    finish_reason = models.CharField(max_length=20, blank=True, default="")
+    temperature = models.FloatField(default=0.7)
+    max_tokens = models.PositiveIntegerField(default=2048)
+    input_chars = models.BigIntegerField(default=0)
+    output_chars = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    usage_estimated = models.BooleanField(default=False)
+    messages_count = models.PositiveIntegerField(default=0)
+    history_dropped = models.PositiveIntegerField(default=0)
+    hold_amount = models.BigIntegerField(default=0)
+    total_cost = models.BigIntegerField(default=0)
+    input_cost = models.BigIntegerField(default=0)
+    output_cost = models.BigIntegerField(default=0)
+    used_daily_free = models.BigIntegerField(default=0)
+    used_paid = models.BigIntegerField(default=0)
+    member_benefit_applied = models.BooleanField(default=False)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=50, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    attempts = models.JSONField(default=list, blank=True)
+    content = models.TextField(blank=True, default="")
+    reasoning = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [models.Index(fields=["user", "-created_at"]), models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    def consumption(self) -> dict[str, object]:
+        return {
+            "totalCost": self.total_cost,
+            "inputCost": self.input_cost,
+            "outputCost": self.output_cost,
+            "usedDailyFree": self.used_daily_free,
+            "usedPaid": self.used_paid,
+            "memberBenefitApplied": self.member_benefit_applied,
+        }

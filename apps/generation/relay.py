@@ -1,0 +1,215 @@
+"""Relaying an upstream call to the client: SSE framing, keep-alive pings, and finishing the record
+exactly once whatever happens (success, upstream failure, client disconnect). No ORM here: the one
+synchronous step, `finish`, runs through `sync_to_async` and is shielded from cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.utils.translation import gettext as _
+
+from apps.generation.models import Generation
+from apps.generation.services import Finished, Outcome, Prepared
+from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited
+from apps.providers.limits import ConcurrencyLimited
+from apps.providers.routing import RoutedCall
+from writing_service.api.exceptions import ApiError, envelope
+
+PING_INTERVAL = 15.0
+FIRST_TOKEN_WAIT = 15.0
+DONE = b"data: [DONE]\n\n"
+PING = b": ping\n\n"
+_PING_MARK = object()
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def upstream_api_error(exc: BaseException) -> ApiError:
+    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy)."""
+    if isinstance(exc, ConcurrencyLimited):
+        return ApiError(
+            _("The model is busy right now; please retry shortly."),
+            status_code=503,
+            code="busy",
+            headers={"Retry-After": str(max(1, int(exc.retry_after)))},
+        )
+    assert isinstance(exc, UpstreamError)
+    headers = {}
+    if isinstance(exc, UpstreamRateLimited):
+        headers["Retry-After"] = str(max(1, int((exc.retry_after or 1) + 0.999)))
+    if exc.client_status == 504:
+        message = _("The model provider did not answer in time.")
+    elif exc.client_status == 429:
+        message = _("The model provider is rate limiting requests; please retry later.")
+    else:
+        message = _("The model provider failed: %(reason)s") % {"reason": exc.message}
+    return ApiError(message, status_code=exc.client_status, code=exc.code, headers=headers)
+
+
+class Relay:
+    """Drives one routed upstream call and collects what it produced."""
+
+    def __init__(self, prepared: Prepared, routed: RoutedCall, finish: Callable[..., Finished]) -> None:
+        self.prepared = prepared
+        self.routed = routed
+        self.finish = finish
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+        self.ttft_ms: int | None = None
+        self.finished: Finished | None = None
+        self._deltas = routed.stream()
+        self._pending: asyncio.Future[Delta] | None = None
+        self._started = time.perf_counter()
+
+    # -- upstream side -----------------------------------------------------------------------------
+    async def next_delta(self, silence: float) -> Delta | object | None:
+        """The next delta, `_PING_MARK` after `silence` seconds without one, None at the end."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(self._deltas))
+        done, _pending = await asyncio.wait((self._pending,), timeout=silence)
+        if not done:
+            return _PING_MARK
+        task, self._pending = self._pending, None
+        try:
+            delta = task.result()
+        except StopAsyncIteration:
+            return None
+        self._collect(delta)
+        return delta
+
+    def _collect(self, delta: Delta) -> None:
+        if (delta.content or delta.reasoning) and self.ttft_ms is None:
+            self.ttft_ms = int((time.perf_counter() - self._started) * 1000)
+        if delta.content:
+            self.content.append(delta.content)
+        if delta.reasoning:
+            self.reasoning.append(delta.reasoning)
+        if delta.finish_reason:
+            self.finish_reason = delta.finish_reason
+        if delta.usage is not None:
+            self.usage = delta.usage
+
+    async def close_upstream(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            with suppress(BaseException):
+                await self._pending
+            self._pending = None
+        with suppress(BaseException):
+            await self._deltas.aclose()
+
+    # -- record side -------------------------------------------------------------------------------
+    async def settle(self, status: str, error: BaseException | None = None) -> Finished:
+        """Finish the record and the billing once; shielded so a second cancellation cannot skip it."""
+        if self.finished is not None:
+            return self.finished
+        outcome = Outcome(
+            status=status,
+            target=self.routed.target,
+            content="".join(self.content),
+            reasoning="".join(self.reasoning),
+            finish_reason=self.finish_reason or ("stop" if status == Generation.Status.SUCCEEDED else None),
+            usage=self.usage,
+            error_code=getattr(error, "code", type(error).__name__ if error else ""),
+            error_message=getattr(error, "message", str(error)) if error else "",
+            ttft_ms=self.ttft_ms,
+            attempts=list(self.routed.attempts),
+        )
+        self.finished = await asyncio.shield(sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome))
+        return self.finished
+
+    def final_event(self) -> dict[str, Any]:
+        assert self.finished is not None
+        return {
+            "content": "",
+            "finishReason": self.finish_reason or "stop",
+            "generationId": self.prepared.generation_id,
+            "model": self.finished.model,
+            "usage": self.finished.usage,
+            "duration": self.finished.duration_ms,
+            "consumption": self.finished.consumption,
+        }
+
+    def delta_event(self, delta: Delta) -> bytes | None:
+        if not delta.content and not delta.reasoning:
+            return None
+        payload: dict[str, Any] = {"content": delta.content}
+        if delta.reasoning:
+            payload["reasoning"] = delta.reasoning
+        return sse(payload)
+
+    async def prime(self) -> list[bytes]:
+        """Wait (up to FIRST_TOKEN_WAIT) for the first text so that a call failing before its first
+        token is answered as a plain JSON error. Raises `ApiError` in that case (record finished)."""
+        events: list[bytes] = []
+        deadline = time.perf_counter() + FIRST_TOKEN_WAIT
+        try:
+            while not self.content and not self.reasoning:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    events.append(PING)
+                    break
+                delta = await self.next_delta(remaining)
+                if delta is _PING_MARK:
+                    events.append(PING)
+                    break
+                if delta is None:
+                    self._ended = True
+                    break
+                event = self.delta_event(delta)  # type: ignore[arg-type]
+                if event:
+                    events.append(event)
+        except (UpstreamError, ConcurrencyLimited) as exc:
+            await self.close_upstream()
+            await self.settle(Generation.Status.FAILED, exc)
+            raise upstream_api_error(exc) from None
+        except asyncio.CancelledError:
+            await self.close_upstream()
+            await self.settle(Generation.Status.CANCELLED)
+            raise
+        return events
+
+    _ended = False
+
+    async def events(self, primed: list[bytes]) -> AsyncIterator[bytes]:
+        """The SSE body: primed events, then live deltas with pings, the final event and `[DONE]`."""
+        status = Generation.Status.CANCELLED
+        error: BaseException | None = None
+        try:
+            for event in primed:
+                yield event
+            while not self._ended:
+                delta = await self.next_delta(PING_INTERVAL)
+                if delta is None:
+                    break
+                if delta is _PING_MARK:
+                    yield PING
+                    continue
+                event = self.delta_event(delta)  # type: ignore[arg-type]
+                if event:
+                    yield event
+            status = Generation.Status.SUCCEEDED
+        except (UpstreamError, ConcurrencyLimited) as exc:
+            status, error = Generation.Status.FAILED, exc
+        finally:
+            if status != Generation.Status.SUCCEEDED:
+                await self.close_upstream()
+            # An upstream failure is never charged, even after some text was relayed (SPEC §9).
+            await self.settle(status, error)
+        if error is not None:
+            api_error = upstream_api_error(error)
+            yield sse({"content": "", "error": envelope(api_error.status_code, api_error.message)})
+        else:
+            yield sse(self.final_event())
+        yield DONE

@@ -1,0 +1,298 @@
+"""Writing generation: prepare (validate against the database, assemble, record, hold) and finish
+(settle or release, complete the record). The upstream call in between is async and ORM-free."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from apps.billing import services as billing
+from apps.billing.charges import count_chars
+from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
+from apps.generation.models import Generation
+from apps.generation.tokens import estimate_tokens
+from apps.macros.engine import MacroContext, expand
+from apps.prompts.selectors import prompt_resolve
+from apps.providers.adapters import ChatRequest, Usage
+from apps.providers.postprocess import postprocess
+from apps.providers.selectors import ModelTarget, model_chain
+from apps.providers.types import ChatMessage
+from writing_service.api.exceptions import ApiError
+
+DEFAULT_MAX_TOKENS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class WritingRequest:
+    prompt_id: int
+    parameters: dict[str, str]
+    user_input: str
+    model_id: str
+    temperature: float
+    max_tokens: int | None
+    stream: bool
+    history: tuple[ChatMessage, ...]
+
+
+def pricing_of(target: ModelTarget) -> billing.Pricing:
+    return billing.Pricing(
+        target.model_id, target.input_ratio, target.output_ratio, target.is_free, target.max_output_tokens
+    )
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Everything the async part needs; built in one transaction, no ORM access afterwards."""
+
+    generation_id: str
+    record_id: int
+    user_id: int
+    targets: list[ModelTarget]
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int
+    temperature: float
+    hold_amount: int
+    is_member: bool
+    history_dropped: int
+    prompt_tokens_estimate: int
+    started: float = field(default_factory=time.perf_counter)
+    _requests: dict[str, tuple[ChatRequest, int]] = field(default_factory=dict)
+
+    def request_for(self, target: ModelTarget) -> ChatRequest:
+        return self._built(target)[0]
+
+    def input_chars_for(self, target: ModelTarget) -> int:
+        return self._built(target)[1]
+
+    def _built(self, target: ModelTarget) -> tuple[ChatRequest, int]:
+        cached = self._requests.get(target.model_id)
+        if cached is None:
+            messages = tuple(postprocess(self.messages, target.post_processing))
+            request = ChatRequest(
+                messages=messages,
+                model=target.upstream_model,
+                max_tokens=min(self.max_tokens, target.max_output_tokens),
+                temperature=self.temperature,
+            )
+            cached = self._requests[target.model_id] = (request, sum(count_chars(m.content) for m in messages))
+        return cached
+
+    def covered_by_hold(self, target: ModelTarget) -> bool:
+        """A fallback is used only when its worst case fits in the hold placed for the primary model."""
+        if target is self.targets[0]:
+            return True
+        from apps.billing.charges import hold_amount
+
+        worst = hold_amount(
+            input_chars=self.input_chars_for(target),
+            max_tokens=min(self.max_tokens, target.max_output_tokens),
+            hold_chars_per_token=settings.BILLING_HOLD_CHARS_PER_TOKEN,
+            input_ratio=target.input_ratio,
+            output_ratio=target.output_ratio,
+            is_free_model=target.is_free,
+            is_member=self.is_member,
+            input_free_threshold=settings.BILLING_INPUT_FREE_THRESHOLD,
+        )
+        return worst <= self.hold_amount
+
+
+def _macro_context(*, user: Any, req: WritingRequest, model_id: str) -> MacroContext:
+    conversation = [*req.history, *([ChatMessage("user", req.user_input)] if req.user_input else [])]
+    last_user = next((m.content for m in reversed(conversation) if m.role == "user"), "")
+    last_char = next((m.content for m in reversed(conversation) if m.role == "assistant"), "")
+    return MacroContext(
+        parameters=req.parameters,
+        user=user.get_username(),
+        model=model_id,
+        last_message=conversation[-1].content if conversation else "",
+        last_user_message=last_user,
+        last_char_message=last_char,
+        last_message_id=str(len(conversation) - 1) if conversation else "",
+        input=req.user_input,
+        tz=ZoneInfo(settings.BILLING_TIMEZONE),
+        seed=f"prompt:{req.prompt_id}",
+    )
+
+
+def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
+    """Resolve, assemble, budget, then create the record and place the hold in one transaction.
+
+    Raises `ApiError` (404/400 prompt, 400 model/maxTokens/budget, 402 funds) before anything is
+    written: an invalid request never touches the wallet.
+    """
+    resolved = prompt_resolve(user=user, prompt_id=req.prompt_id)
+    targets = model_chain(model_id=req.model_id)
+    primary = targets[0]
+    if req.max_tokens is not None and req.max_tokens > primary.max_output_tokens:
+        raise ApiError(
+            _("maxTokens must be at most %(max)s for model %(model)s.")
+            % {"max": primary.max_output_tokens, "model": primary.model_id},
+            status_code=400,
+            code="invalid",
+            extra={
+                "details": {
+                    "maxTokens": [
+                        _("Ensure this value is less than or equal to %(limit_value)s.")
+                        % {"limit_value": primary.max_output_tokens}
+                    ]
+                }
+            },
+        )
+    max_tokens = req.max_tokens or min(DEFAULT_MAX_TOKENS, primary.max_output_tokens)
+
+    ctx = _macro_context(user=user, req=req, model_id=primary.model_id)
+    head, history, tail = assemble(
+        contents=[(c.role, c.text) for c in resolved.contents],  # type: ignore[misc]
+        history=req.history,
+        user_input=req.user_input,
+        expand=lambda text: expand(text, ctx),
+    )
+    budget = primary.context_tokens - max_tokens
+    try:
+        assembled = fit_budget(head=head, history=history, tail=tail, budget=budget)
+    except BudgetExceeded as exc:
+        raise ApiError(
+            _(
+                "The prompt and the input need %(needed)s tokens, more than the %(budget)s tokens available "
+                "(context %(context)s − maxTokens %(max)s)."
+            )
+            % {"needed": exc.needed, "budget": exc.budget, "context": primary.context_tokens, "max": max_tokens},
+            status_code=400,
+            code="context_exceeded",
+            extra={"neededTokens": exc.needed, "budgetTokens": exc.budget},
+        ) from None
+
+    prepared = Prepared(
+        generation_id="",
+        record_id=0,
+        user_id=user.pk,
+        targets=targets,
+        messages=assembled.messages,
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        hold_amount=0,
+        is_member=False,
+        history_dropped=assembled.history_dropped,
+        prompt_tokens_estimate=assembled.prompt_tokens,
+    )
+    with transaction.atomic():
+        record = Generation.objects.create(
+            user=user,
+            mode=Generation.Mode.WRITING,
+            prompt_id=resolved.id,
+            model_requested=primary.model_id,
+            stream=req.stream,
+            temperature=req.temperature,
+            max_tokens=max_tokens,
+            messages_count=len(assembled.messages),
+            history_dropped=assembled.history_dropped,
+            input_chars=prepared.input_chars_for(primary),
+        )
+        hold = billing.hold_place(
+            user=user,
+            generation_id=record.public_id,
+            pricing=pricing_of(primary),
+            input_chars=prepared.input_chars_for(primary),
+            max_tokens=max_tokens,
+        )
+        Generation.objects.filter(pk=record.pk).update(hold_amount=hold.amount)
+    prepared.generation_id, prepared.record_id = record.public_id, record.pk
+    prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
+    return prepared
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str  # Generation.Status
+    target: ModelTarget | None
+    content: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    error_code: str = ""
+    error_message: str = ""
+    ttft_ms: int | None = None
+    attempts: Sequence[Any] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    consumption: dict[str, Any]
+    usage: dict[str, int]
+    usage_estimated: bool
+    duration_ms: int
+    model: str
+
+
+def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
+    """Settle (success, content filter, or a cancelled stream that produced text) or release the hold,
+    and complete the record. Safe to call twice: billing is idempotent per generation."""
+    duration_ms = int((time.perf_counter() - prepared.started) * 1000)
+    target = outcome.target or prepared.targets[0]
+    input_chars = prepared.input_chars_for(target)
+    output_chars = count_chars(outcome.content) + count_chars(outcome.reasoning)
+    pays = outcome.status == Generation.Status.SUCCEEDED or (
+        outcome.status == Generation.Status.CANCELLED and output_chars > 0
+    )
+    if pays:
+        consumption = billing.charge_settle(
+            generation_id=prepared.generation_id,
+            pricing=pricing_of(target),
+            input_chars=input_chars,
+            output_chars=output_chars,
+        )
+    else:
+        billing.hold_release(generation_id=prepared.generation_id)
+        consumption = billing.Consumption()
+
+    if outcome.usage is not None:
+        usage, estimated = outcome.usage, False
+    else:
+        usage = Usage.of(
+            sum(estimate_tokens(m.content) for m in prepared.request_for(target).messages),
+            estimate_tokens(outcome.content) + estimate_tokens(outcome.reasoning),
+        )
+        estimated = True
+    Generation.objects.filter(pk=prepared.record_id).update(
+        status=outcome.status,
+        model_used=target.model_id if outcome.status != Generation.Status.FAILED or outcome.target else "",
+        finish_reason=outcome.finish_reason or "",
+        input_chars=input_chars,
+        output_chars=output_chars,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        usage_estimated=estimated,
+        total_cost=consumption.total_cost,
+        input_cost=consumption.input_cost,
+        output_cost=consumption.output_cost,
+        used_daily_free=consumption.used_daily_free,
+        used_paid=consumption.used_paid,
+        member_benefit_applied=consumption.member_benefit_applied,
+        duration_ms=duration_ms,
+        ttft_ms=outcome.ttft_ms,
+        error_code=outcome.error_code[:50],
+        error_message=outcome.error_message[:2000],
+        content=outcome.content,
+        reasoning=outcome.reasoning,
+        attempts=[{"model": a.model_id, "error": a.error_code, "message": a.message[:300]} for a in outcome.attempts],
+        finished_at=timezone.now(),
+    )
+    return Finished(
+        consumption=consumption.as_api(),
+        usage={
+            "promptTokens": usage.prompt_tokens,
+            "completionTokens": usage.completion_tokens,
+            "totalTokens": usage.total_tokens,
+        },
+        usage_estimated=estimated,
+        duration_ms=duration_ms,
+        model=target.model_id,
+    )

@@ -1,0 +1,12 @@
+"""SillyTavern-compatible macro engine (pure Python, no Django).
+
+>>> expand("Hello {{user}}!", MacroContext(user="Alice"))
+'Hello Alice!'
+
+See ``docs/macros.md`` for the supported macros, syntax, limits and decisions.
+"""
+
+from apps.macros.engine.context import MacroContext
+from apps.macros.engine.evaluator import expand, needs_expansion
+
+__all__ = ["MacroContext", "expand", "needs_expansion"]

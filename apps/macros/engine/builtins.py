@@ -1,0 +1,245 @@
+"""The built-in macro table: name → arity and handler.
+
+A handler receives the evaluator, the already-expanded arguments and the macro node, and
+returns the replacement text, or ``None`` when an argument has the wrong type (the macro
+then stays literal, as in ST's new engine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, timezone
+from typing import TYPE_CHECKING
+
+from apps.macros.engine import dice, variables
+from apps.macros.engine.context import MAX_DATE_FORMAT
+from apps.macros.engine.timefmt import format_moment, humanize, parse_datetime, parse_utc_offset
+from apps.macros.engine.values import js_number
+
+if TYPE_CHECKING:
+    from apps.macros.engine.evaluator import Evaluator
+    from apps.macros.engine.scanner import MacroNode
+
+type Handler = Callable[["Evaluator", list[str], "MacroNode"], str | None]
+
+#: Arity marker for "any number of arguments".
+MANY = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class MacroSpec:
+    """A built-in macro: canonical name, accepted argument counts and handler.
+
+    ``special`` macros (``if``, ``trim``, comments) are evaluated by the evaluator itself.
+    ``pure`` macros give the same text for the same body within one call (memoised).
+    """
+
+    name: str
+    min_args: int
+    max_args: int
+    handler: Handler | None = None
+    special: bool = False
+    pure: bool = False
+
+    def accepts(self, count: int) -> bool:
+        return self.min_args <= count <= self.max_args
+
+
+REGISTRY: dict[str, MacroSpec] = {}
+
+
+def _register(
+    names: str,
+    min_args: int,
+    max_args: int,
+    handler: Handler | None,
+    *,
+    special: bool = False,
+    pure: bool = False,
+) -> None:
+    canonical, *_ = names.split()
+    spec = MacroSpec(canonical, min_args, max_args, handler, special, pure)
+    for name in names.split():
+        REGISTRY[name.lower()] = spec
+
+
+def _field(getter: Callable[[Evaluator], str]) -> Handler:
+    return lambda ev, args, node: getter(ev)
+
+
+# --- names and card/chat context -------------------------------------------------------
+_register("user", 0, 0, _field(lambda ev: ev.ctx.user), pure=True)
+_register("char", 0, 0, _field(lambda ev: ev.ctx.char), pure=True)
+_register("group charIfNotGroup groupNotMuted", 0, 0, _field(lambda ev: ev.ctx.group or ev.ctx.char), pure=True)
+_register("notChar", 0, 0, _field(lambda ev: ev.ctx.not_char or ev.ctx.user), pure=True)
+_register("description charDescription", 0, 0, _field(lambda ev: ev.ctx.description), pure=True)
+_register("personality charPersonality", 0, 0, _field(lambda ev: ev.ctx.personality), pure=True)
+_register("scenario charScenario", 0, 0, _field(lambda ev: ev.ctx.scenario), pure=True)
+_register("persona", 0, 0, _field(lambda ev: ev.ctx.persona), pure=True)
+_register("charPrompt", 0, 0, _field(lambda ev: ev.ctx.char_prompt), pure=True)
+_register("charInstruction charJailbreak", 0, 0, _field(lambda ev: ev.ctx.char_instruction), pure=True)
+_register("mesExamples", 0, 0, _field(lambda ev: ev.ctx.mes_examples), pure=True)
+_register("mesExamplesRaw", 0, 0, _field(lambda ev: ev.ctx.mes_examples_raw or ev.ctx.mes_examples), pure=True)
+_register("model", 0, 0, _field(lambda ev: ev.ctx.model), pure=True)
+_register("lastMessage", 0, 0, _field(lambda ev: ev.ctx.last_message), pure=True)
+_register("lastUserMessage", 0, 0, _field(lambda ev: ev.ctx.last_user_message), pure=True)
+_register("lastCharMessage", 0, 0, _field(lambda ev: ev.ctx.last_char_message), pure=True)
+_register("lastMessageId", 0, 0, _field(lambda ev: ev.ctx.last_message_id), pure=True)
+_register("maxPrompt", 0, 0, _field(lambda ev: ev.ctx.max_prompt), pure=True)
+_register("input", 0, 0, _field(lambda ev: ev.ctx.input), pure=True)
+_register("original", 0, 0, _field(lambda ev: ev.take_original()))
+_register("outlet", 1, 1, lambda ev, args, node: str(ev.ctx.outlets.get(args[0], "") or ""), pure=True)
+
+
+# --- time -------------------------------------------------------------------------------
+def _time(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
+    if not args:
+        return format_moment(ev.now(), "LT")
+    offset = parse_utc_offset(args[0])
+    if offset is None:
+        return None
+    zone = UTC if not offset else timezone(offset)
+    return format_moment(ev.now().astimezone(zone), "LT")
+
+
+def _time_utc(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
+    return _time(ev, ["UTC" + args[0]], node)
+
+
+def _datetimeformat(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
+    if len(args[0]) > MAX_DATE_FORMAT:
+        return None
+    return format_moment(ev.now(), args[0])
+
+
+def _idle(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    last = ev.ctx.last_interaction
+    if last is None:
+        return "just now"
+    if last.tzinfo is None:
+        last = last.replace(tzinfo=ev.ctx.tz)
+    return humanize((ev.now() - last).total_seconds() * 1000)
+
+
+def _time_diff(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    a = parse_datetime(args[0], ev.ctx.tz)
+    b = parse_datetime(args[1], ev.ctx.tz)
+    if a is None or b is None:
+        return "Invalid date"
+    return humanize((a - b).total_seconds() * 1000, with_suffix=True)
+
+
+_register("time", 0, 1, _time, pure=True)
+_register("time_utc", 1, 1, _time_utc, pure=True)
+_register("date", 0, 0, _field(lambda ev: format_moment(ev.now(), "LL")), pure=True)
+_register("weekday", 0, 0, _field(lambda ev: format_moment(ev.now(), "dddd")), pure=True)
+_register("isotime", 0, 0, _field(lambda ev: format_moment(ev.now(), "HH:mm")), pure=True)
+_register("isodate", 0, 0, _field(lambda ev: format_moment(ev.now(), "YYYY-MM-DD")), pure=True)
+_register("datetimeformat", 1, 1, _datetimeformat, pure=True)
+_register("idle_duration idleDuration", 0, 0, _idle, pure=True)
+_register("timeDiff", 2, 2, _time_diff, pure=True)
+
+
+# --- randomness -------------------------------------------------------------------------
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+
+
+def _options(args: list[str]) -> list[str]:
+    """Several arguments are the options; a single one is split on unescaped commas."""
+    if len(args) > 1:
+        return args
+    return [item.replace("\\,", ",").strip() for item in _UNESCAPED_COMMA.split(args[0])]
+
+
+def _random(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    return ev.rng().choice(_options(args))
+
+
+def _pick(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    options = _options(args)
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(str(ev.ctx.seed if ev.ctx.seed is not None else "").encode("utf-8", "surrogatepass"))
+    digest.update(b"\x00" + ev.text_digest() + b"\x00" + str(node.start).encode())
+    return options[int.from_bytes(digest.digest(), "big") % len(options)]
+
+
+_register("random", 1, MANY, _random)
+_register("pick", 1, MANY, _pick)
+_register("roll", 1, 1, lambda ev, args, node: dice.roll(args[0], ev.rng()))
+
+
+# --- text -------------------------------------------------------------------------------
+def _count(text: str) -> int | None:
+    text = text.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        return None
+    return int(text)
+
+
+def _repeat(char: str) -> Handler:
+    def handler(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
+        if not args:
+            return char
+        count = _count(args[0])
+        if count is None:
+            return None
+        return char * min(count, ev.budget())
+
+    return handler
+
+
+def _banned(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    word = args[0]
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
+        word = word[1:-1]
+    if word:
+        ev.ctx.banned_words.append(word)
+    return ""
+
+
+_register("newline", 0, 1, _repeat("\n"), pure=True)
+_register("space", 0, 1, _repeat(" "), pure=True)
+_register("noop", 0, 0, _field(lambda ev: ""), pure=True)
+_register("reverse", 1, 1, lambda ev, args, node: args[0][::-1], pure=True)
+_register("banned", 1, 1, _banned)
+_register("trim", 0, 1, None, special=True)
+_register("if", 2, 3, None, special=True)
+_register("// comment", 0, MANY, None, special=True)
+
+
+# --- variables --------------------------------------------------------------------------
+def _var_macros(suffix: str, local: bool) -> None:
+    def store(ev: Evaluator) -> variables.Store:
+        return ev.ctx.local_vars if local else ev.ctx.global_vars
+
+    def setvar(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+        variables.var_set(store(ev), args[0], args[1], ev.limit)
+        return ""
+
+    def addvar(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+        variables.var_add(store(ev), args[0], args[1], ev.limit)
+        return ""
+
+    def delete(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+        variables.var_delete(store(ev), args[0])
+        return ""
+
+    _register(f"set{suffix}", 2, 2, setvar)
+    _register(f"get{suffix}", 1, 1, lambda ev, args, node: variables.var_get(store(ev), args[0]))
+    _register(f"add{suffix}", 2, 2, addvar)
+    _register(f"inc{suffix}", 1, 1, lambda ev, args, node: variables.var_add(store(ev), args[0], "1", ev.limit))
+    _register(f"dec{suffix}", 1, 1, lambda ev, args, node: variables.var_add(store(ev), args[0], "-1", ev.limit))
+    _register(f"has{suffix}", 1, 1, lambda ev, args, node: variables.var_has(store(ev), args[0]))
+    _register(f"delete{suffix}", 1, 1, delete)
+
+
+_var_macros("var", local=True)
+_var_macros("globalvar", local=False)
+
+
+def shorthand_number(text: str) -> float | None:
+    """Numeric value of a shorthand operand (``None`` when not a number or blank)."""
+    return js_number(text) if text.strip() else None

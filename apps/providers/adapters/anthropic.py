@@ -1,0 +1,252 @@
+"""Anthropic Messages API (``POST {root}/messages``; root = base URL with ``/v1``).
+
+Conversion (after SillyTavern's ``convertClaudeMessages`` with ``use_sysprompt``):
+
+* leading system messages → top-level ``system`` (joined with blank lines); system messages later in
+  the conversation become ``user`` messages where they stand (``options["system_mode"] = "all"``
+  moves every system message to ``system`` instead);
+* ``name`` → a ``"Name: "`` prefix; empty messages dropped; consecutive same roles merged (``\\n\\n``);
+* the first message must be ``user``: the placeholder ``[Start a new chat]`` is inserted if needed;
+* a trailing assistant message is a **prefill** (trailing whitespace removed, which the API demands):
+  the reply continues it and the deltas contain only the new text;
+* ``temperature`` is clamped to Anthropic's 0–1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
+from apps.providers.adapters.errors import UpstreamProtocolError
+from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
+from apps.providers.sse import SSEEvent
+from apps.providers.types import ChatMessage, FinishReason
+
+ANTHROPIC_VERSION = "2023-06-01"
+PLACEHOLDER = "[Start a new chat]"
+
+_STOP: Mapping[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+
+
+def map_stop_reason(value: Any) -> FinishReason | None:
+    if not value:
+        return None
+    return _STOP.get(str(value), "stop")
+
+
+def _named(m: ChatMessage) -> str:
+    if m.name and m.role != "system" and not m.content.startswith(f"{m.name}: "):
+        return f"{m.name}: {m.content}"
+    return m.content
+
+
+def merge_turns(pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """[[role, text], …] with empty texts dropped and consecutive same roles joined by blank lines."""
+    out: list[list[str]] = []
+    for role, text in pairs:
+        if not text:
+            continue
+        if out and out[-1][0] == role:
+            out[-1][1] = f"{out[-1][1]}\n\n{text}"
+        else:
+            out.append([role, text])
+    return out
+
+
+def split_system(messages: Sequence[ChatMessage], *, mode: str = "leading") -> tuple[str, list[tuple[str, str]]]:
+    """(system text, [(role, text)…]) — leading system messages (or all of them for ``mode="all"``)
+    go to the system text; others become user turns where they stand."""
+    system: list[str] = []
+    turns: list[tuple[str, str]] = []
+    leading = True
+    for m in messages:
+        if m.role == "system":
+            if (leading or mode == "all") and m.content:
+                system.append(m.content)
+                continue
+            turns.append(("user", m.content))
+            continue
+        leading = False
+        turns.append((m.role, _named(m)))
+    return "\n\n".join(system), turns
+
+
+def anthropic_messages(messages: Sequence[ChatMessage], *, mode: str = "leading") -> tuple[str, list[dict[str, str]]]:
+    system, turns = split_system(messages, mode=mode)
+    merged = merge_turns(turns)
+    if merged and merged[-1][0] == "assistant":
+        merged[-1][1] = merged[-1][1].rstrip()
+        if not merged[-1][1]:
+            merged.pop()
+    if not merged or merged[0][0] != "user":
+        merged.insert(0, ["user", PLACEHOLDER])
+    return system, [{"role": role, "content": text} for role, text in merged]
+
+
+def _usage(prompt: int | None, completion: int | None) -> Usage | None:
+    if prompt is None and completion is None:
+        return None
+    return Usage.of(prompt or 0, completion or 0)
+
+
+def _input_tokens(usage: Any) -> int | None:
+    if not isinstance(usage, dict) or usage.get("input_tokens") is None:
+        return None
+    return sum(
+        int(usage.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
+class _MessagesStream(StreamHandler):
+    __slots__ = ("input_tokens", "output_tokens")
+
+    def __init__(self, provider: str, secrets: tuple[str | None, ...]) -> None:
+        super().__init__(provider, secrets)
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+
+    def on_event(self, event: SSEEvent) -> Delta | None:
+        data = event.data
+        if not data:
+            return None
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                f"{self.provider} sent invalid JSON in the stream: {data[:80]!r}", provider=self.provider
+            ) from None
+        if type(obj) is not dict:
+            raise UpstreamProtocolError(f"{self.provider} sent an unexpected stream event", provider=self.provider)
+        kind = obj.get("type") or event.event
+        if kind == "content_block_delta":
+            delta = obj.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                text = delta.get("text")
+                return Delta(text) if text else None
+            if dtype == "thinking_delta":
+                thinking = delta.get("thinking")
+                return Delta(reasoning=thinking) if thinking else None
+            return None  # signature_delta, input_json_delta, citations…
+        if kind == "content_block_start":
+            block = obj.get("content_block") or {}
+            if block.get("type") == "text" and block.get("text"):
+                return Delta(block["text"])
+            if block.get("type") == "thinking" and block.get("thinking"):
+                return Delta(reasoning=block["thinking"])
+            return None
+        if kind == "message_start":
+            usage = (obj.get("message") or {}).get("usage")
+            self.input_tokens = _input_tokens(usage)
+            if isinstance(usage, dict) and usage.get("output_tokens") is not None:
+                self.output_tokens = int(usage["output_tokens"])
+            return None
+        if kind == "message_delta":
+            stop = (obj.get("delta") or {}).get("stop_reason")
+            if stop:
+                self.finish = map_stop_reason(stop)
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                if usage.get("output_tokens") is not None:
+                    self.output_tokens = int(usage["output_tokens"])
+                tokens = _input_tokens(usage)
+                if tokens:
+                    self.input_tokens = tokens
+            return None
+        if kind == "message_stop":
+            self.done = True
+            return None
+        if kind == "error":
+            raise self.error(obj)
+        return None  # ping, content_block_stop, unknown future events
+
+    def final(self) -> Delta:
+        if not self.done and self.finish is None:
+            raise UpstreamProtocolError(f"{self.provider} stream ended before message_stop", provider=self.provider)
+        return Delta(finish_reason=self.finish or "stop", usage=_usage(self.input_tokens, self.output_tokens))
+
+
+class AnthropicAdapter(Adapter):
+    kind = "anthropic"
+    provider = "Anthropic upstream"
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        super().__init__(config)
+        auth = {"anthropic-version": ANTHROPIC_VERSION}
+        if config.api_key:
+            auth["x-api-key"] = config.api_key
+        self._headers = json_headers(config, auth)
+        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+        self._url = f"{self.base_url}/messages"
+        self._system_mode = str(config.options.get("system_mode", "leading"))
+
+    def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        system, messages = anthropic_messages(request.messages, mode=self._system_mode)
+        body: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": messages,
+            "temperature": min(1.0, max(0.0, float(request.temperature))),
+        }
+        if system:
+            body["system"] = system
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        if stream:
+            body["stream"] = True
+        body.update(request.extra)
+        return body
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        return stream_deltas(
+            self.config,
+            self._url,
+            headers=self._stream_headers,
+            body=self.body(request, stream=True),
+            handler=_MessagesStream(self.provider, (self.config.api_key,)),
+        )
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        obj = await request_json(
+            self.config,
+            "POST",
+            self._url,
+            headers=self._headers,
+            body=self.body(request, stream=False),
+            provider=self.provider,
+        )
+        blocks = obj.get("content") if isinstance(obj, dict) else None
+        if not isinstance(blocks, list):
+            raise UpstreamProtocolError(f"{self.provider} answered without content", provider=self.provider)
+        text = "".join(b.get("text") or "" for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        thinking = "".join(
+            b.get("thinking") or "" for b in blocks if isinstance(b, dict) and b.get("type") == "thinking"
+        )
+        usage = obj.get("usage")
+        out = (
+            int(usage["output_tokens"]) if isinstance(usage, dict) and usage.get("output_tokens") is not None else None
+        )
+        return Completion(
+            content=text,
+            reasoning=thinking,
+            finish_reason=map_stop_reason(obj.get("stop_reason")) or "stop",
+            usage=_usage(_input_tokens(usage), out),
+        )
+
+    async def list_models(self) -> list[str]:
+        obj = await request_json(
+            self.config, "GET", f"{self.base_url}/models", headers=self._headers, provider=self.provider
+        )
+        data = obj.get("data") if isinstance(obj, dict) else None
+        return [str(m["id"]) for m in data or [] if isinstance(m, dict) and m.get("id")]

@@ -1,0 +1,201 @@
+"""Google AI Studio (Gemini) ``generateContent`` / ``streamGenerateContent?alt=sse``.
+
+Conversion (after SillyTavern's ``convertGooglePrompt`` with ``use_sysprompt``): leading system
+messages → ``systemInstruction`` (later ones become ``user`` turns where they stand), assistant →
+``model``, ``name`` → ``"Name: "`` prefix, empty messages dropped, consecutive same roles merged with
+blank lines. Key in the ``x-goog-api-key`` header (never in the URL, so it can't leak into logs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from apps.providers.adapters.anthropic import PLACEHOLDER, merge_turns, split_system
+from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
+from apps.providers.adapters.errors import UpstreamProtocolError
+from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
+from apps.providers.sse import SSEEvent
+from apps.providers.types import ChatMessage, FinishReason
+
+MAX_STOP_SEQUENCES = 5
+SAFETY_CATEGORIES = (
+    "HARM_CATEGORY_HARASSMENT",
+    "HARM_CATEGORY_HATE_SPEECH",
+    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+    "HARM_CATEGORY_DANGEROUS_CONTENT",
+    "HARM_CATEGORY_CIVIC_INTEGRITY",
+)
+_FILTERED = frozenset(
+    {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT"}
+)
+
+
+def map_finish_reason(value: Any) -> FinishReason | None:
+    if not value or value == "FINISH_REASON_UNSPECIFIED":
+        return None
+    value = str(value)
+    if value == "MAX_TOKENS":
+        return "length"
+    if value in _FILTERED:
+        return "content_filter"
+    return "stop"  # STOP, LANGUAGE, OTHER, MALFORMED_FUNCTION_CALL, …
+
+
+def gemini_contents(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
+    system, turns = split_system(messages)
+    merged = merge_turns([("model" if role == "assistant" else "user", text) for role, text in turns])
+    if not merged:
+        merged = [["user", system or PLACEHOLDER]]
+        system = ""
+    return system, [{"role": role, "parts": [{"text": text}]} for role, text in merged]
+
+
+def parse_usage_metadata(meta: Any) -> Usage | None:
+    if not isinstance(meta, dict):
+        return None
+    prompt = int(meta.get("promptTokenCount") or 0)
+    completion = int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
+    total = meta.get("totalTokenCount")
+    return Usage(prompt, completion, int(total) if total else prompt + completion)
+
+
+def _parts_text(candidate: Mapping[str, Any]) -> tuple[str, str]:
+    content = candidate.get("content") or {}
+    text = reasoning = ""
+    for part in content.get("parts") or ():
+        value = part.get("text")
+        if not value:
+            continue
+        if part.get("thought"):
+            reasoning += value
+        else:
+            text += value
+    return text, reasoning
+
+
+class _GeminiStream(StreamHandler):
+    __slots__ = ("seen",)
+
+    def __init__(self, provider: str, secrets: tuple[str | None, ...]) -> None:
+        super().__init__(provider, secrets)
+        self.seen = False
+
+    def on_event(self, event: SSEEvent) -> Delta | None:
+        data = event.data
+        if not data:
+            return None
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                f"{self.provider} sent invalid JSON in the stream: {data[:80]!r}", provider=self.provider
+            ) from None
+        if type(obj) is list and obj:
+            obj = obj[0]
+        if type(obj) is not dict:
+            raise UpstreamProtocolError(f"{self.provider} sent an unexpected stream event", provider=self.provider)
+        if obj.get("error"):
+            raise self.error(obj)
+        self.seen = True
+        meta = obj.get("usageMetadata")
+        if meta:
+            self.usage = parse_usage_metadata(meta)
+        feedback = obj.get("promptFeedback")
+        if feedback and feedback.get("blockReason"):
+            self.finish = "content_filter"
+        candidates = obj.get("candidates")
+        if not candidates:
+            return None
+        candidate = candidates[0]
+        finish = map_finish_reason(candidate.get("finishReason"))
+        if finish:
+            self.finish = finish
+        text, reasoning = _parts_text(candidate)
+        if text or reasoning:
+            return Delta(text, reasoning)
+        return None
+
+    def final(self) -> Delta:
+        if not self.seen:
+            raise UpstreamProtocolError(f"{self.provider} stream ended without any response", provider=self.provider)
+        return Delta(finish_reason=self.finish or "stop", usage=self.usage)
+
+
+class GeminiAdapter(Adapter):
+    kind = "gemini"
+    provider = "Gemini upstream"
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        super().__init__(config)
+        auth = {"x-goog-api-key": config.api_key} if config.api_key else {}
+        self._headers = json_headers(config, auth)
+        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+
+    def _model_url(self, model: str, method: str) -> str:
+        model = model.removeprefix("models/")
+        return f"{self.base_url}/models/{quote(model, safe='-._~@')}:{method}"
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        system, contents = gemini_contents(request.messages)
+        config: dict[str, Any] = {
+            "candidateCount": 1,
+            "maxOutputTokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.stop:
+            config["stopSequences"] = list(request.stop[:MAX_STOP_SEQUENCES])
+        body: dict[str, Any] = {
+            "contents": contents,
+            "generationConfig": config,
+            "safetySettings": [{"category": c, "threshold": "OFF"} for c in SAFETY_CATEGORIES],
+        }
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        for key, value in request.extra.items():
+            if key == "generationConfig" and isinstance(value, Mapping):
+                config.update(value)
+            else:
+                body[key] = value
+        return body
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        return stream_deltas(
+            self.config,
+            self._model_url(request.model, "streamGenerateContent") + "?alt=sse",
+            headers=self._stream_headers,
+            body=self.body(request),
+            handler=_GeminiStream(self.provider, (self.config.api_key,)),
+        )
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        obj = await request_json(
+            self.config,
+            "POST",
+            self._model_url(request.model, "generateContent"),
+            headers=self._headers,
+            body=self.body(request),
+            provider=self.provider,
+        )
+        if not isinstance(obj, dict):
+            raise UpstreamProtocolError(f"{self.provider} answered an unexpected body", provider=self.provider)
+        usage = parse_usage_metadata(obj.get("usageMetadata"))
+        feedback = obj.get("promptFeedback") or {}
+        candidates = obj.get("candidates") or []
+        if not candidates:
+            if feedback.get("blockReason"):
+                return Completion("", "", "content_filter", usage)
+            raise UpstreamProtocolError(f"{self.provider} answered without candidates", provider=self.provider)
+        text, reasoning = _parts_text(candidates[0])
+        finish = map_finish_reason(candidates[0].get("finishReason")) or "stop"
+        return Completion(text, reasoning, finish, usage)
+
+    async def list_models(self) -> list[str]:
+        obj = await request_json(
+            self.config, "GET", f"{self.base_url}/models", headers=self._headers, provider=self.provider
+        )
+        models = obj.get("models") if isinstance(obj, dict) else None
+        return [str(m["name"]).removeprefix("models/") for m in models or [] if isinstance(m, dict) and m.get("name")]

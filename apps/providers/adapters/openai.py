@@ -1,0 +1,173 @@
+"""OpenAI Chat Completions (OpenAI, DeepSeek, OpenRouter, Mistral, Ollama, llama.cpp, vLLM, …)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
+from apps.providers.adapters.errors import UpstreamProtocolError
+from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
+from apps.providers.sse import SSEEvent
+from apps.providers.types import FinishReason
+
+_FINISH: Mapping[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "stop",
+    "function_call": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+}
+
+
+def map_finish(value: Any) -> FinishReason | None:
+    if not value:
+        return None
+    return _FINISH.get(str(value).lower(), "stop")
+
+
+def parse_usage(obj: Any) -> Usage | None:
+    if not isinstance(obj, Mapping):
+        return None
+    try:
+        prompt = int(obj.get("prompt_tokens") or 0)
+        completion = int(obj.get("completion_tokens") or 0)
+        total = obj.get("total_tokens")
+        return Usage(prompt, completion, int(total) if total is not None else prompt + completion)
+    except (TypeError, ValueError):
+        return None
+
+
+def openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
+    out = []
+    for m in request.messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.name:
+            item["name"] = m.name
+        out.append(item)
+    return out
+
+
+class _ChatStream(StreamHandler):
+    __slots__ = ()
+
+    def on_event(self, event: SSEEvent) -> Delta | None:
+        data = event.data
+        if not data:
+            return None
+        if data[0] != "{" and data.strip() == "[DONE]":
+            self.done = True
+            return None
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                f"{self.provider} sent invalid JSON in the stream: {data[:80]!r}", provider=self.provider
+            ) from None
+        if type(obj) is not dict:
+            raise UpstreamProtocolError(f"{self.provider} sent an unexpected stream event", provider=self.provider)
+        choices = obj.get("choices")
+        usage = obj.get("usage")
+        if usage:
+            self.usage = parse_usage(usage)
+        if not choices:
+            if obj.get("error"):
+                raise self.error(obj)
+            return None
+        choice = choices[0]
+        delta = choice.get("delta") or choice.get("message")
+        content = reasoning = None
+        if delta:
+            content = delta.get("content")
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        finish = choice.get("finish_reason")
+        if finish:
+            self.finish = map_finish(finish)
+        if content or reasoning:
+            if type(content) is list:  # Mistral-style content parts
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return Delta(content or "", reasoning if isinstance(reasoning, str) else "")
+        return None
+
+    def final(self) -> Delta:
+        if self.finish is None and not self.done:
+            raise UpstreamProtocolError(
+                f"{self.provider} stream ended before the answer was finished", provider=self.provider
+            )
+        return Delta(finish_reason=self.finish or "stop", usage=self.usage)
+
+
+class OpenAIChatAdapter(Adapter):
+    kind = "openai"
+    provider = "OpenAI-compatible upstream"
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        super().__init__(config)
+        auth = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._headers = json_headers(config, auth)
+        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+        self._url = f"{self.base_url}/chat/completions"
+
+    def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": openai_messages(request),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": stream,
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(request.extra)
+        return body
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        return stream_deltas(
+            self.config,
+            self._url,
+            headers=self._stream_headers,
+            body=self.body(request, stream=True),
+            handler=_ChatStream(self.provider, (self.config.api_key,)),
+        )
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        obj = await request_json(
+            self.config,
+            "POST",
+            self._url,
+            headers=self._headers,
+            body=self.body(request, stream=False),
+            provider=self.provider,
+        )
+        try:
+            choice = obj["choices"][0]
+            message = choice.get("message") or {}
+            content = message.get("content") or choice.get("text") or ""
+            reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise UpstreamProtocolError(f"{self.provider} answered without choices", provider=self.provider) from None
+        return Completion(
+            content=content if isinstance(content, str) else "",
+            reasoning=reasoning if isinstance(reasoning, str) else "",
+            finish_reason=map_finish(choice.get("finish_reason")) or "stop",
+            usage=parse_usage(obj.get("usage")),
+        )
+
+    async def list_models(self) -> list[str]:
+        obj = await request_json(
+            self.config, "GET", f"{self.base_url}/models", headers=self._headers, provider=self.provider
+        )
+        data = obj.get("data") if isinstance(obj, dict) else obj
+        if not isinstance(data, list):
+            data = obj.get("models", []) if isinstance(obj, dict) else []
+        return [
+            str(m.get("id") or m.get("name")) for m in data if isinstance(m, dict) and (m.get("id") or m.get("name"))
+        ]

@@ -1,0 +1,100 @@
+"""Per-connection concurrency limits: a Redis-backed semaphore when Redis is configured (shared by
+every app process), an in-process asyncio semaphore otherwise. A caller waits briefly for a slot,
+then gets `ConcurrencyLimited` (answered 503 with `Retry-After`).
+
+Redis slots are leases in a sorted set scored by their expiry, so a crashed process's slots free
+themselves after `LEASE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+LEASE_SECONDS = 600
+POLL_SECONDS = 0.05
+
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+
+class ConcurrencyLimited(Exception):
+    def __init__(self, key: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"no free slot for {key}")
+        self.key = key
+        self.retry_after = retry_after
+
+
+_local: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = weakref.WeakKeyDictionary()
+
+
+def _local_semaphore(key: str, limit: int) -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    per_loop = _local.setdefault(loop, {})
+    sem = per_loop.get((key, limit))
+    if sem is None:
+        sem = per_loop[(key, limit)] = asyncio.Semaphore(limit)
+    return sem
+
+
+def _redis(url: str):  # type: ignore[no-untyped-def]
+    import redis.asyncio as aioredis
+
+    loop = asyncio.get_running_loop()
+    client = _redis_clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        _redis_clients[loop] = client
+    return client
+
+
+@asynccontextmanager
+async def concurrency_slot(key: str, limit: int, *, redis_url: str = "", wait: float = 2.0) -> AsyncIterator[None]:
+    """Hold one of `limit` slots for `key` while the block runs; `limit` 0 means unlimited."""
+    if limit <= 0:
+        yield
+        return
+    if not redis_url:
+        sem = _local_semaphore(key, limit)
+        try:
+            await asyncio.wait_for(sem.acquire(), timeout=wait)
+        except TimeoutError:
+            raise ConcurrencyLimited(key) from None
+        try:
+            yield
+        finally:
+            sem.release()
+        return
+
+    client = _redis(redis_url)
+    redis_key = f"ws:slots:{key}"
+    member = uuid.uuid4().hex
+    deadline = time.monotonic() + wait
+    while True:
+        now = time.time()
+        acquired = await client.eval(  # type: ignore[attr-defined]
+            _ACQUIRE, 1, redis_key, now, limit, now + LEASE_SECONDS, member, LEASE_SECONDS * 2
+        )
+        if acquired:
+            break
+        if time.monotonic() >= deadline:
+            raise ConcurrencyLimited(key)
+        await asyncio.sleep(POLL_SECONDS)
+    try:
+        yield
+    finally:
+        await asyncio.shield(client.zrem(redis_key, member))  # type: ignore[attr-defined]

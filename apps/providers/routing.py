@@ -1,0 +1,148 @@
+"""Calling a model with retries and fallbacks (no Django imports).
+
+Before the first token, a retryable failure (timeout, connect error, 429, 404 model, 5xx/overloaded)
+is retried once with jittered backoff, then the next fallback model is tried; an authentication
+failure skips straight to the next fallback (another connection may work); anything else (a bad
+request, a protocol error) ends the call. After the first token nothing switches: a failure mid-stream
+is the caller's to report. Rate-limit waits longer than `MAX_RETRY_AFTER` go to the next model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from apps.providers.adapters import (
+    ChatRequest,
+    Completion,
+    Delta,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamRateLimited,
+    error_retry_delay,
+    get_adapter,
+)
+from apps.providers.limits import ConcurrencyLimited, concurrency_slot
+
+RETRIES_PER_TARGET = 1
+MAX_RETRY_AFTER = 5.0
+
+
+class Target(Protocol):
+    model_id: str
+    connection_id: int
+    max_concurrency: int
+
+    @property
+    def config(self) -> Any: ...
+
+
+@dataclass(slots=True)
+class AttemptLog:
+    model_id: str
+    error_code: str
+    message: str
+
+
+@dataclass(slots=True)
+class RoutedCall:
+    """One logical call over a chain of targets.
+
+    `build(target)` makes the upstream request for a target (post-processing differs per connection).
+    After the call, `target` is the target that answered (or the last one tried) and `attempts` lists
+    the failures that led there.
+    """
+
+    targets: Sequence[Any]
+    build: Callable[[Any], ChatRequest]
+    redis_url: str = ""
+    slot_wait: float = 2.0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    can_use: Callable[[Any], bool] = lambda _target: True
+    target: Any = None
+    request: ChatRequest | None = None
+    attempts: list[AttemptLog] = field(default_factory=list)
+
+    def _plan(self) -> list[Any]:
+        usable = [t for t in self.targets if self.can_use(t)]
+        return usable or list(self.targets[:1])
+
+    async def _backoff_or_next(self, error: UpstreamError, attempt: int) -> bool:
+        """Log the failure; sleep and return True to retry the same target, False to move on."""
+        self.attempts.append(AttemptLog(self.target.model_id, error.code, error.message))
+        if isinstance(error, UpstreamAuthError) or not error.retryable or attempt >= RETRIES_PER_TARGET:
+            return False
+        if isinstance(error, UpstreamRateLimited) and (error.retry_after or 0) > MAX_RETRY_AFTER:
+            return False
+        await self.sleep(error_retry_delay(error, attempt, max_retry_after=MAX_RETRY_AFTER))
+        return True
+
+    def _slot(self, target: Any) -> Any:
+        return concurrency_slot(
+            f"conn{target.connection_id}", target.max_concurrency, redis_url=self.redis_url, wait=self.slot_wait
+        )
+
+    @staticmethod
+    def _may_fall_back(error: UpstreamError) -> bool:
+        return error.retryable or isinstance(error, UpstreamAuthError)
+
+    async def stream(self) -> AsyncIterator[Delta]:
+        """Deltas of the first target that produces one; see the module docstring for the rules."""
+        last: UpstreamError | ConcurrencyLimited | None = None
+        for target in self._plan():
+            self.target = target
+            attempt = 0
+            while True:
+                self.request = self.build(target)
+                started = False
+                try:
+                    async with (
+                        self._slot(target),
+                        aclosing(get_adapter(target.config).stream(self.request)) as deltas,
+                    ):
+                        async for delta in deltas:
+                            started = True
+                            yield delta
+                    return
+                except ConcurrencyLimited as exc:
+                    last = exc
+                    break
+                except UpstreamError as exc:
+                    if started:
+                        raise
+                    last = exc
+                    if await self._backoff_or_next(exc, attempt):
+                        attempt += 1
+                        continue
+                    if not self._may_fall_back(exc):
+                        raise
+                    break
+        assert last is not None
+        raise last
+
+    async def complete(self) -> Completion:
+        last: UpstreamError | ConcurrencyLimited | None = None
+        for target in self._plan():
+            self.target = target
+            attempt = 0
+            while True:
+                self.request = self.build(target)
+                try:
+                    async with self._slot(target):
+                        return await get_adapter(target.config).complete(self.request)
+                except ConcurrencyLimited as exc:
+                    last = exc
+                    break
+                except UpstreamError as exc:
+                    last = exc
+                    if await self._backoff_or_next(exc, attempt):
+                        attempt += 1
+                        continue
+                    if not self._may_fall_back(exc):
+                        raise
+                    break
+        assert last is not None
+        raise last

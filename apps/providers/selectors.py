@@ -1,0 +1,75 @@
+"""Reads for the model registry: the chain of targets (model + fallbacks) a generation may use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.utils.translation import gettext as _
+
+from apps.providers.adapters.base import ConnectionConfig
+from apps.providers.models import AIModel, ModelFallback
+from writing_service.api.exceptions import ApiError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTarget:
+    """Everything the generation layer needs about one model, loaded once (no ORM afterwards)."""
+
+    model_id: str
+    display_name: str
+    upstream_model: str
+    context_tokens: int
+    max_output_tokens: int
+    input_ratio: Decimal
+    output_ratio: Decimal
+    is_free: bool
+    connection_id: int
+    connection_name: str
+    config: ConnectionConfig
+    post_processing: str
+    max_concurrency: int
+
+
+def _target(model: AIModel) -> ModelTarget:
+    connection = model.connection
+    return ModelTarget(
+        model_id=model.model_id,
+        display_name=model.display_name or model.model_id,
+        upstream_model=model.upstream_model,
+        context_tokens=model.context_tokens,
+        max_output_tokens=model.max_output_tokens,
+        input_ratio=model.input_ratio,
+        output_ratio=model.output_ratio,
+        is_free=model.is_free,
+        connection_id=connection.pk,
+        connection_name=connection.name,
+        config=connection.config(),
+        post_processing=connection.prompt_post_processing,
+        max_concurrency=connection.max_concurrency,
+    )
+
+
+def model_chain(*, model_id: str) -> list[ModelTarget]:
+    """The requested model followed by its enabled fallbacks, in order (two queries).
+
+    An unknown or disabled model (or one on a disabled connection) is a 400 on `modelId`.
+    """
+    model = AIModel.objects.select_related("connection").filter(model_id=model_id).first()
+    if model is None or not model.enabled or not model.connection.enabled:
+        raise ApiError(
+            _("Model %(model)s does not exist or is disabled.") % {"model": model_id},
+            status_code=400,
+            code="invalid_model",
+            extra={"details": {"modelId": [_("Unknown or disabled model.")]}},
+        )
+    chain = [_target(model)]
+    seen = {model.pk}
+    links = ModelFallback.objects.filter(model=model).select_related("fallback__connection").order_by("position", "id")
+    for link in links:
+        fallback = link.fallback
+        if fallback.pk in seen or not fallback.enabled or not fallback.connection.enabled:
+            continue
+        seen.add(fallback.pk)
+        chain.append(_target(fallback))
+    return chain

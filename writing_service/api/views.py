@@ -1,0 +1,59 @@
+"""`AsyncAPIView`: DRF's authentication, permissions, throttling, content negotiation, exception
+handling and OpenAPI schema, with `async def` handlers that can await upstream calls without holding
+a thread. The synchronous DRF checks run in one `sync_to_async` hop; the response is rendered here so
+Django does not need another hop to render it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from writing_service.api.renderers import JSONRenderer
+
+
+class AsyncAPIView(APIView):
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        view = super().as_view(**initkwargs)
+        view.csrf_exempt = True
+        return view
+
+    async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:  # type: ignore[override]
+        self.args = args
+        self.kwargs = kwargs
+        drf_request = self.initialize_request(request, *args, **kwargs)
+        self.request = drf_request
+        self.headers = self.default_response_headers
+        try:
+            await sync_to_async(self.initial)(drf_request, *args, **kwargs)
+            method = (drf_request.method or "").lower()
+            handler = getattr(self, method, None) if method in self.http_method_names else None
+            if handler is None:
+                handler = self.http_method_not_allowed
+                response = handler(drf_request, *args, **kwargs)
+            else:
+                response = await handler(drf_request, *args, **kwargs)
+        except Exception as exc:  # DRF's exception handler decides
+            drf_request.accepted_renderer = JSONRenderer()  # errors are JSON even for SSE endpoints
+            drf_request.accepted_media_type = JSONRenderer.media_type
+            response = self.handle_exception(exc)
+        response = self.finalize_response(drf_request, response, *args, **kwargs)
+        return _rendered(response)
+
+    async def options(self, request: Any, *args: Any, **kwargs: Any) -> Response:  # type: ignore[override]
+        return super().options(request, *args, **kwargs)
+
+
+def _rendered(response: HttpResponseBase) -> HttpResponseBase:
+    if not isinstance(response, Response):
+        return response
+    response.render()
+    plain = HttpResponse(response.rendered_content, status=response.status_code)
+    for name, value in response.items():
+        plain[name] = value
+    return plain
