@@ -14,6 +14,8 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
+from django.utils import translation
+from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 
 from writing_service.api.exceptions import json_error
@@ -65,6 +67,7 @@ class RequestContextMiddleware:
     @staticmethod
     def _finish(request: HttpRequest, response: HttpResponse, rid: str, started: float) -> HttpResponse:
         response["X-Request-ID"] = rid
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
         user = getattr(request, "user", None)
         token = request_id_var.set(rid)
         try:
@@ -90,3 +93,39 @@ class RequestContextMiddleware:
             return None
         logger.exception("unhandled error", exc_info=exception)
         return json_error(500, _("Internal server error."))
+
+
+class ApiLocaleMiddleware:
+    """LocaleMiddleware for the API: the language from Accept-Language (default LANGUAGE_CODE),
+    without URL prefixes or sessions, and without a thread hop under ASGI."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self._acall(request)
+        self._activate(request)
+        return self._finish(self.get_response(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        self._activate(request)
+        return self._finish(await self.get_response(request))
+
+    @staticmethod
+    def _activate(request: HttpRequest) -> None:
+        language = translation.get_language_from_request(request, check_path=False)
+        translation.activate(language)
+        request.LANGUAGE_CODE = translation.get_language()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _finish(response: HttpResponse) -> HttpResponse:
+        patch_vary_headers(response, ("Accept-Language",))
+        response.headers.setdefault("Content-Language", translation.get_language())
+        return response

@@ -55,6 +55,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# `/api/` under ASGI: only async-capable middleware (see writing_service/asgi.py). Language comes from
+# Accept-Language; security headers are set by RequestContextMiddleware.
+API_MIDDLEWARE = [
+    "writing_service.middleware.RequestContextMiddleware",
+    "writing_service.middleware.ApiLocaleMiddleware",
+]
+
 ROOT_URLCONF = "writing_service.urls"
 ASGI_APPLICATION = "writing_service.asgi.application"
 WSGI_APPLICATION = "writing_service.wsgi.application"
@@ -170,6 +177,7 @@ REST_FRAMEWORK = {
         "anon": env.str("RATE_LIMIT_ANON", default="60/min"),
         "auth": env.str("RATE_LIMIT_AUTH", default="20/min"),
         "generation": env.str("RATE_LIMIT_GENERATION", default="60/min"),
+        "redeem": env.str("RATE_LIMIT_REDEEM", default="10/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
@@ -235,3 +243,4 @@ LOGGING = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=25 * 1024 * 1024)
+CARD_MAX_BYTES = env.int("CARD_MAX_BYTES", default=20 * 1024 * 1024)  # character card / lorebook uploads

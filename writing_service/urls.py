@@ -13,6 +13,8 @@ api_v1 = [
     path("", include("apps.worldviews.urls")),
     path("", include("apps.prompts.urls")),
     path("", include("apps.generation.urls")),
+    path("", include("apps.macros.urls")),
+    path("", include("apps.providers.urls")),
 ]
 
 urlpatterns = [

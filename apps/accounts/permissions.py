@@ -4,15 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 
-from apps.accounts.models import PERM_ROLEPLAY_GENERATE, PERM_WRITING_GENERATE
+from apps.accounts.models import GENERATION_PERMISSIONS, PERM_ROLEPLAY_GENERATE, PERM_WRITING_GENERATE
+
+PERMISSIONS_CACHE_SECONDS = 60
 
 
 def user_has_permission(user: Any, permission: str) -> bool:
-    """`permission` is a seed permission string; superusers hold every permission."""
-    return bool(user and user.is_authenticated and user.has_perm(f"accounts.{permission}"))
+    """`permission` is a seed permission string; superusers hold every permission.
+
+    The user's generation permissions are cached for PERMISSIONS_CACHE_SECONDS (two queries saved per
+    generation call); an operator's change of roles takes effect within that time.
+    """
+    if not (user and user.is_authenticated):
+        return False
+    key = f"genperms:{user.pk}"
+    held = cache.get(key)
+    if held is None:
+        held = [code for code, _name in GENERATION_PERMISSIONS if user.has_perm(f"accounts.{code}")]
+        cache.set(key, held, PERMISSIONS_CACHE_SECONDS)
+    return permission in held
 
 
 def require_permission(permission: str) -> type[BasePermission]:

@@ -7,11 +7,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -57,16 +59,37 @@ def token_revoke(*, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+    cache.delete(_token_cache_key(token.prefix))
     return token
 
 
+TOKEN_CACHE_SECONDS = 30
+
+
+def _token_cache_key(prefix: str) -> str:
+    return f"apitoken:{prefix}"
+
+
 def token_authenticate(*, token: str) -> ApiToken | None:
-    """Find the active token record for a presented bearer token (constant-time digest compare)."""
+    """Find the active token record for a presented bearer token (constant-time digest compare).
+
+    The record (with its user) is cached for TOKEN_CACHE_SECONDS in the shared cache, so most requests
+    authenticate without a query. Revoking deletes the entry at once; deactivating a user or changing
+    an expiry in the admin takes effect within TOKEN_CACHE_SECONDS.
+    """
     prefix = split_token(token)
     if prefix is None:
         return None
-    record = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
-    if record is None or not hmac.compare_digest(record.digest, token_digest(token)):
+    key = _token_cache_key(prefix)
+    cached = cache.get(key)
+    if cached is not None:
+        record = _record_from_cache(cached)
+    else:
+        record = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+        if record is None:
+            return None
+        cache.set(key, _record_to_cache(record), TOKEN_CACHE_SECONDS)
+    if not hmac.compare_digest(record.digest, token_digest(token)):
         return None
     if not record.is_active or not record.user.is_active:
         return None
@@ -76,6 +99,31 @@ def token_authenticate(*, token: str) -> ApiToken | None:
         # Written at most once per resolution window: authentication must not be a write per request.
         ApiToken.objects.filter(pk=record.pk).update(last_used_at=now)
         record.last_used_at = now
+        cache.set(key, _record_to_cache(record), TOKEN_CACHE_SECONDS)
+    return record
+
+
+_TOKEN_FIELDS = ("id", "user_id", "name", "prefix", "digest", "created_at", "expires_at", "last_used_at", "revoked_at")
+_USER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser")
+
+
+def _record_to_cache(record: ApiToken) -> dict[str, Any]:
+    """What authentication needs, and nothing secret: no password hash ever reaches the cache."""
+    return {
+        "token": {f: getattr(record, f) for f in _TOKEN_FIELDS},
+        "user": {f: getattr(record.user, f) for f in _USER_FIELDS},
+    }
+
+
+def _from_db(model: Any, values: dict[str, Any]) -> Any:
+    """An instance with only these fields loaded (the others deferred: read on demand)."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db("default", names, [values[name] for name in names])
+
+
+def _record_from_cache(cached: dict[str, Any]) -> ApiToken:
+    record = _from_db(ApiToken, cached["token"])
+    record.user = _from_db(get_user_model(), cached["user"])
     return record
 
 

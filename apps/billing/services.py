@@ -6,6 +6,7 @@ hold → wallet → daily usage, so concurrent settlements cannot deadlock.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -77,11 +78,32 @@ def membership_active(*, user: Any, at: datetime | None = None) -> Membership | 
     return Membership.objects.filter(user=user, starts_at__lte=at, ends_at__gt=at).order_by("-ends_at").first()
 
 
+PLAN_CACHE_SECONDS = 30
+_plans: tuple[float, dict[str, int]] = (0.0, {})
+
+
+def _plan_quotas() -> dict[str, int]:
+    """Daily quota per tier, read at most every PLAN_CACHE_SECONDS per process (plans change rarely;
+    an operator's edit is live everywhere within that time)."""
+    global _plans
+    loaded_at, quotas = _plans
+    now = time.monotonic()
+    if now - loaded_at > PLAN_CACHE_SECONDS:
+        quotas = dict(Plan.objects.values_list("tier", "daily_free_quota"))
+        _plans = (now, quotas)
+    return quotas
+
+
+def plans_forget() -> None:
+    global _plans
+    _plans = (0.0, {})
+
+
 def daily_quota(*, membership: Membership | None) -> int:
     tier = membership.tier if membership else DEFAULT_TIER
-    plan = Plan.objects.filter(tier=tier).first()
-    if plan is not None:
-        return plan.daily_free_quota
+    quota = _plan_quotas().get(tier)
+    if quota is not None:
+        return quota
     return settings.BILLING_MEMBER_DAILY_FREE_QUOTA if membership else settings.BILLING_DAILY_FREE_QUOTA
 
 
@@ -89,13 +111,19 @@ def daily_quota(*, membership: Membership | None) -> int:
 
 
 def _wallet_locked(user_id: int) -> Wallet:
-    Wallet.objects.bulk_create([Wallet(user_id=user_id)], ignore_conflicts=True)
-    return Wallet.objects.select_for_update().get(pk=user_id)
+    wallet = Wallet.objects.select_for_update().filter(pk=user_id).first()
+    if wallet is None:  # first use: create it (a concurrent creator wins harmlessly), then lock it
+        Wallet.objects.bulk_create([Wallet(user_id=user_id)], ignore_conflicts=True)
+        wallet = Wallet.objects.select_for_update().get(pk=user_id)
+    return wallet
 
 
 def _usage_locked(user_id: int, day: date) -> DailyUsage:
-    DailyUsage.objects.bulk_create([DailyUsage(user_id=user_id, day=day)], ignore_conflicts=True)
-    return DailyUsage.objects.select_for_update().get(user_id=user_id, day=day)
+    usage = DailyUsage.objects.select_for_update().filter(user_id=user_id, day=day).first()
+    if usage is None:
+        DailyUsage.objects.bulk_create([DailyUsage(user_id=user_id, day=day)], ignore_conflicts=True)
+        usage = DailyUsage.objects.select_for_update().get(user_id=user_id, day=day)
+    return usage
 
 
 def _ledger(
@@ -240,7 +268,10 @@ def charge_settle(*, generation_id: str, pricing: Pricing, input_chars: int, out
         free_used = paid_used = 0
         if total > 0:
             assert wallet is not None and usage is not None
-            free_available = max(0, _quota_for_hold(hold) - usage.used - usage.held)
+            # The hold's own free part stays usable even if the day's quota shrank since (membership
+            # ended, plan edited): so the paid part never exceeds the hold's paid part, and settling
+            # can never dip into funds reserved by other holds.
+            free_available = max(0, _quota_for_hold(hold) - usage.used - usage.held, hold.free_part)
             free_used = min(total, free_available)
             paid_used = total - free_used
             if free_used:
@@ -337,14 +368,16 @@ def wallet_adjust(*, user: Any, amount: int, note: str, created_by: Any = None) 
 
 
 def membership_extend(*, user: Any, days: int, tier: str = MEMBER_TIER, note: str = "") -> Membership:
-    """Add `days` after the current membership's end (or from now)."""
+    """Add `days` after the last membership's end (current or already queued), or from now."""
     if days <= 0:
         raise ValueError("days must be positive")
     now = timezone.now()
     with transaction.atomic():
         _wallet_locked(user.pk)  # serialises concurrent extensions of one user
-        current = membership_active(user=user, at=now)
-        start = current.ends_at if current else now
+        # Not `membership_active`: a second extension creates a period starting in the future, and a
+        # third must start after that one, not overlap it.
+        last = Membership.objects.filter(user=user, ends_at__gt=now).order_by("-ends_at").first()
+        start = last.ends_at if last else now
         return Membership.objects.create(
             user=user, tier=tier, starts_at=start, ends_at=start + timedelta(days=days), note=note[:300]
         )

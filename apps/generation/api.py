@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -22,32 +21,14 @@ from apps.providers.adapters import UpstreamError
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
 from apps.providers.types import ChatMessage
+from writing_service.api.fields import ScalarToString
 from writing_service.api.pagination import PagePagination
 from writing_service.api.renderers import EventStreamRenderer, JSONRenderer
 from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
 from writing_service.api.views import AsyncAPIView
+from writing_service.db import db_sync_to_async
 
 MAX_TEXT = 200_000
-
-
-class ScalarToString(serializers.Field):
-    """A parameter value: strings as they are; numbers and booleans as their JSON text."""
-
-    default_error_messages = {"invalid": "Must be a string, a number or a boolean."}
-
-    def to_internal_value(self, data: Any) -> str:
-        if isinstance(data, bool):
-            return "true" if data else "false"
-        if isinstance(data, int | float | str):
-            text = str(data)
-            if len(text) > MAX_TEXT:
-                self.fail("invalid")
-            return text
-        self.fail("invalid")
-        return ""
-
-    def to_representation(self, value: Any) -> str:
-        return str(value)
 
 
 class HistoryMessageSerializer(serializers.Serializer):
@@ -122,7 +103,7 @@ async def run_writing(request: Request, *, stream: bool) -> Any:
     data.is_valid(raise_exception=True)
     req = data.to_request()
     stream = stream or req.stream
-    prepared = await sync_to_async(services.writing_prepare)(user=request.user, req=req)
+    prepared = await db_sync_to_async(services.writing_prepare)(user=request.user, req=req)
     routed = RoutedCall(
         targets=prepared.targets,
         build=prepared.request_for,

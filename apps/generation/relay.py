@@ -12,7 +12,6 @@ from contextlib import suppress
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.utils.translation import gettext as _
 
 from apps.generation.models import Generation
@@ -21,6 +20,7 @@ from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
 from writing_service.api.exceptions import ApiError, envelope
+from writing_service.db import db_sync_to_async
 
 PING_INTERVAL = 15.0
 FIRST_TOKEN_WAIT = 15.0
@@ -126,7 +126,7 @@ class Relay:
             ttft_ms=self.ttft_ms,
             attempts=list(self.routed.attempts),
         )
-        self.finished = await asyncio.shield(sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome))
+        self.finished = await asyncio.shield(db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome))
         return self.finished
 
     def final_event(self) -> dict[str, Any]:

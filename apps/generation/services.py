@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from apps.billing import services as billing
 from apps.billing.charges import count_chars
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
-from apps.generation.models import Generation
+from apps.generation.models import Generation, new_generation_id
 from apps.generation.tokens import estimate_tokens
 from apps.macros.engine import MacroContext, expand
 from apps.prompts.selectors import prompt_resolve
@@ -183,8 +183,17 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
         history_dropped=assembled.history_dropped,
         prompt_tokens_estimate=assembled.prompt_tokens,
     )
+    generation_id = new_generation_id()
     with transaction.atomic():
+        hold = billing.hold_place(
+            user=user,
+            generation_id=generation_id,
+            pricing=pricing_of(primary),
+            input_chars=prepared.input_chars_for(primary),
+            max_tokens=max_tokens,
+        )
         record = Generation.objects.create(
+            public_id=generation_id,
             user=user,
             mode=Generation.Mode.WRITING,
             prompt_id=resolved.id,
@@ -195,15 +204,8 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
             messages_count=len(assembled.messages),
             history_dropped=assembled.history_dropped,
             input_chars=prepared.input_chars_for(primary),
+            hold_amount=hold.amount,
         )
-        hold = billing.hold_place(
-            user=user,
-            generation_id=record.public_id,
-            pricing=pricing_of(primary),
-            input_chars=prepared.input_chars_for(primary),
-            max_tokens=max_tokens,
-        )
-        Generation.objects.filter(pk=record.pk).update(hold_amount=hold.amount)
     prepared.generation_id, prepared.record_id = record.public_id, record.pk
     prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
     return prepared

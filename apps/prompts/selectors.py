@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import Prefetch, Q, QuerySet
 from django.utils.translation import gettext as _
 
@@ -68,13 +69,13 @@ def prompt_resolve(*, user: Any, prompt_id: int) -> ResolvedPrompt:
     References to cards/worldviews outside the **caller's** novels are skipped silently, also for
     someone else's public prompt. At most six queries, whatever the number of contents.
     """
-    prompt = Prompt.objects.filter(pk=prompt_id).prefetch_related(_ordered_contents()).first()
-    if prompt is None:
+    cached = _prompt_snapshot(prompt_id)
+    if cached is None:
         raise ApiError(_("Prompt ID=%(id)s does not exist") % {"id": prompt_id}, status_code=404, code="not_found")
-    if not prompt.is_public and prompt.author_id != user.pk:
+    author_id, is_public, title, contents = cached
+    if not is_public and author_id != user.pk:
         raise ApiError(_("No permission to use this prompt"), status_code=400, code="prompt_forbidden")
 
-    contents = list(prompt.contents.all())
     wanted = {
         kind: {c.reference_id for c in contents if c.type == kind and c.reference_id}
         for kind in (PromptContent.Type.CHARACTER, PromptContent.Type.WORLDVIEW)
@@ -99,4 +100,29 @@ def prompt_resolve(*, user: Any, prompt_id: int) -> ResolvedPrompt:
             if text is None:
                 continue
         resolved.append(ResolvedContent(content.order, content.type, content.role, text, content.name))
-    return ResolvedPrompt(prompt.pk, prompt.title, prompt.author_id, prompt.is_public, tuple(resolved))
+    return ResolvedPrompt(prompt_id, title, author_id, is_public, tuple(resolved))
+
+
+PROMPT_CACHE_SECONDS = 60
+
+
+def prompt_cache_key(prompt_id: int) -> str:
+    return f"prompt:{prompt_id}"
+
+
+def _prompt_snapshot(prompt_id: int) -> tuple[int, bool, str, list[PromptContent]] | None:
+    """(author id, public, title, ordered contents) from the shared cache, else two queries.
+
+    The services delete the entry on every change; edits made around them (admin) are seen within
+    PROMPT_CACHE_SECONDS.
+    """
+    key = prompt_cache_key(prompt_id)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    prompt = Prompt.objects.filter(pk=prompt_id).prefetch_related(_ordered_contents()).first()
+    if prompt is None:
+        return None
+    snapshot = (prompt.author_id, prompt.is_public, prompt.title, list(prompt.contents.all()))
+    cache.set(key, snapshot, PROMPT_CACHE_SECONDS)
+    return snapshot

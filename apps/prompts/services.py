@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ValidationError
 
 from apps.characters.models import Character
 from apps.prompts.models import Prompt, PromptContent
+from apps.prompts.selectors import prompt_cache_key
 from apps.worldviews.models import Worldview
 
 _REFERENCE_MODELS = {PromptContent.Type.CHARACTER: Character, PromptContent.Type.WORLDVIEW: Worldview}
@@ -83,8 +85,16 @@ def prompt_update(
     prompt.save()
     if contents is not None:
         _contents_replace(prompt=prompt, contents=contents)
+    _forget(prompt.pk)
     return prompt
 
 
 def prompt_delete(*, prompt: Prompt) -> None:
+    prompt_id = prompt.pk
     prompt.delete()
+    _forget(prompt_id)
+
+
+def _forget(prompt_id: int) -> None:
+    transaction.on_commit(lambda: cache.delete(prompt_cache_key(prompt_id)))
+    cache.delete(prompt_cache_key(prompt_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -50,11 +51,34 @@ def _target(model: AIModel) -> ModelTarget:
     )
 
 
-def model_chain(*, model_id: str) -> list[ModelTarget]:
-    """The requested model followed by its enabled fallbacks, in order (two queries).
+CHAIN_CACHE_SECONDS = 10.0
+_chains: dict[str, tuple[float, list[ModelTarget]]] = {}
 
-    An unknown or disabled model (or one on a disabled connection) is a 400 on `modelId`.
+
+def model_chain(*, model_id: str) -> list[ModelTarget]:
+    """The requested model followed by its enabled fallbacks, in order.
+
+    Two queries, then kept in this process for CHAIN_CACHE_SECONDS: the registry changes rarely and an
+    operator's edit is live everywhere within that time. (Only in process memory: a target carries the
+    decrypted API key, which never goes to a shared cache.) An unknown or disabled model (or one on a
+    disabled connection) is a 400 on `modelId`.
     """
+    now = time.monotonic()
+    cached = _chains.get(model_id)
+    if cached is not None and now - cached[0] < CHAIN_CACHE_SECONDS:
+        return list(cached[1])
+    chain = _load_chain(model_id)
+    if len(_chains) > 1000:
+        _chains.clear()
+    _chains[model_id] = (now, chain)
+    return list(chain)
+
+
+def chains_forget() -> None:
+    _chains.clear()
+
+
+def _load_chain(model_id: str) -> list[ModelTarget]:
     model = AIModel.objects.select_related("connection").filter(model_id=model_id).first()
     if model is None or not model.enabled or not model.connection.enabled:
         raise ApiError(

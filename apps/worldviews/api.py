@@ -1,4 +1,400 @@
-from apps.novels.api import entity_views
-from apps.worldviews.models import Worldview
+"""Worldviews (shared novel-entity views) and lorebooks: CRUD, entries, import/export, dry run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpResponse
+from django.utils.http import content_disposition_header
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.characters.api import OwnFormatParamMixin, filename_stem
+from apps.characters.cards import dumps_card
+from apps.novels.api import SEARCH_PARAM, entity_views
+from apps.worldviews import selectors, services
+from apps.worldviews.engine import ActivationSettings, Entry, entry_from_st
+from apps.worldviews.models import Lorebook, LorebookEntry, Worldview
+from writing_service.api.exceptions import ApiError
+from writing_service.api.pagination import PagePagination
 
 WorldviewListCreateView, WorldviewDetailView = entity_views(Worldview)
+
+
+# ------------------------------------------------------------------------------------ serializers
+
+
+class EntryField(serializers.JSONField):
+    """A world-info entry in SillyTavern's camelCase shape (validated by the service)."""
+
+
+class LorebookInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=20000, required=False, allow_blank=True, trim_whitespace=False)
+    characterId = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    isGlobal = serializers.BooleanField(required=False)
+    entries = serializers.ListField(child=EntryField(), required=False, max_length=services.MAX_ENTRIES)
+
+
+class LorebookOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    characterId = serializers.IntegerField(source="character_id", allow_null=True)
+    isGlobal = serializers.BooleanField(source="is_global")
+    entryCount = serializers.IntegerField(source="entry_count")
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+
+class LorebookDetailOutputSerializer(LorebookOutputSerializer):
+    entries = serializers.ListField(child=EntryField())
+
+
+class LorebookQuerySerializer(serializers.Serializer):
+    search = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    characterId = serializers.IntegerField(min_value=1, required=False)
+
+
+class LorebookImportSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class LorebookExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=["st", "v3"], default="st")
+
+
+def _detail(lorebook: Lorebook) -> dict[str, Any]:
+    entries = selectors.lorebook_st_entries(lorebook=lorebook)
+    lorebook.entry_count = len(entries)  # type: ignore[attr-defined]
+    data = dict(LorebookOutputSerializer(lorebook).data)
+    data["entries"] = entries
+    return data
+
+
+def _owned(request: Request, lorebook_id: int) -> Lorebook:
+    lorebook = selectors.lorebook_get(user=request.user, lorebook_id=lorebook_id)
+    if lorebook is None:
+        raise Http404
+    return lorebook
+
+
+# -------------------------------------------------------------------------------------- lorebooks
+
+
+class LorebookListCreateView(APIView):
+    @extend_schema(
+        parameters=[SEARCH_PARAM, OpenApiParameter("characterId", int, description="Books linked to this character.")],
+        responses=LorebookOutputSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        query = LorebookQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        qs = selectors.lorebook_list(
+            user=request.user,
+            search=query.validated_data.get("search"),
+            character_id=query.validated_data.get("characterId"),
+        )
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(LorebookOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=LorebookInputSerializer, responses={201: LorebookDetailOutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = LorebookInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        entries = services.entries_validate(values["entries"]) if "entries" in values else []
+        lorebook = services.lorebook_create(
+            owner=request.user,
+            name=values["name"],
+            description=values.get("description", ""),
+            character_id=values.get("characterId"),
+            is_global=values.get("isGlobal", False),
+            entries=entries,
+        )
+        return Response(_detail(lorebook), status=status.HTTP_201_CREATED)
+
+
+class LorebookDetailView(APIView):
+    @extend_schema(responses=LorebookDetailOutputSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(_detail(_owned(request, pk)))
+
+    @extend_schema(request=LorebookInputSerializer, responses=LorebookDetailOutputSerializer)
+    def put(self, request: Request, pk: int) -> Response:
+        return self._update(request, pk, partial=False)
+
+    @extend_schema(request=LorebookInputSerializer, responses=LorebookDetailOutputSerializer)
+    def patch(self, request: Request, pk: int) -> Response:
+        return self._update(request, pk, partial=True)
+
+    def _update(self, request: Request, pk: int, *, partial: bool) -> Response:
+        lorebook = _owned(request, pk)
+        data = LorebookInputSerializer(data=request.data, partial=partial)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        changes: dict[str, Any] = {}
+        if "name" in values:
+            changes["name"] = values["name"]
+        if "description" in values or not partial:
+            changes["description"] = values.get("description", "")
+        if "characterId" in values or not partial:
+            changes["character_id"] = values.get("characterId")
+        if "isGlobal" in values or not partial:
+            changes["is_global"] = values.get("isGlobal", False)
+        entries = None
+        if "entries" in values:
+            entries = services.entries_validate(values["entries"])
+        elif not partial:
+            entries = []
+        lorebook = services.lorebook_update(lorebook=lorebook, changes=changes, entries=entries)
+        return Response(_detail(lorebook))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        services.lorebook_delete(lorebook=_owned(request, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------------------------------- entries
+
+
+class LorebookEntryListCreateView(APIView):
+    @extend_schema(operation_id="lorebooks_entries_list", responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, pk: int) -> Response:
+        lorebook = _owned(request, pk)
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(selectors.lorebook_entries(lorebook=lorebook), request, view=self)
+        return paginator.get_paginated_response([row.data for row in page])
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request, pk: int) -> Response:
+        lorebook = _owned(request, pk)
+        data, uid = services.entry_validate(request.data)
+        entry = services.entry_create(lorebook=lorebook, data=data, uid=uid)
+        return Response(entry.data, status=status.HTTP_201_CREATED)
+
+
+class LorebookEntryDetailView(APIView):
+    def _get(self, request: Request, pk: int, uid: int) -> LorebookEntry:
+        entry = selectors.entry_get(user=request.user, lorebook_id=pk, uid=uid)
+        if entry is None:
+            raise Http404
+        return entry
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, pk: int, uid: int) -> Response:
+        return Response(self._get(request, pk, uid).data)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+    def put(self, request: Request, pk: int, uid: int) -> Response:
+        return self._update(request, pk, uid, partial=False)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+    def patch(self, request: Request, pk: int, uid: int) -> Response:
+        return self._update(request, pk, uid, partial=True)
+
+    def _update(self, request: Request, pk: int, uid: int, *, partial: bool) -> Response:
+        entry = self._get(request, pk, uid)
+        data, sent_uid = services.entry_validate(request.data, base=entry.data if partial else None)
+        if sent_uid is not None and sent_uid != entry.uid:
+            raise ValidationError({"uid": [_("The uid of an entry cannot be changed.")]})
+        entry = services.entry_update(entry=entry, data=data)
+        return Response(entry.data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int, uid: int) -> Response:
+        services.entry_delete(entry=self._get(request, pk, uid))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# ------------------------------------------------------------------------------------ import/export
+
+
+class LorebookImportView(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": LorebookImportSerializer}, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        data = LorebookImportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        if upload.size > services.card_limits().max_file_bytes:
+            raise services.card_too_large_error()
+        lorebook = services.lorebook_import(
+            owner=request.user,
+            data=upload.read(),
+            filename=upload.name,
+            content_type=getattr(upload, "content_type", None),
+            name=data.validated_data.get("name") or None,
+        )
+        return Response(_detail(lorebook), status=status.HTTP_201_CREATED)
+
+
+class LorebookExportView(OwnFormatParamMixin, APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["st", "v3"], description="st (default) or v3.")],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        query = LorebookExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        lorebook = _owned(request, pk)
+        doc = selectors.lorebook_export(lorebook=lorebook, fmt=query.validated_data["format"])
+        response = HttpResponse(dumps_card(doc).encode("utf-8", "replace"), content_type="application/json")
+        response["Content-Disposition"] = content_disposition_header(True, f"{filename_stem(lorebook.name)}.json")
+        return response
+
+
+# ---------------------------------------------------------------------------------------- dry run
+
+
+class ChatMessageSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    role = serializers.ChoiceField(choices=["user", "assistant", "system"], default="user")
+    content = serializers.CharField(max_length=200_000, allow_blank=True, trim_whitespace=False)
+    hidden = serializers.BooleanField(required=False, default=False)
+
+
+_DEFAULTS = ActivationSettings()
+
+
+class ActivationSettingsSerializer(serializers.Serializer):
+    scanDepth = serializers.IntegerField(min_value=0, max_value=1000, default=_DEFAULTS.scan_depth)
+    budgetPercent = serializers.FloatField(min_value=0, max_value=100, default=_DEFAULTS.budget_percent)
+    budgetCap = serializers.IntegerField(min_value=0, max_value=10_000_000, default=_DEFAULTS.budget_cap)
+    recursive = serializers.BooleanField(default=_DEFAULTS.recursive)
+    maxRecursionSteps = serializers.IntegerField(min_value=0, max_value=1000, default=_DEFAULTS.max_recursion_steps)
+    minActivations = serializers.IntegerField(min_value=0, max_value=100_000, default=_DEFAULTS.min_activations)
+    minActivationsDepthMax = serializers.IntegerField(
+        min_value=0, max_value=100_000, default=_DEFAULTS.min_activations_depth_max
+    )
+    caseSensitive = serializers.BooleanField(default=_DEFAULTS.case_sensitive)
+    matchWholeWords = serializers.BooleanField(default=_DEFAULTS.match_whole_words)
+    useGroupScoring = serializers.BooleanField(default=_DEFAULTS.use_group_scoring)
+    includeNames = serializers.BooleanField(default=_DEFAULTS.include_names)
+    insertionStrategy = serializers.ChoiceField(
+        choices=[("evenly", "evenly"), ("character_first", "character_first"), ("global_first", "global_first")],
+        default="character_first",
+    )
+
+    @staticmethod
+    def to_settings(given: dict[str, Any] | None) -> ActivationSettings:
+        """Validated settings (the nested serializer filled defaults) or, when absent, the defaults."""
+        if given is None:
+            defaults = ActivationSettingsSerializer(data={})
+            defaults.is_valid(raise_exception=True)
+            given = dict(defaults.validated_data)
+        v = given
+        return ActivationSettings(
+            scan_depth=v["scanDepth"],
+            budget_percent=v["budgetPercent"],
+            budget_cap=v["budgetCap"],
+            recursive=v["recursive"],
+            max_recursion_steps=v["maxRecursionSteps"],
+            min_activations=v["minActivations"],
+            min_activations_depth_max=v["minActivationsDepthMax"],
+            case_sensitive=v["caseSensitive"],
+            match_whole_words=v["matchWholeWords"],
+            use_group_scoring=v["useGroupScoring"],
+            include_names=v["includeNames"],
+            insertion_strategy=["evenly", "character_first", "global_first"].index(v["insertionStrategy"]),
+        )
+
+
+class ActivateInputSerializer(serializers.Serializer):
+    lorebookIds = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
+    entries = serializers.ListField(child=EntryField(), required=False, max_length=services.MAX_ENTRIES)
+    chat = ChatMessageSerializer(many=True, required=False, default=list, max_length=10_000)
+    settings = ActivationSettingsSerializer(required=False)
+    maxContext = serializers.IntegerField(min_value=1, max_value=10_000_000, default=8192)
+    generationType = serializers.ChoiceField(choices=list(services.GENERATION_TYPES), default="normal")
+    seed = serializers.IntegerField(min_value=0, max_value=2**53, required=False, allow_null=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "lorebookIds" not in attrs and "entries" not in attrs:
+            raise ValidationError({"lorebookIds": [_("Give lorebookIds or entries.")]})
+        return attrs
+
+
+class LorebookActivateView(APIView):
+    """Dry run of world-info activation: what would be inserted for this chat, and why each entry was
+    or was not activated. Free: no billing, no upstream call, nothing stored."""
+
+    @extend_schema(request=ActivateInputSerializer, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request) -> Response:
+        data = ActivateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        entries: list[Entry] = []
+        ids = list(dict.fromkeys(values.get("lorebookIds", [])))
+        if ids:
+            books = {book.pk: book for book in Lorebook.objects.filter(pk__in=ids, owner=request.user)}
+            missing = [i for i in ids if i not in books]
+            if missing:
+                raise ApiError(
+                    _("Lorebook %(id)s does not exist.") % {"id": missing[0]}, status_code=404, code="not_found"
+                )
+            entries.extend(selectors.engine_entries(lorebooks=[books[i] for i in ids]))
+        if "entries" in values:
+            validated = services.entries_validate(values["entries"])
+            uids = services.assign_uids([uid for _data, uid in validated])
+            entries.extend(
+                entry_from_st({**entry, "uid": uid}, lorebook_id=None, source="global")
+                for (entry, _uid), uid in zip(validated, uids, strict=True)
+            )
+        run = selectors.lorebook_dry_run(
+            entries=entries,
+            chat=values["chat"],
+            settings=ActivationSettingsSerializer.to_settings(values.get("settings")),
+            max_context=values["maxContext"],
+            generation_type=values["generationType"],
+            seed=values.get("seed"),
+        )
+        return Response(_activation_output(run))
+
+
+def _activation_output(run: selectors.DryRun) -> dict[str, Any]:
+    result = run.result
+    return {
+        "activated": [
+            {
+                "lorebookId": e.lorebook_id,
+                "uid": e.uid,
+                "comment": e.comment,
+                "position": int(e.position),
+                "depth": e.depth,
+                "role": int(e.role),
+                "order": e.order,
+                "content": e.content,
+            }
+            for e in result.activated
+        ],
+        "byPosition": dict(result.by_position),
+        "depthInjections": [{"depth": d.depth, "role": d.role, "content": d.content} for d in result.depth_injections],
+        "outlets": dict(result.outlets),
+        "trace": [
+            {
+                "lorebookId": t.lorebook_id,
+                "uid": t.uid,
+                "status": t.status,
+                "reason": t.reason,
+                "detail": t.detail,
+                "step": t.step,
+                "matchedKey": t.matched_key,
+                "comment": t.comment,
+            }
+            for t in result.trace
+        ],
+        "budget": {"limit": result.budget_limit, "used": result.budget_used, "overflowed": result.budget_overflowed},
+        "seed": run.seed,
+    }

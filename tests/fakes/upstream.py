@@ -110,6 +110,7 @@ class RecordedRequest:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    connection: int = 0  # serial number of the TCP connection it came on (keep-alive reuse)
 
     @property
     def json(self) -> Any:
@@ -532,6 +533,7 @@ class _Conn(asyncio.Protocol):
         self.aborted_by_us = False
         self.in_response: tuple[str, int] | None = None  # (path, epoch) while answering
         self.events_sent = 0
+        self.serial = 0
         self._data_ev = asyncio.Event()
         self._closed_fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._writable = asyncio.Event()
@@ -546,6 +548,8 @@ class _Conn(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server._conns.add(self)
+        self.server._serial += 1
+        self.serial = self.server._serial
         self._task = asyncio.get_running_loop().create_task(self._serve())
         self.server._tasks.add(self._task)
         self._task.add_done_callback(self.server._tasks.discard)
@@ -647,7 +651,7 @@ class _Conn(asyncio.Protocol):
                     return
                 method, target, headers, body = request
                 parts = urlsplit(target)
-                recorded = RecordedRequest(method, parts.path, parse_qs(parts.query), headers, body)
+                recorded = RecordedRequest(method, parts.path, parse_qs(parts.query), headers, body, self.serial)
                 self.server.requests.append(recorded)
                 self.in_response = (parts.path, self.server.epoch)
                 self.events_sent = 0
@@ -699,7 +703,11 @@ class _Conn(asyncio.Protocol):
         with contextlib.suppress(orjson.JSONDecodeError):
             loaded = orjson.loads(req.body) if req.body else {}
             payload = loaded if isinstance(loaded, dict) else {}
-        reply = self.server._next_reply(req)
+        try:
+            reply = self.server._next_reply(req)
+        except (ValueError, TypeError) as exc:  # a malformed x-fake-reply header
+            await self._send_json(400, {"error": {"message": f"bad x-fake-reply: {exc}", "type": "fake_error"}})
+            return
         stream = action == "stream" or (action == "maybe-stream" and bool(payload.get("stream")))
         model = str(payload.get("model") or req.path.rsplit("/", 1)[-1].split(":")[0])
         if reply.hang:
@@ -776,6 +784,7 @@ class FakeUpstream:
         self._queue: deque[Reply] = deque()
         self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._serial = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None

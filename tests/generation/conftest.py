@@ -90,3 +90,25 @@ def sse_events(text: str) -> list[str]:
         if lines:
             events.append("\n".join(lines))
     return events
+
+
+@pytest.fixture(scope="module")
+def _module_fake_upstream():
+    """Generation tests get a fake upstream of their own: the live server keeps pooled keep-alive
+    connections to it, which must not disturb the adapter tests' connection accounting."""
+    from tests.fakes.upstream import FakeUpstream
+
+    server = FakeUpstream().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake_upstream(_module_fake_upstream: Any):
+    _module_fake_upstream.reset()
+    try:
+        yield _module_fake_upstream
+    finally:
+        _module_fake_upstream.reset()

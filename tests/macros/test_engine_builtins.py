@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,7 @@ def ctx(**overrides: Any) -> MacroContext:
         ("{{lastMessage}}|{{lastUserMessage}}|{{lastCharMessage}}|{{lastMessageId}}", "last|last-user|last-char|41"),
         ("{{input}}", "typed"),
         ("{{original}}|{{original}}|{{ORIGINAL}}", "ORIG||"),  # first use only
+        ("{{if original}}[{{original}}]{{/if}}{{original}}", "[ORIG]"),  # a condition does not use it up
         ("{{outlet::lore}}", "dragons live here"),
         ("{{outlet::missing}}|{{outlet::空}}", "|"),
         ("{{outlet}}", "{{outlet}}"),
@@ -134,12 +136,19 @@ def test_banned_words_are_collected() -> None:
         (r"{{random:a\,b,c}}", ["a,b", "c"]),  # \, is a literal comma
         ("{{random::only}}", ["only"]),
         ("{{random::甲::乙::丙}}", ["甲", "乙", "丙"]),
+        ("{{random:x::y}}", ["x", "y"]),  # legacy single colon with '::' options
     ],
 )
 def test_random_uses_the_injected_rng(text: str, options: list[str]) -> None:
     expected = random.Random(99).choice(options)
     assert expand(text, ctx(rng=random.Random(99))) == expected
     assert expand(text, ctx(seed=99, rng=None)) == expected  # a seed builds the same RNG
+
+
+def test_any_seed_object_works() -> None:
+    seed = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    expected = random.Random(str(seed)).choice(["a", "b", "c"])
+    assert expand("{{random::a::b::c}}", ctx(seed=seed)) == expected
 
 
 def test_random_draws_again_for_each_occurrence() -> None:

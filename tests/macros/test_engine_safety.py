@@ -38,6 +38,20 @@ def test_output_is_capped(name: str, text: str, max_len: int) -> None:
     assert all(len(str(v)) <= max(max_len, len(text)) for v in context.local_vars.values())
 
 
+def test_budget_does_not_starve_ordinary_variable_use() -> None:
+    context = ctx()
+    out = expand("{{setvar::hp::100}}" + "{{decvar::hp}}" * 5_000 + "|{{getvar::hp}}|{{hasvar::hp}}", context)
+    assert out.endswith("|-4900|true")
+    assert context.local_vars == {"hp": -4900}
+
+
+def test_list_store_grows_without_reserialising() -> None:
+    context = ctx(local_vars={"log": []})
+    expand("{{addvar::log::x}}" * 3_000 + "{{addvar::log::y}}", context)
+    assert len(context.local_vars["log"]) == 3_001
+    assert context.local_vars["log"][-1] == "y"
+
+
 def test_cap_never_truncates_the_input_itself() -> None:
     text = "x" * 20_000 + "{{user}}"
     assert expand(text, ctx()) == "x" * 20_000 + "Alice"
@@ -79,6 +93,16 @@ def test_nesting_deeper_than_the_limit_is_text() -> None:
         "{{" + "::" * 50_000 + "}}",
         "{{.a" + "=" * 50_000 + "}}",
         "{{time::UTC+" + "9" * 5000 + "}}",
+        "{{setvar::x::" + "1" * 200_000 + "x}}{{getvar::x}}{{incvar::x}}{{.x == 1}}",
+        "{{setvar::x::" + "1" * 200_000 + ".5e}}{{getvar::x}}",
+        "{{.x = " + "7" * 100_000 + "}}{{.x > " + "7" * 100_000 + "}}",
+        "{{roll:" + "1" * 100_000 + "d6}}",
+        # variable work that produces little text is charged to the budget too
+        "{{setvar::a::" + "y" * 300_000 + "}}" + "{{addvar::a::x}}" * 20_000,
+        "{{setvar::a::" + "y" * 300_000 + "}}" + "{{.a == 1}}" * 20_000,
+        "{{setvar::a::" + "0" * 300_000 + "1}}" + "{{getvar::a}}" * 20_000,
+        "{{setvar::a::" + "y" * 300_000 + "}}" + "{{if .a}}x{{/if}}" * 10_000,
+        "{{setvar::l::[]}}" + "{{addvar::l::" + "x" * 100 + "}}" * 5_000,
     ],
 )
 def test_hostile_input_is_fast_and_safe(text: str) -> None:

@@ -369,8 +369,8 @@ async def test_connection_is_reused_between_requests(fake_upstream: FakeUpstream
     for _ in range(3):
         await collect(a.stream(REQ))
         await a.complete(REQ)
-    await asyncio.sleep(0.05)
-    assert fake_upstream.open_connections == 1
+    assert len(fake_upstream.requests) == 6
+    assert len({r.connection for r in fake_upstream.requests}) == 1
 
 
 async def test_many_concurrent_streams(fake_upstream: FakeUpstream) -> None:
@@ -379,3 +379,23 @@ async def test_many_concurrent_streams(fake_upstream: FakeUpstream) -> None:
     results = await asyncio.gather(*(collect(a.stream(REQ)) for _ in range(100)))
     assert {r[0] for r in results} == {"a" * 20}
     assert len(fake_upstream.completion_requests) == 100
+
+
+async def test_non_ascii_extra_header_value_is_sent_as_utf8(fake_upstream: FakeUpstream) -> None:
+    await collect(adapter(fake_upstream, extra_headers={"X-Title": "写作服务"}).stream(REQ))
+    assert fake_upstream.requests[-1].headers["x-title"].encode("latin-1").decode("utf-8") == "写作服务"
+
+
+async def test_error_json_with_200_on_a_stream_request(fake_upstream: FakeUpstream) -> None:
+    fake_upstream.script(Reply(json_body={"error": {"message": "quota exceeded", "code": 429}}), Reply())
+    a = adapter(fake_upstream)
+    # a non-stream 200 JSON error body, answered to a *stream* request: still the taxonomy
+    req_stream = ChatRequest(messages=REQ.messages, model="m", max_tokens=5, temperature=0, extra={"stream": False})
+    with pytest.raises(UpstreamRateLimited):
+        await collect(a.stream(req_stream))
+
+
+async def test_stream_mislabelled_as_json_is_still_parsed(fake_upstream: FakeUpstream) -> None:
+    fake_upstream.script(Reply(chunks=["a", "b"], headers={"content-type": "application/json"}))
+    content, _, final, _ = await collect(adapter(fake_upstream).stream(REQ))
+    assert (content, final.finish_reason) == ("ab", "stop")

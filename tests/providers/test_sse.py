@@ -171,3 +171,11 @@ def test_any_split_gives_the_same_events(events, le, cuts) -> None:
     expected = [E(name, "\n".join(lines)) for name, lines in events]
     splits = sorted({c for c in cuts if c <= len(raw)})
     assert parse_all(raw, splits=splits) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=300), cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=10))
+def test_arbitrary_bytes_never_crash_and_splits_do_not_matter(raw: bytes, cuts: list[int]) -> None:
+    whole = parse_all(raw)
+    assert parse_all(raw, splits=sorted({c for c in cuts if c <= len(raw)})) == whole
+    assert all(isinstance(e.data, str) for e in whole)

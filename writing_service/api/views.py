@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from writing_service.api.renderers import JSONRenderer
+from writing_service.db import db_sync_to_async
 
 
 class AsyncAPIView(APIView):
@@ -30,7 +30,7 @@ class AsyncAPIView(APIView):
         self.request = drf_request
         self.headers = self.default_response_headers
         try:
-            await sync_to_async(self.initial)(drf_request, *args, **kwargs)
+            await db_sync_to_async(self.initial)(drf_request, *args, **kwargs)
             method = (drf_request.method or "").lower()
             handler = getattr(self, method, None) if method in self.http_method_names else None
             if handler is None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from apps.macros.engine import dice, variables
 from apps.macros.engine.context import MAX_DATE_FORMAT
 from apps.macros.engine.timefmt import format_moment, humanize, parse_datetime, parse_utc_offset
-from apps.macros.engine.values import js_number
+from apps.macros.engine.values import display, js_number
 
 if TYPE_CHECKING:
     from apps.macros.engine.evaluator import Evaluator
@@ -148,9 +148,12 @@ _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 
 
 def _options(args: list[str]) -> list[str]:
-    """Several arguments are the options; a single one is split on unescaped commas."""
+    """Several arguments are the options; a single one is split on ``::`` (legacy
+    ``{{random:a::b}}``) or else on unescaped commas."""
     if len(args) > 1:
         return args
+    if "::" in args[0]:
+        return [item.strip() for item in args[0].split("::")]
     return [item.replace("\\,", ",").strip() for item in _UNESCAPED_COMMA.split(args[0])]
 
 
@@ -212,27 +215,39 @@ _register("// comment", 0, MANY, None, special=True)
 
 # --- variables --------------------------------------------------------------------------
 def _var_macros(suffix: str, local: bool) -> None:
-    def store(ev: Evaluator) -> variables.Store:
-        return ev.ctx.local_vars if local else ev.ctx.global_vars
+    def store(ev: Evaluator, args: list[str], reads_value: bool = True) -> variables.Store:
+        """The store, after charging the work budget for the arguments and the value read."""
+        target = ev.ctx.local_vars if local else ev.ctx.global_vars
+        ev.charge(sum(map(len, args)) + (variables.value_size(target.get(args[0])) if reads_value else 0))
+        return target
 
     def setvar(ev: Evaluator, args: list[str], node: MacroNode) -> str:
-        variables.var_set(store(ev), args[0], args[1], ev.limit)
+        variables.var_set(store(ev, args, reads_value=False), args[0], args[1], ev.limit)
         return ""
 
     def addvar(ev: Evaluator, args: list[str], node: MacroNode) -> str:
-        variables.var_add(store(ev), args[0], args[1], ev.limit)
+        variables.var_add(store(ev, args), args[0], args[1], ev.limit)
         return ""
 
+    def step(delta: str) -> Handler:
+        def handler(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+            return display(variables.var_add(store(ev, args), args[0], delta, ev.limit))
+
+        return handler
+
+    def has(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+        return variables.var_has(store(ev, args, reads_value=False), args[0])
+
     def delete(ev: Evaluator, args: list[str], node: MacroNode) -> str:
-        variables.var_delete(store(ev), args[0])
+        variables.var_delete(store(ev, args, reads_value=False), args[0])
         return ""
 
     _register(f"set{suffix}", 2, 2, setvar)
-    _register(f"get{suffix}", 1, 1, lambda ev, args, node: variables.var_get(store(ev), args[0]))
+    _register(f"get{suffix}", 1, 1, lambda ev, args, node: variables.var_get(store(ev, args), args[0]))
     _register(f"add{suffix}", 2, 2, addvar)
-    _register(f"inc{suffix}", 1, 1, lambda ev, args, node: variables.var_add(store(ev), args[0], "1", ev.limit))
-    _register(f"dec{suffix}", 1, 1, lambda ev, args, node: variables.var_add(store(ev), args[0], "-1", ev.limit))
-    _register(f"has{suffix}", 1, 1, lambda ev, args, node: variables.var_has(store(ev), args[0]))
+    _register(f"inc{suffix}", 1, 1, step("1"))
+    _register(f"dec{suffix}", 1, 1, step("-1"))
+    _register(f"has{suffix}", 1, 1, has)
     _register(f"delete{suffix}", 1, 1, delete)
 
 

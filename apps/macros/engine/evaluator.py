@@ -13,7 +13,7 @@ from apps.macros.engine import variables
 from apps.macros.engine.builtins import REGISTRY, MacroSpec, shorthand_number
 from apps.macros.engine.context import MAX_EVAL_DEPTH, WORK_FACTOR, MacroContext
 from apps.macros.engine.scanner import CLOSE, COMMENT, MACRO, NAME, SHORTHAND, Head, MacroNode, Part, parse
-from apps.macros.engine.values import dedent_trim, lstrip_newlines, rstrip_newlines, truthy
+from apps.macros.engine.values import dedent_trim, display, lstrip_newlines, rstrip_newlines, truthy
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,10 @@ class Evaluator:
     def rng(self) -> random.Random:
         if self._rng is None:
             seed = self.ctx.seed
-            self._rng = random.Random(seed) if seed is not None else random.Random()
+            if seed is None:
+                self._rng = random.Random()
+            else:
+                self._rng = random.Random(seed if isinstance(seed, int | str) else str(seed))
         return self._rng
 
     def text_digest(self) -> bytes:
@@ -113,6 +116,10 @@ class Evaluator:
         self._original_used = True
         return self.ctx.original
 
+    def charge(self, amount: int) -> None:
+        """Spend work budget on something that produces no text (e.g. rewriting a variable)."""
+        self.work_left -= amount
+
     def budget(self) -> int:
         """Characters a macro may still produce."""
         return max(0, min(self.work_left, self.limit))
@@ -122,15 +129,17 @@ class Evaluator:
         text = self.source
         if "<" in text:
             text = _LEGACY.sub(lambda m: _LEGACY_MACRO[m.group()], text)
-        result = self.eval_seq(parse(text), 0)
+        root = parse(text)
+        result = self.eval_seq(root.parts, 0, pairable=root.closers)
         return result[: self.limit] if len(result) > self.limit else result
 
     def _emit(self, text: str) -> str:
         """Account a macro result against the work budget, cutting it to what is left."""
-        room = self.budget()
-        if len(text) > room:
-            text = text[:room]
-        self.work_left -= len(text)
+        size = len(text)
+        if size > self.work_left or size > self.limit:
+            text = text[: self.budget()]
+            size = len(text)
+        self.work_left -= size
         return text
 
     def _param(self, name: str) -> str | None:
@@ -156,14 +165,21 @@ class Evaluator:
         lo: int = 0,
         hi: int | None = None,
         pairs: dict[int, tuple[int, int]] | None = None,
+        *,
+        pairable: bool = True,
     ) -> str:
-        """Expand ``parts[lo:hi]``; ``pairs`` (see :meth:`_pair_blocks`) is computed once per list."""
+        """Expand ``parts[lo:hi]``.
+
+        ``pairs`` (see :meth:`_pair_blocks`) is computed once per list, and only when the
+        scanner saw a possible closing tag in it (``pairable``).
+        """
         if hi is None:
             hi = len(parts)
             if hi == 1 and type(parts[0]) is str:
                 return parts[0]  # type: ignore[return-value]
-            pairs = self._pair_blocks(parts, depth)
+            pairs = self._pair_blocks(parts, depth) if pairable else None
         out: list[str] = []
+        memo = self._memo
         pending_trim = False
         i = lo
         while i < hi:
@@ -172,9 +188,14 @@ class Evaluator:
                 text: str = part  # type: ignore[assignment]
             else:
                 block = pairs.get(i) if pairs else None
+                body = part.parts  # type: ignore[union-attr]
+                hit = memo.get(body[0]) if len(body) == 1 else None  # type: ignore[call-overload]
                 if block is not None:
                     text = self._eval_block(parts, i, block, depth, pairs)  # type: ignore[arg-type]
                     i = block[0]
+                elif hit is not None and len(hit) < self.work_left and len(hit) <= self.limit:
+                    self.work_left -= len(hit)  # inlined memo hit of eval_node (the hot path)
+                    text = hit
                 else:
                     result = self.eval_node(part, depth)  # type: ignore[arg-type]
                     if result is _TRIM:
@@ -220,10 +241,14 @@ class Evaluator:
         room = MAX_EVAL_DEPTH - depth
         if room <= 0:
             return None
+        closing: set[str] = set()  # canonical names that have a closing tag here
         for part in parts:
-            if type(part) is not str and part.head.kind == CLOSE:  # type: ignore[union-attr]
-                break
-        else:
+            if type(part) is not str:
+                head = part.head  # type: ignore[union-attr]
+                if head.kind == CLOSE:
+                    spec = REGISTRY.get(head.name)
+                    closing.add(spec.name if spec is not None else head.name)
+        if not closing:
             return None
         waiting: dict[str, list[int]] = {}
         raw: dict[int, int] = {}
@@ -240,6 +265,12 @@ class Evaluator:
             elif head.kind == MACRO and head.name == "else" and not head.args:
                 elses.append(i)
             else:
+                if head.kind == MACRO:
+                    spec = REGISTRY.get(head.name)
+                    if spec is None or spec.name not in closing:
+                        continue
+                elif head.kind != COMMENT or "//" not in closing:
+                    continue
                 name = self._block_name(head)
                 if name is not None:
                     waiting.setdefault(name, []).append(i)
@@ -294,14 +325,14 @@ class Evaluator:
         if spec.name == "//":
             return ""
         if spec.name == "if":
-            if self._condition(head.args[0], depth):
+            if self._condition(head.args[0], depth, opener.closers):
                 body = self.eval_seq(parts, depth + 1, start + 1, close if split < 0 else split, pairs)
             elif split >= 0:
                 body = self.eval_seq(parts, depth + 1, split + 1, close, pairs)
             else:
                 body = ""
             return body if preserve else dedent_trim(body)
-        args = [self.eval_seq(a, depth + 1) for a in head.args]
+        args = [self.eval_seq(a, depth + 1, pairable=opener.closers) for a in head.args]
         body = self.eval_seq(parts, depth + 1, start + 1, close, pairs)
         args.append(body if preserve else dedent_trim(body))
         if spec.name == "trim":
@@ -312,7 +343,7 @@ class Evaluator:
             return _verbatim(head, args[:-1]) + body + "{{/" + head.raw_name + "}}"
         return self._emit(result)
 
-    def _condition(self, arg: tuple[Part, ...], depth: int) -> bool:
+    def _condition(self, arg: tuple[Part, ...], depth: int, pairable: bool) -> bool:
         parts = list(arg)
         negate = False
         if parts and type(parts[0]) is str and parts[0].startswith("!"):  # type: ignore[union-attr]
@@ -327,7 +358,7 @@ class Evaluator:
         elif len(parts) == 1 and type(parts[0]) is str:
             value = self._resolve_bare(parts[0], depth)  # type: ignore[arg-type]
         else:
-            value = self.eval_seq(parts, depth + 1)
+            value = self.eval_seq(parts, depth + 1, pairable=pairable)
         return truthy(value) != negate
 
     def _resolve_bare(self, text: str, depth: int) -> str:
@@ -343,6 +374,8 @@ class Evaluator:
             return text
         if NAME.fullmatch(text):
             spec = REGISTRY.get(text.lower())
+            if spec is not None and spec.name == "original":  # test it without using it up
+                return "" if self._original_used else self.ctx.original
             if spec is not None and not spec.special and spec.accepts(0) and spec.handler is not None:
                 node = MacroNode(-1)
                 node.parts.append(text)
@@ -387,7 +420,7 @@ class Evaluator:
                 return self._literal(node, depth), True
             if spec.special:
                 return self._special(spec, head, node, depth), spec.name == "//"
-            values = [self.eval_seq(a, depth + 1) for a in args]
+            values = [self.eval_seq(a, depth + 1, pairable=node.closers) for a in args]
             assert spec.handler is not None
             result = spec.handler(self, values, node)
             if result is None:
@@ -401,7 +434,7 @@ class Evaluator:
 
     def _literal(self, node: MacroNode, depth: int) -> str:
         """Unknown or malformed macro: kept as written, nested macros resolved."""
-        return "{{" + self.eval_seq(node.parts, depth + 1) + "}}"
+        return "{{" + self.eval_seq(node.parts, depth + 1, pairable=node.closers) + "}}"
 
     def _special(self, spec: MacroSpec, head: Head, node: MacroNode, depth: int) -> str | _Trim:
         if spec.name == "//":
@@ -409,23 +442,25 @@ class Evaluator:
         if spec.name == "trim":
             if not head.args:
                 return _TRIM
-            return self._emit(self.eval_seq(head.args[0], depth + 1).strip())
+            return self._emit(self.eval_seq(head.args[0], depth + 1, pairable=node.closers).strip())
         # inline {{if::cond::then::else}}
-        if self._condition(head.args[0], depth):
-            return self.eval_seq(head.args[1], depth + 1)
-        return self.eval_seq(head.args[2], depth + 1) if len(head.args) > 2 else ""
+        if self._condition(head.args[0], depth, node.closers):
+            return self.eval_seq(head.args[1], depth + 1, pairable=node.closers)
+        return self.eval_seq(head.args[2], depth + 1, pairable=node.closers) if len(head.args) > 2 else ""
 
     def _shorthand(self, head: Head, node: MacroNode, depth: int) -> str:
         store = self.ctx.local_vars if head.name == "." else self.ctx.global_vars
         name = head.raw_name
         op = head.op
+        self.charge(variables.value_size(store.get(name)))
         if not op:
             return self._emit(variables.var_get(store, name))
         if op == "++":
-            return self._emit(variables.var_add(store, name, "1", self.limit))
+            return self._emit(display(variables.var_add(store, name, "1", self.limit)))
         if op == "--":
-            return self._emit(variables.var_add(store, name, "-1", self.limit))
-        value = self.eval_seq(head.args[0], depth + 1)
+            return self._emit(display(variables.var_add(store, name, "-1", self.limit)))
+        value = self.eval_seq(head.args[0], depth + 1, pairable=node.closers)
+        self.charge(len(value))
         if op == "=":
             variables.var_set(store, name, value, self.limit)
             return ""

@@ -31,11 +31,13 @@ INVALID = 4  #: not a macro; kept literally (with nested macros resolved)
 class MacroNode:
     """One balanced ``{{…}}``; ``start`` is the offset of its ``{{`` in the scanned text."""
 
-    __slots__ = ("_head", "parts", "start")
+    __slots__ = ("_head", "closers", "parts", "start")
 
     def __init__(self, start: int) -> None:
         self.start = start
         self.parts: list[Part] = []
+        #: Whether ``parts`` may hold a closing tag (``{{/name}}``), i.e. block pairing is needed.
+        self.closers = False
         self._head: Head | None = None
 
     @property
@@ -86,12 +88,16 @@ def _append_text(parts: list[Part], text: str) -> None:
         parts.append(text)
 
 
+#: Characters that may precede the ``/`` of a closing tag (whitespace and flags).
+_CLOSER_PREFIX = " \t\r\n#!?~>"
 # Fixed-width alternatives plus one ``\{\{+`` run: linear, no backtracking.
 _TOKENS = re.compile(r"(\\\{\\?\{|\\\}\\\}|\{\{+|\}\})")
 
 
-def parse(text: str) -> list[Part]:
+def parse(text: str) -> MacroNode:
     """Split ``text`` into literal strings and macro nodes (never raises).
+
+    Returns a root node (offset ``-1``) whose ``parts`` are the top level.
 
     * ``\\{\\{`` and ``\\{{`` are a literal ``{{``; ``\\}\\}`` is a literal ``}}``.
     * In a run of three or more ``{``, the macro opens at the last two (``{{{x}}}`` → ``{`` + macro + ``}``).
@@ -100,12 +106,16 @@ def parse(text: str) -> list[Part]:
     * ``{{`` deeper than :data:`MAX_NESTING` is text.
     """
     pieces = _TOKENS.split(text)  # [text, token, text, token, ..., text]
-    root: list[Part] = []
+    count = len(pieces)
+    root_node = MacroNode(-1)
+    root = root_node.parts
     cur = root
+    container = root_node  # the node whose parts ``cur`` is
     stack: list[tuple[MacroNode, list[Part]]] = []
     pending = pieces[0]
     pos = len(pending)  # offset of the current token
-    for i in range(1, len(pieces), 2):
+    i = 1
+    while i < count:
         token = pieces[i]
         first = token[0]
         if first == "{":
@@ -118,8 +128,23 @@ def parse(text: str) -> list[Part]:
                     cur.append(pending)
                     pending = ""
                 node = MacroNode(pos + len(token) - 2)
+                if i + 2 < count and pieces[i + 2] == "}}":
+                    # Fast path: a macro without nested macros ({{ body }}) in one step.
+                    body = pieces[i + 1]
+                    if body:
+                        node.parts.append(body)
+                        if body.lstrip(_CLOSER_PREFIX).startswith("/"):
+                            container.closers = True
+                    cur.append(node)
+                    after = pieces[i + 3]
+                    pos += len(token) + len(body) + 2 + len(after)
+                    if after:
+                        pending += after
+                    i += 4
+                    continue
                 stack.append((node, cur))
                 cur = node.parts
+                container = node
         elif first == "}":
             if stack:
                 if pending:
@@ -128,6 +153,7 @@ def parse(text: str) -> list[Part]:
                 node, parent = stack.pop()
                 parent.append(node)
                 cur = parent
+                container = stack[-1][0] if stack else root_node
             else:
                 pending += "}}"
         else:  # escaped braces
@@ -136,6 +162,7 @@ def parse(text: str) -> list[Part]:
         pos += len(token) + len(after)
         if after:
             pending += after
+        i += 2
     if pending:
         cur.append(pending)
     while stack:  # unterminated ``{{``: literal text, inner macros kept
@@ -146,14 +173,16 @@ def parse(text: str) -> list[Part]:
                 _append_text(parent, part)
             else:
                 parent.append(part)
-    return root
+        if node.closers:
+            (stack[-1][0] if stack else root_node).closers = True
+    return root_node
+
+
+_WS = re.compile(r"\s*")
 
 
 def _skip_ws(text: str, i: int) -> int:
-    n = len(text)
-    while i < n and text[i].isspace():
-        i += 1
-    return i
+    return _WS.match(text, i).end()  # type: ignore[union-attr]
 
 
 def _trim_arg(raw: list[Part]) -> tuple[str, Arg, str]:

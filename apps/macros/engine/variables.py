@@ -26,16 +26,24 @@ def var_set(store: Store, name: str, value: str, limit: int) -> None:
     store[name] = _clip(value, limit)
 
 
-def var_add(store: Store, name: str, value: str, limit: int) -> str:
+def value_size(value: Any) -> int:
+    """Work estimate for reading or rewriting a stored value: strings are scanned and copied."""
+    if isinstance(value, str):
+        return len(value) + 1
+    return 1
+
+
+def var_add(store: Store, name: str, value: str, limit: int) -> Any:
     """``{{addvar}}``: JSON arrays append, two numbers add, anything else concatenates.
 
-    Returns the new value as ``{{getvar}}`` would print it (``''`` when the sum is NaN).
+    Returns the new stored value (``None`` when the sum is NaN and nothing was stored);
+    print it with :func:`~apps.macros.engine.values.display`.
     """
     raw = store.get(name)
     if isinstance(raw, list):
-        new_list = [*raw, value]
-        store[name] = new_list
-        return to_json(new_list)
+        raw.append(value)  # in place: O(1), the caller's list object keeps growing
+        store[name] = raw
+        return raw
     current: Any = raw
     if isinstance(raw, str):
         number = js_number(raw) if raw.strip() else None
@@ -71,10 +79,10 @@ def var_add(store: Store, name: str, value: str, limit: int) -> str:
         return text
     total = current_number + increment
     if total != total:  # NaN (inf - inf)
-        return ""
+        return None
     stored = to_store_number(total)
     store[name] = stored
-    return format_number(stored)
+    return stored
 
 
 def var_has(store: Store, name: str) -> str:

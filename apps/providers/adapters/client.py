@@ -5,16 +5,22 @@
   closed or was garbage-collected are dropped. :func:`aclose_clients` closes the current loop's
   clients (call it at shutdown, e.g. from the ASGI lifespan, and in tests).
 * Sharded: httpcore's connection pool does O(requests × connections) bookkeeping on every request
-  event, so one client shared by hundreds of concurrent streams spends most of its CPU there
-  (encode/httpx#3215, see reference/peer-bench.md). A :class:`ClientPool` therefore holds several
-  clients and leases the least busy one; a new shard is opened when every shard already carries
-  ``shard_capacity`` requests (up to ``max_shards``).
+  event (and polls every idle connection), so one client shared by hundreds of concurrent streams
+  spends most of its CPU there (encode/httpx#3215, see reference/peer-bench.md). A
+  :class:`ClientPool` therefore holds several clients and leases the least busy one; a new shard is
+  opened when every shard already carries ``SHARD_CAPACITY`` requests (up to ``MAX_SHARDS``), and
+  each shard keeps few idle connections. Measured by ``bench/adapters.py``: 500 concurrent streams
+  cost ~2 s of client CPU sharded vs ~15 s with one client (second round, warm connections).
+* Two more per-request costs removed (see below): a failed ``import sniffio`` inside httpcore on
+  every request, and a CA bundle load (~50 ms) per client — all shards share one SSL context.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
+import ssl
 import sys
 import weakref
 from collections.abc import AsyncIterator
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from apps.providers.adapters.base import ConnectionConfig
+from apps.providers.adapters.base import ConnectionConfig, normalize_base_url
 
 # httpcore calls ``current_async_library()`` several times per request, and each call runs
 # ``import sniffio``; when sniffio is not installed that failed import walks sys.path every time
@@ -32,22 +38,41 @@ from apps.providers.adapters.base import ConnectionConfig
 if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
-SHARD_CAPACITY = 16
-MAX_SHARDS = 64
+SHARD_CAPACITY = 8
+MAX_SHARDS = 128
 WRITE_TIMEOUT = 30.0
 MAX_CONNECTIONS_PER_SHARD = 256
+KEEPALIVE_PER_SHARD = 16
 
 PoolKey = tuple[str, float, float]
 
 
 def pool_key(config: ConnectionConfig) -> PoolKey:
-    """Clients are shared by connections with the same host and timeouts (auth and extra headers
+    """Clients are shared by connections with the same origin and timeouts (auth and extra headers
     are sent per request, so they don't need their own client)."""
-    origin = httpx.URL(config.base_url or "http://invalid").copy_with(path="/", query=None, fragment=None)
-    return (str(origin), float(config.connect_timeout), float(config.read_timeout))
+    return _pool_key(config.base_url, config.kind, float(config.connect_timeout), float(config.read_timeout))
 
 
-def build_client(config: ConnectionConfig, *, max_connections: int = 256) -> httpx.AsyncClient:
+@functools.lru_cache(maxsize=1024)
+def _pool_key(base_url: str, kind: str, connect: float, read: float) -> PoolKey:
+    try:
+        url = httpx.URL(normalize_base_url(base_url, kind) or "http://invalid")
+        origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+    except (httpx.InvalidURL, ValueError):
+        origin = base_url
+    return (origin, connect, read)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying SSL context per process: loading the CA bundle costs ~50 ms of CPU, which
+    httpx would otherwise pay for every client (every shard)."""
+    return httpx.create_ssl_context()
+
+
+def build_client(
+    config: ConnectionConfig, *, max_connections: int = 256, max_keepalive: int | None = None
+) -> httpx.AsyncClient:
     connect = float(config.connect_timeout)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
@@ -58,9 +83,10 @@ def build_client(config: ConnectionConfig, *, max_connections: int = 256) -> htt
         ),
         limits=httpx.Limits(
             max_connections=max_connections,
-            max_keepalive_connections=min(max_connections, 64),
+            max_keepalive_connections=min(max_connections, max_keepalive or KEEPALIVE_PER_SHARD),
             keepalive_expiry=30.0,
         ),
+        verify=_ssl_context(),
         follow_redirects=False,
         trust_env=True,
     )
@@ -93,8 +119,11 @@ class ClientPool:
                     break
         if best is None or (best.in_flight >= self._capacity and len(shards) < self._max_shards):
             # a lone client must hold every connection itself
-            size = MAX_CONNECTIONS_PER_SHARD if self._max_shards > 1 else MAX_CONNECTIONS_PER_SHARD * 4
-            best = _Shard(build_client(self._config, max_connections=size))
+            if self._max_shards > 1:
+                client = build_client(self._config, max_keepalive=max(KEEPALIVE_PER_SHARD, self._capacity))
+            else:
+                client = build_client(self._config, max_connections=1024, max_keepalive=1024)
+            best = _Shard(client)
             shards.append(best)
         return best
 

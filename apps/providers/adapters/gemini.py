@@ -58,8 +58,13 @@ def parse_usage_metadata(meta: Any) -> Usage | None:
     if not isinstance(meta, dict):
         return None
     prompt = int(meta.get("promptTokenCount") or 0)
-    completion = int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
     total = meta.get("totalTokenCount")
+    if meta.get("candidatesTokenCount") is None and meta.get("thoughtsTokenCount") is None:
+        if not total:
+            return None
+        completion = max(0, int(total) - prompt)  # e.g. tool-use or cached tokens only
+    else:
+        completion = int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
     return Usage(prompt, completion, int(total) if total else prompt + completion)
 
 

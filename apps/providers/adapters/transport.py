@@ -179,16 +179,32 @@ async def stream_deltas(
     provider = handler.provider
     content = orjson.dumps(body)
     async with open_response(config, "POST", url, headers=headers, content=content, provider=provider) as r:
-        ctype = r.headers.get("content-type", "")
-        if "json" in ctype and "event-stream" not in ctype:
-            obj = loads(await r.aread(), provider)
-            if is_error_payload(obj):
-                raise handler.error(obj)
-            raise UpstreamProtocolError(f"{provider} answered JSON where an event stream was expected")
-        chunks = r.aiter_bytes()
         parser = SSEParser()
         feed = parser.feed
         on_event = handler.on_event
+        ctype = r.headers.get("content-type", "")
+        if "json" in ctype and "event-stream" not in ctype:
+            # An error answered as plain JSON with a 200 (some servers do), or a mislabelled stream.
+            raw = await r.aread()
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                obj = None
+            if obj is not None:
+                if is_error_payload(obj):
+                    raise handler.error(obj)
+                raise UpstreamProtocolError(
+                    f"{provider} answered JSON where an event stream was expected", provider=provider
+                )
+            for event in [*feed(raw), *parser.flush()]:
+                delta = on_event(event)
+                if delta is not None:
+                    yield delta
+                if handler.done:
+                    break
+            yield handler.final()
+            return
+        chunks = r.aiter_bytes()
         async for chunk in chunks:
             for event in feed(chunk):
                 delta = on_event(event)

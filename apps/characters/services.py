@@ -1,0 +1,270 @@
+"""Writes for characters: REST create/update with an optional SillyTavern card, and card import.
+
+Fields policy (writing mode keeps working): when a character has a card and the request sends no
+``fields``, the ``CharacterField`` rows are **stored** as ``card_fields(card)`` and marked
+``fields_from_card``; they then follow every change of the card (or of the name, which is the card's
+name). Explicit ``fields`` always win and stop the mirroring. ``prompt_resolve`` therefore reads rows as
+before, with the same fixed number of queries.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from rest_framework.exceptions import ValidationError
+
+from apps.characters.cards import CardError, Limits, card_fields, parse_card_bytes, parse_card_json
+from apps.characters.models import Character, CharacterField
+from apps.novels.models import Novel
+from apps.novels.services import owned_novel_get
+from writing_service.api.exceptions import ApiError
+
+IMPORT_NOVEL_TITLE = "导入的角色卡"
+"""Novel that receives imported cards when the request names none (created on demand, per user)."""
+
+UNSET: Any = object()
+"""Marks an optional argument that the request did not send (``None`` means "send null")."""
+
+
+def card_limits() -> Limits:
+    return Limits(max_file_bytes=int(getattr(settings, "CARD_MAX_BYTES", 20 * 1024 * 1024)))
+
+
+def _size_text(limits: Limits) -> str:
+    size = limits.max_file_bytes
+    if size >= 1024 * 1024:
+        return f"{round(size / (1024 * 1024), 1):g} MB"
+    if size >= 1024:
+        return f"{round(size / 1024, 1):g} KB"
+    return f"{size} bytes"
+
+
+_CARD_MESSAGES = {
+    "not_a_card": gettext_lazy("The file is not a character card (expected a PNG/APNG, JSON or CHARX card)."),
+    "unsupported_format": gettext_lazy("This file format is not supported; upload a PNG/APNG, JSON or CHARX card."),
+    "bad_png": gettext_lazy("The PNG file is corrupt."),
+    "no_card_chunk": gettext_lazy("The PNG image has no character card data (no 'ccv3' or 'chara' text chunk)."),
+    "bad_base64": gettext_lazy("The card data in the PNG is not valid base64."),
+    "bad_json": gettext_lazy("The card JSON is invalid."),
+    "bad_zip": gettext_lazy("The CHARX archive is corrupt or uses an unsupported zip feature."),
+    "zip_bomb": gettext_lazy("The CHARX archive is suspiciously large when unpacked."),
+    "too_many_entries": gettext_lazy("The CHARX archive has too many entries."),
+    "too_large": gettext_lazy("The card data is too large."),
+}
+
+
+def card_error_message(code: str, fallback: str) -> str:
+    """The translated sentence for a codec error code (the codec's own English sentence as fallback)."""
+    message = _CARD_MESSAGES.get(code)
+    return str(message) if message is not None else fallback
+
+
+def card_error(exc: CardError) -> ApiError:
+    """A codec error as the 400 envelope: translated ``message``, stable ``code``, and the codec's exact
+    English sentence in ``reason`` (it names the chunk, the size, the member …)."""
+    code = exc.code.value
+    return ApiError(
+        card_error_message(code, exc.message), status_code=400, code=code, extra={"code": code, "reason": exc.message}
+    )
+
+
+def card_too_large_error() -> ApiError:
+    """The upload is over ``CARD_MAX_BYTES`` (checked before the file is read)."""
+    size = _size_text(card_limits())
+    return ApiError(
+        _("The file is larger than %(size)s.") % {"size": size},
+        code="too_large",
+        extra={"code": "too_large", "reason": f"The file is larger than {size}."},
+    )
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def _sync_name(card: dict[str, Any], name: str) -> dict[str, Any]:
+    card = copy.deepcopy(card)
+    card.setdefault("data", {})["name"] = name
+    return card
+
+
+def _replace_fields(character: Character, fields: Sequence[tuple[str, str]]) -> None:
+    CharacterField.objects.filter(character=character).delete()
+    CharacterField.objects.bulk_create(
+        [
+            CharacterField(character=character, order=i, key=key[:200], value=value)
+            for i, (key, value) in enumerate(fields)
+        ]
+    )
+
+
+def _derived_fields(character: Character) -> list[tuple[str, str]]:
+    return card_fields(character.card) if character.card else []
+
+
+def card_validate(doc: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A card sent over REST → ``(card_v3, original, spec)``; V1/V2/V3/hybrid documents (or a bare V3
+    ``data`` object) are accepted. Errors are validation errors on ``card``."""
+    if not isinstance(doc, dict):
+        raise ValidationError({"card": [_("Must be a character card object.")]})
+    if "spec" not in doc and "data" not in doc and "name" not in doc and "char_name" not in doc:
+        raise ValidationError({"card": [_("Must be a character card object.")]})
+    try:
+        parsed = parse_card_json(doc)
+    except CardError as exc:
+        raise ValidationError({"card": [card_error_message(exc.code.value, exc.message)]}) from None
+    return parsed.card_v3, parsed.original, parsed.spec
+
+
+# ------------------------------------------------------------------------------------ create/update
+
+
+@transaction.atomic
+def character_create(
+    *,
+    user: Any,
+    novel_id: int,
+    name: str | None = None,
+    fields: Sequence[dict[str, str]] | None = None,
+    card: Any = None,
+) -> Character:
+    novel = owned_novel_get(user=user, novel_id=novel_id)
+    character = Character(novel=novel)
+    if card is not None:
+        card_v3, original, spec = card_validate(card)
+        character.card, character.card_original, character.spec = card_v3, original, spec
+        character.source_format = Character.SourceFormat.API
+    name = name or (character.card.get("data", {}).get("name") if character.card else "") or ""
+    if not name.strip():
+        raise ValidationError({"name": [_("This field is required.")]})
+    character.name = name[:200]
+    if character.card:
+        character.card = _sync_name(character.card, character.name)
+    character.fields_from_card = bool(character.card) and fields is None
+    character.save()
+    if fields is not None:
+        _replace_fields(character, [(f["key"], f.get("value", "")) for f in fields])
+    else:
+        _replace_fields(character, _derived_fields(character))
+    return character
+
+
+@transaction.atomic
+def character_update(
+    *,
+    character: Character,
+    user: Any,
+    partial: bool,
+    name: str | None = None,
+    novel_id: int | None = None,
+    fields: Any = UNSET,
+    card: Any = UNSET,
+) -> Character:
+    """PUT (``partial=False``) and PATCH. ``card`` absent keeps the card, ``None`` removes it (the
+    rows stay as explicit fields). Without ``fields``, PUT re-derives the rows from the card (``[]``
+    without one); PATCH re-derives them when they mirror the card (or there are none) and the card or
+    the name changed."""
+    if novel_id is not None and novel_id != character.novel_id:
+        character.novel = owned_novel_get(user=user, novel_id=novel_id)
+    card_changed = False
+    if card is None:
+        character.card, character.card_original, character.spec, character.source_format = {}, {}, "", ""
+        character.fields_from_card = False
+    elif card is not UNSET:
+        card_v3, original, spec = card_validate(card)
+        if not character.card_original:
+            character.card_original, character.spec = original, spec
+            character.source_format = Character.SourceFormat.API
+        character.card = card_v3
+        card_changed = True
+        if name is None:  # a card without a sent name renames the character (when it has a name)
+            name = card_v3["data"]["name"] or None
+    name_changed = name is not None and name != character.name
+    if name is not None:
+        character.name = name[:200]
+    if character.card:
+        character.card = _sync_name(character.card, character.name)
+
+    explicit = fields is not UNSET and fields is not None
+    if explicit:
+        character.fields_from_card = False
+    elif not partial:
+        character.fields_from_card = bool(character.card)
+    elif (
+        character.card
+        and (card_changed or name_changed)
+        and not character.fields_from_card
+        and not CharacterField.objects.filter(character=character).exists()
+    ):
+        character.fields_from_card = True
+    character.save()
+
+    if explicit:
+        _replace_fields(character, [(f["key"], f.get("value", "")) for f in fields])
+    elif not partial or (character.fields_from_card and (card_changed or name_changed)):
+        _replace_fields(character, _derived_fields(character) if character.fields_from_card else [])
+    return character
+
+
+def character_delete(*, character: Character) -> None:
+    """Deletes the character; lorebooks linked to it stay (unlinked)."""
+    character.delete()
+
+
+# ---------------------------------------------------------------------------------------- import
+
+
+def import_novel_get(*, user: Any) -> Novel:
+    """The user's novel for imported cards, created on first use (the user row is locked so two
+    concurrent imports do not create it twice)."""
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    novel = Novel.objects.filter(owner=user, title=IMPORT_NOVEL_TITLE).order_by("id").first()
+    if novel is None:
+        novel = Novel.objects.create(owner=user, title=IMPORT_NOVEL_TITLE)
+    return novel
+
+
+@transaction.atomic
+def character_import(
+    *,
+    user: Any,
+    data: bytes,
+    filename: str | None = None,
+    content_type: str | None = None,
+    novel_id: int | None = None,
+) -> Character:
+    """A card file (PNG/APNG, JSON, CHARX) → a new character in ``novel_id`` (or the import novel).
+
+    Raises ``ApiError`` 400 with the codec's ``code`` on any bad file; nothing is written then."""
+    limits = card_limits()
+    if len(data) > limits.max_file_bytes:
+        raise card_too_large_error()
+    try:
+        parsed = parse_card_bytes(data, filename=filename, content_type=content_type, limits=limits)
+    except CardError as exc:
+        raise card_error(exc) from None
+    novel = owned_novel_get(user=user, novel_id=novel_id) if novel_id is not None else import_novel_get(user=user)
+    raw_name = parsed.card_v3["data"].get("name") or ""
+    name = (raw_name if raw_name.strip() else _("Unnamed character"))[:200]
+    card = parsed.card_v3 if parsed.card_v3["data"].get("name") == name else _sync_name(parsed.card_v3, name)
+    avatar = parsed.avatar_png
+    character = Character.objects.create(
+        novel=novel,
+        name=name,
+        card=card,
+        card_original=parsed.original,
+        avatar=avatar,
+        avatar_sha256=hashlib.sha256(avatar).hexdigest() if avatar else "",
+        spec=parsed.spec,
+        source_format=parsed.source_format,
+        fields_from_card=True,
+    )
+    _replace_fields(character, _derived_fields(character))
+    return character

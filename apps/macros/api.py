@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.macros.engine import MacroContext, expand
+from writing_service.api.fields import ScalarToString
+
+MAX_TEXT = 200_000
+
+
+class PreviewInputSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=MAX_TEXT, allow_blank=True, trim_whitespace=False)
+    parameters = serializers.DictField(child=ScalarToString(), required=False, default=dict)
+    user = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    char = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    seed = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class PreviewOutputSerializer(serializers.Serializer):
+    result = serializers.CharField()
+
+
+class MacroPreviewView(APIView):
+    """Expand macros in `text` as generation would (free; variables are not persisted)."""
+
+    @extend_schema(request=PreviewInputSerializer, responses=PreviewOutputSerializer)
+    def post(self, request: Request) -> Response:
+        data = PreviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        ctx = MacroContext(
+            parameters=values["parameters"],
+            user=values.get("user") or request.user.get_username(),
+            char=values["char"],
+            tz=ZoneInfo(settings.BILLING_TIMEZONE),
+            seed=values.get("seed") or None,
+        )
+        return Response({"result": expand(values["text"], ctx)})

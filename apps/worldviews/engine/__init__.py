@@ -1,0 +1,110 @@
+"""World-info (lorebook) activation engine — pure Python, no Django.
+
+Behaviour follows SillyTavern 1.15's ``checkWorldInfo`` (docs/worldinfo.md lists every rule, every
+trace reason and where we deliberately differ).
+
+Public API
+----------
+``activate(entries, chat, *, settings, max_context, generation_type="normal", timed_state=None,
+rng=None, substitute=None, extra_scan=None, chat_length=None, scan_injections=(),
+character_name=None, character_tags=None, count_tokens=None) -> ActivationResult``
+
+* ``entries`` — :class:`Entry` objects from all sources; ``Entry.source`` is one of ``chat``,
+  ``persona``, ``character``, ``global`` and ``Entry.lorebook_id`` names the book. Sorting by source
+  and ``order`` (``settings.insertion_strategy``) is done here; an entry seen twice (same book and uid)
+  is kept once, from the first source.
+* ``chat`` — :class:`ChatLine` list, **oldest first**, exactly the history the reply will follow (for
+  a swipe or regenerate: without the message being replaced). Hidden and ``system`` lines are not
+  scanned. ``chat_length`` overrides the length used by timed effects (default: scanned lines).
+* ``max_context`` — the maximum *prompt* size in tokens (context − response length); the budget is
+  ``round(budget_percent × max_context / 100)`` (at least 1), capped by ``budget_cap`` when > 0.
+* ``timed_state`` — the chat's stored :class:`TimedState` (JSON dict); the result carries the new one.
+  Persist it after a real generation; ignore it after a dry run.
+* ``rng`` — a ``random.Random`` for probability rolls and inclusion-group weights; seed it for
+  reproducible runs (same inputs + same seed ⇒ same result).
+* ``substitute(text) -> str`` — macro expansion for keys (only keys containing ``{{`` or ``<``) and for
+  the content of activated entries.
+* ``extra_scan`` — texts for the ``match*`` flags: ``persona_description``, ``character_description``,
+  ``character_personality``, ``character_depth_prompt``, ``scenario``, ``creator_notes`` (ST camelCase
+  names accepted too). ``scan_injections`` — other scannable prompt texts (Author's Note …), always
+  scanned.
+* ``character_name`` / ``character_tags`` — for entries' ``characterFilter``.
+* ``count_tokens`` — token counter for the budget; default ⌈chars / 3.35⌉ (:func:`estimate_tokens`).
+
+:class:`ActivationResult` — ``activated`` (effective copies in prompt order), ``by_position`` (all
+eight ST position names → joined text), ``depth_injections`` (:class:`DepthInjection` per depth and
+role), ``outlets`` (name → text), ``examples_top``/``examples_bottom`` (one string per EM entry, in
+prompt order), ``timed_state``, ``trace`` (one :class:`TraceItem` per entry), ``budget_limit``,
+``budget_used``, ``budget_overflowed``, ``steps``.
+
+``TraceItem`` is a NamedTuple ``(lorebook_id, uid, status, reason, detail, step, matched_key, source,
+comment)``; ``status`` is ``"activated"`` or ``"skipped"``, ``reason`` a stable code.
+
+ST JSON: :func:`entry_from_st`, :func:`entry_to_st`, :func:`entries_from_st_book`,
+:func:`entry_from_character_book`. Nothing here raises on malformed input.
+
+Caching: compiled entry sets (by Entry identity, then by value), key matchers (by key set, with a
+per-text result cache) and regexes are cached in-process and are thread-safe to use;
+:func:`clear_caches` empties them. Keep Entry objects per lorebook version to stay on the fast path.
+"""
+
+from .activation import activate, clear_caches, estimate_tokens, sort_entries
+from .decorators import parse_decorators
+from .matching import parse_regex_key
+from .model import (
+    DEFAULT_DEPTH,
+    DEFAULT_WEIGHT,
+    GENERATION_TYPES,
+    MAX_SCAN_DEPTH,
+    POSITION_NAMES,
+    ActivationResult,
+    ActivationSettings,
+    CharacterFilter,
+    ChatLine,
+    DepthInjection,
+    Entry,
+    InsertionStrategy,
+    Position,
+    Role,
+    SelectiveLogic,
+    Source,
+    TimedEffect,
+    TimedState,
+    TraceItem,
+)
+from .st_format import entries_from_st_book, entry_from_character_book, entry_from_st, entry_to_st
+from .timed import entry_hash, normalize_state
+
+__all__ = [
+    "DEFAULT_DEPTH",
+    "DEFAULT_WEIGHT",
+    "GENERATION_TYPES",
+    "MAX_SCAN_DEPTH",
+    "POSITION_NAMES",
+    "ActivationResult",
+    "ActivationSettings",
+    "CharacterFilter",
+    "ChatLine",
+    "DepthInjection",
+    "Entry",
+    "InsertionStrategy",
+    "Position",
+    "Role",
+    "SelectiveLogic",
+    "Source",
+    "TimedEffect",
+    "TimedState",
+    "TraceItem",
+    "activate",
+    "clear_caches",
+    "entries_from_st_book",
+    "entry_from_character_book",
+    "entry_from_st",
+    "entry_hash",
+    "entry_to_st",
+    "estimate_tokens",
+    "normalize_state",
+    "parse_decorators",
+    "parse_regex_key",
+    "sort_entries",
+]

@@ -1,0 +1,553 @@
+"""Key matching: ``/regex/flags`` keys translated to Python ``re``, and a multi-key matcher for plain keys.
+
+Plain keys are not matched one regex per key. :class:`PlainMatcher` is built once per key set (and
+cached): each key is indexed under one of its character n-grams (n = min(3, len)), a text is cut into
+the set of its n-grams once, and only keys whose anchor n-gram occurs are verified (``key in text``,
+a C-speed search). Whole-word keys made only of word characters are found by intersecting the set of
+maximal word runs of the text with the key set, which is exact and needs no verification.
+
+Whole words (our rule, see docs/worldinfo.md): a *word character* is a Unicode letter, digit or ``_``
+that is not from a script written without spaces (CJK ideographs, kana, Hangul, Thai, Lao, Khmer,
+Myanmar, Yi, CJK punctuation). A whole-word key must not have a word character right before or after
+it. A key that contains whitespace or any no-space-script character is matched as a substring, as ST
+does for keys with spaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+
+MAX_REGEX_LENGTH = 1000
+_TEXT_CACHE_SIZE = 8192
+
+NOSPACE_RANGES = (
+    "\u0e00-\u0eff"  # Thai, Lao
+    "\u1000-\u109f"  # Myanmar
+    "\u1100-\u11ff"  # Hangul Jamo
+    "\u1780-\u17ff"  # Khmer
+    "\u2e80-\u2fdf"  # CJK radicals, Kangxi
+    "\u3000-\u303f"  # CJK symbols and punctuation
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u3100-\u312f"  # Bopomofo
+    "\u3130-\u318f"  # Hangul compatibility Jamo
+    "\u31a0-\u31ff"  # Bopomofo ext, Katakana ext
+    "\u3200-\u33ff"  # enclosed CJK, compatibility
+    "\u3400-\u4dbf"  # CJK ext A
+    "\u4e00-\u9fff"  # CJK unified ideographs
+    "\ua000-\ua4cf"  # Yi
+    "\uac00-\ud7af"  # Hangul syllables
+    "\uf900-\ufaff"  # CJK compatibility ideographs
+    "\uff66-\uff9f"  # half-width Katakana
+    "\U00020000-\U0003134f"  # CJK ext B..G
+)
+_NOSPACE_RE = re.compile(f"[{NOSPACE_RANGES}]")
+_WORD_CHAR_RE = re.compile(f"[^\\W{NOSPACE_RANGES}]")
+_WORD_RUN_RE = re.compile(f"[^\\W{NOSPACE_RANGES}]+")
+_SPACE_RE = re.compile(r"\s")
+
+# Kinds of plain keys.
+SUB = 0  # substring
+WORD = 1  # whole word, only word characters: exact lookup in the text's word runs
+PWORD = 2  # whole word with punctuation inside or at its ends: find + check the neighbours
+
+
+def plain_kind(key: str, whole_words: bool) -> int:
+    """How a (trimmed, case-transformed) plain key is matched under the whole-word setting."""
+    if not whole_words:
+        return SUB
+    if _WORD_RUN_RE.fullmatch(key):  # the common case; a word run has no space nor CJK character
+        return WORD
+    if _SPACE_RE.search(key) or _NOSPACE_RE.search(key):
+        return SUB
+    return PWORD
+
+
+def is_word_char(ch: str) -> bool:
+    return _WORD_CHAR_RE.match(ch) is not None
+
+
+def find_whole_word(text: str, key: str) -> bool:
+    """True if ``key`` occurs in ``text`` with no word character on either side."""
+    size = len(key)
+    if not size:
+        return False
+    end = len(text)
+    i = text.find(key)
+    while i != -1:
+        before_ok = i == 0 or _WORD_CHAR_RE.match(text, i - 1) is None
+        after_ok = i + size >= end or _WORD_CHAR_RE.match(text, i + size) is None
+        if before_ok and after_ok:
+            return True
+        i = text.find(key, i + 1)
+    return False
+
+
+def match_plain(text: str, key: str, kind: int) -> bool:
+    """Reference semantics of one plain key (the matcher must agree with this)."""
+    if not key:
+        return False
+    if kind == SUB:
+        return key in text
+    return find_whole_word(text, key)
+
+
+# --------------------------------------------------------------------------------------------------
+# Regex keys
+
+
+@dataclass(frozen=True, slots=True)
+class RegexKey:
+    """A ``/pattern/flags`` key, translated to Python syntax; compiled on first use (most regex keys are
+    ruled out by their literal first). ``compiled`` is None when the pattern is invalid or refused."""
+
+    source: str
+    pattern: str | None  # translated pattern; None when refused or untranslatable
+    flags: int = 0
+    sticky: bool = False
+    error: str = ""
+    literal: str | None = None  # a substring every match must contain (already case-folded if ``ci``)
+    ci: bool = False
+
+    @property
+    def compiled(self) -> re.Pattern[str] | None:
+        return None if self.pattern is None else _compile(self.pattern, self.flags)
+
+    def search(self, text: str, folded: str | None = None) -> bool:
+        """Does the regex match ``text``? ``folded`` may be ``fold_case(text)``, for the literal check."""
+        if self.pattern is None:
+            return False
+        if self.literal is not None:
+            if self.ci:
+                if self.literal not in (folded if folded is not None else fold_case(text)):
+                    return False
+            elif self.literal not in text:
+                return False
+        compiled = self.compiled
+        if compiled is None:
+            return False
+        if self.sticky:
+            return compiled.match(text) is not None
+        return compiled.search(text) is not None
+
+
+@lru_cache(maxsize=8192)
+def _compile(pattern: str, flags: int) -> re.Pattern[str] | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return re.compile(pattern, flags)
+    except (re.error, ValueError, OverflowError, RecursionError):
+        return None
+
+
+_REGEX_FORM = re.compile(r"^/([\s\S]+?)/([gimsuyd]*)$")
+_UNESCAPED_SLASH = re.compile(r"(^|[^\\])/")
+
+
+def looks_like_regex(key: str) -> bool:
+    return parse_regex_key(key) is not None
+
+
+_ASCII_W = "A-Za-z0-9_"
+_PY_ESCAPES_KEPT = set("fnrtvsSxu0123456789")
+
+
+class _Unsafe(Exception):
+    pass
+
+
+def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
+    """Translate a JavaScript regex body to Python ``re`` syntax (ASCII ``\\w \\d \\b`` as in JS)."""
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    in_class = False
+    # per open group: does it contain a quantifier?
+    group_quant: list[bool] = []
+    last_group_had_quant = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise re.error("trailing backslash")
+            d = pattern[i + 1]
+            i += 2
+            if in_class and d in "dw":
+                out.append("0-9" if d == "d" else _ASCII_W)
+            elif in_class and d == "b":
+                out.append("\\x08")
+            elif not in_class and d in "dDwWbB":
+                out.append(f"(?a:\\{d})")  # JS classes and boundaries are ASCII
+            elif d in "DW":
+                out.append("\\" + d)
+            elif d == "k" and not in_class and i < n and pattern[i] == "<":
+                close = pattern.find(">", i)
+                if close == -1:
+                    raise re.error("bad named backreference")
+                out.append(f"(?P={pattern[i + 1 : close]})")
+                i = close + 1
+            elif d == "u" and unicode_flag and i < n and pattern[i] == "{":
+                close = pattern.find("}", i)
+                if close == -1:
+                    raise re.error("bad \\u{}")
+                out.append(f"\\U{int(pattern[i + 1 : close], 16):08x}")
+                i = close + 1
+            elif d == "c" and i < n and pattern[i].isascii() and pattern[i].isalpha():
+                out.append(f"\\x{ord(pattern[i]) % 32:02x}")
+                i += 1
+            elif d == "0" and not (i < n and pattern[i].isdigit()):
+                out.append("\\x00")
+            elif d in _PY_ESCAPES_KEPT:
+                out.append("\\" + d)
+            elif d.isascii() and d.isalpha():
+                out.append(re.escape(d))  # JS identity escape, e.g. \a, \A, \Z, \e
+            else:
+                out.append("\\" + d)
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+                out.append(c)
+            elif c in "[&~|":
+                out.append("\\" + c)
+            else:
+                out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            if pattern.startswith("[^]", i):
+                out.append(r"[\s\S]")
+                i += 3
+                continue
+            if pattern.startswith("[]", i):
+                out.append("(?!)")
+                i += 2
+                continue
+            in_class = True
+            out.append(c)
+            i += 1
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":  # JS: ']' right after '[' or '[^' closes an empty class
+                out.append("\\]")
+                i += 1
+            continue
+        if c == "(":
+            group_quant.append(False)
+            if pattern.startswith("(?<", i) and not pattern.startswith(("(?<=", "(?<!"), i):
+                out.append("(?P<")
+                i += 3
+                continue
+            out.append(c)
+            i += 1
+            continue
+        if c == ")":
+            last_group_had_quant = group_quant.pop() if group_quant else False
+            if group_quant and last_group_had_quant:
+                group_quant[-1] = True
+            out.append(c)
+            i += 1
+            if (
+                i < n
+                and pattern[i] in "*+{"
+                and last_group_had_quant
+                and (pattern[i] != "{" or re.match(r"\{\d+,\d*\}", pattern[i:]))
+            ):
+                raise _Unsafe("nested quantifier")
+            continue
+        if c in "*+" or (c == "{" and re.match(r"\{\d+,\d*\}", pattern[i:])):
+            if group_quant:
+                group_quant[-1] = True
+            out.append(c)
+            i += 1
+            continue
+        if c == "$" and not multiline:
+            out.append(r"\Z")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    if in_class:
+        raise re.error("unterminated character class")
+    return "".join(out)
+
+
+# Characters that Python's case-insensitive matching equates with another character although
+# ``str.lower`` keeps them apart (or maps them to two characters); folded to one representative.
+_FOLD_FIXES = str.maketrans(
+    {
+        "\u0130": "i",
+        "\u0131": "i",
+        "\u017f": "s",
+        "\u212a": "k",
+        "\u212b": "\u00e5",
+        "\u00b5": "\u03bc",
+        "\u0345": "\u03b9",
+        "\u1fbe": "\u03b9",
+        "\u1fd3": "\u0390",
+        "\u1fe3": "\u03b0",
+        "\u03d0": "\u03b2",
+        "\u03f5": "\u03b5",
+        "\u03d1": "\u03b8",
+        "\u03f0": "\u03ba",
+        "\u03d6": "\u03c0",
+        "\u03f1": "\u03c1",
+        "\u03c2": "\u03c3",
+        "\u03d5": "\u03c6",
+        "\u1e9b": "\u1e61",
+        "\ufb05": "\ufb06",
+    }
+)
+
+
+def fold_case(text: str) -> str:
+    """Case folding used by the literal pre-check of ``/…/i`` keys."""
+    return text.translate(_FOLD_FIXES).lower()
+
+
+_SPECIAL = set("\\^$.|?*+()[]{}\x01")
+
+
+def _skip_escape(body: str, i: int) -> int:
+    """Index after the escape sequence starting at ``body[i] == "\\"``."""
+    n = len(body)
+    if i + 1 >= n:
+        return n
+    c = body[i + 1]
+    j = i + 2
+    if c == "x":
+        return min(n, j + 2)
+    if c == "u":
+        if j < n and body[j] == "{":
+            close = body.find("}", j)
+            return n if close == -1 else close + 1
+        return min(n, j + 4)
+    if c == "c":
+        return min(n, j + 1)
+    if c == "k" and j < n and body[j] == "<":
+        close = body.find(">", j)
+        return n if close == -1 else close + 1
+    if c.isdigit():
+        while j < n and body[j].isdigit():
+            j += 1
+    return j
+
+
+def _required_literal(body: str) -> str | None:
+    """The longest run of plain characters at the top level of a JS pattern without top-level
+    alternation: every match contains it. None when unsure."""
+    if re.search(r"\(\?[aiLmsux-]", body):  # Python inline flags (not JS): no guarantee
+        return None
+    best = ""
+    run: list[str] = []
+    i, n = 0, len(body)
+
+    def close() -> None:
+        nonlocal best, run
+        if len(run) > len(best):
+            best = "".join(run)
+        run = []
+
+    while i < n:
+        c = body[i]
+        if c == "\\":
+            close()
+            i = _skip_escape(body, i)
+        elif c == "[":
+            close()
+            i += 1
+            if i < n and body[i] == "^":
+                i += 1
+            if i < n and body[i] == "]":
+                i += 1
+            while i < n and body[i] != "]":
+                i = _skip_escape(body, i) if body[i] == "\\" else i + 1
+            i += 1
+        elif c == "(":
+            close()
+            level = 0
+            while i < n:
+                ch = body[i]
+                if ch == "\\":
+                    i = _skip_escape(body, i)
+                    continue
+                if ch == "[":
+                    while i < n and body[i] != "]":
+                        i = _skip_escape(body, i) if body[i] == "\\" else i + 1
+                elif ch == "(":
+                    level += 1
+                elif ch == ")":
+                    level -= 1
+                    if level == 0:
+                        break
+                i += 1
+            i += 1
+        elif c == "|":
+            return None
+        elif c in "?*{":
+            if run:
+                run.pop()  # the previous character is optional or repeated a variable number of times
+            close()
+            if c == "{":
+                end = body.find("}", i)
+                i = n if end == -1 else end + 1
+            else:
+                i += 1
+        elif c in _SPECIAL:
+            close()
+            i += 1
+        else:
+            run.append(c)
+            i += 1
+    close()
+    return best if len(best) >= 2 else None
+
+
+@lru_cache(maxsize=8192)
+def parse_regex_key(key: str) -> RegexKey | None:
+    """``RegexKey`` if ``key`` has the ``/pattern/flags`` form (ST ``parseRegexFromString``), else None.
+
+    Keys of that form that do not compile, are longer than :data:`MAX_REGEX_LENGTH`, or nest unbounded
+    quantifiers (``(a+)+``, a catastrophic-backtracking risk) get ``compiled=None``: they never match.
+    """
+    m = _REGEX_FORM.match(key)
+    if not m:
+        return None
+    body, flags = m.group(1), m.group(2)
+    if _UNESCAPED_SLASH.search(body):
+        return None
+    if len(set(flags)) != len(flags):
+        return RegexKey(key, None, error="duplicate flags")
+    if len(body) > MAX_REGEX_LENGTH:
+        return RegexKey(key, None, error="pattern too long")
+    py_flags = 0
+    if "i" in flags:
+        py_flags |= re.IGNORECASE
+    if "m" in flags:
+        py_flags |= re.MULTILINE
+    if "s" in flags:
+        py_flags |= re.DOTALL
+    try:
+        translated = _translate(body, "m" in flags, "u" in flags)
+    except _Unsafe as exc:
+        return RegexKey(key, None, error=str(exc))
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
+        return RegexKey(key, None, error=f"invalid regex: {exc}")
+    literal = _required_literal(body)
+    ci = "i" in flags
+    if literal is not None and ci:
+        literal = fold_case(literal)
+    return RegexKey(key, translated, py_flags, sticky="y" in flags, literal=literal, ci=ci)
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-key matcher for plain keys
+
+
+class PlainMatcher:
+    """Finds which of a fixed set of (kind, key) plain keys occur in a text. Results are cached per text."""
+
+    __slots__ = ("_cache", "_pword_anchors", "_pword_index", "_qs", "_sub_anchors", "_sub_index", "word_keys")
+
+    def __init__(self, items: frozenset[tuple[int, str]]) -> None:
+        word_keys: set[str] = set()
+        sub_keys: list[str] = []
+        pword_keys: list[str] = []
+        for kind, key in items:
+            if not key:
+                continue
+            if kind == WORD:
+                word_keys.add(key)
+            elif kind == PWORD:
+                pword_keys.append(key)
+            else:
+                sub_keys.append(key)
+        self.word_keys = frozenset(word_keys)
+        counts: Counter[str] = Counter()
+        for key in (*sub_keys, *pword_keys):
+            q = min(3, len(key))
+            counts.update({key[i : i + q] for i in range(len(key) - q + 1)})
+        self._qs: tuple[int, ...] = ()
+        qs: set[int] = set()
+        self._sub_index = self._index(sub_keys, counts, qs)
+        self._pword_index = self._index(pword_keys, counts, qs)
+        self._sub_anchors = frozenset(self._sub_index)
+        self._pword_anchors = frozenset(self._pword_index)
+        self._qs = tuple(sorted(qs))
+        self._cache: OrderedDict[str, tuple[frozenset[str], frozenset[str]]] = OrderedDict()
+
+    @staticmethod
+    def _index(keys: list[str], counts: Counter[str], qs: set[int]) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for key in keys:
+            q = min(3, len(key))
+            qs.add(q)
+            anchor = min((key[i : i + q] for i in range(len(key) - q + 1)), key=counts.__getitem__)
+            index.setdefault(anchor, []).append(key)
+        return index
+
+    def scan(self, text: str) -> tuple[frozenset[str], frozenset[str]]:
+        """``(substring keys found, whole-word keys found)`` in ``text``."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        found_word: set[str] = set()
+        found_sub: set[str] = set()
+        if self.word_keys:
+            found_word.update(self.word_keys.intersection(_WORD_RUN_RE.findall(text)))
+        if self._qs:
+            grams: set[str] = set()
+            size = len(text)
+            for q in self._qs:
+                if q == 1:
+                    grams.update(text)
+                else:
+                    grams.update([text[i : i + q] for i in range(size - q + 1)])
+            if self._sub_index:
+                for anchor in grams & self._sub_anchors:
+                    for key in self._sub_index[anchor]:
+                        if key in text:
+                            found_sub.add(key)
+            if self._pword_index:
+                for anchor in grams & self._pword_anchors:
+                    for key in self._pword_index[anchor]:
+                        if find_whole_word(text, key):
+                            found_word.add(key)
+        result = (frozenset(found_sub), frozenset(found_word))
+        self._cache[text] = result
+        if len(self._cache) > _TEXT_CACHE_SIZE:
+            with contextlib.suppress(KeyError):  # another thread may have evicted it first
+                self._cache.popitem(last=False)
+        return result
+
+
+_MATCHERS: OrderedDict[frozenset[tuple[int, str]], PlainMatcher] = OrderedDict()
+_MATCHER_CACHE_SIZE = 16
+
+
+def plain_matcher(items: frozenset[tuple[int, str]]) -> PlainMatcher:
+    """The (cached) matcher for a key set; the cache is keyed by the set's contents."""
+    matcher = _MATCHERS.get(items)
+    with contextlib.suppress(KeyError):  # concurrent callers may evict entries in between
+        if matcher is None:
+            matcher = PlainMatcher(items)
+            _MATCHERS[items] = matcher
+            if len(_MATCHERS) > _MATCHER_CACHE_SIZE:
+                _MATCHERS.popitem(last=False)
+        else:
+            _MATCHERS.move_to_end(items)
+    return matcher
+
+
+def clear_matchers() -> None:
+    _MATCHERS.clear()
+
+
+def compile_cache_clear() -> None:
+    _compile.cache_clear()

@@ -1,0 +1,122 @@
+"""World-info activation benchmark (not a test).
+
+5,000 entries (plain single-word and phrase keys, ~10 % regex keys, secondary keys, inclusion groups,
+per-entry scan depths, probabilities, a few constants; recursion on) over a 200-message chat.
+Prints the median activation CPU time (``time.process_time``) for: a cold start (all caches
+cleared), a warm repeat of the same turn, the same turn with *equal but new* Entry objects (as when
+rebuilt from the database), and the next turn (two new messages, the rest cached) — at the default
+scan depth 2 and at scan depth 200 (every message scanned).
+
+    .venv/bin/python bench/worldinfo.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import statistics
+import string
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from apps.worldviews.engine import ActivationSettings, ChatLine, Entry, activate, clear_caches
+
+ENTRIES = 5000
+MESSAGES = 200
+
+
+def _word(rng: random.Random) -> str:
+    return "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(4, 9)))
+
+
+def build(seed: int = 7) -> tuple[list[Entry], list[ChatLine], list[str]]:
+    rng = random.Random(seed)
+    vocab = [_word(rng) for _ in range(6000)]  # lore words: keys and entry contents
+    common = vocab[:400]  # lore words the chat mentions
+    filler = [_word(rng) for _ in range(3000)]  # ordinary chat words, never keys
+    entries: list[Entry] = []
+    for uid in range(ENTRIES):
+        roll = rng.random()
+        if roll < 0.10:
+            keys: tuple[str, ...] = (f"/{rng.choice(vocab)}(?:s|es)?\\b/i",)
+        elif roll < 0.25:
+            keys = (f"{rng.choice(vocab)} {rng.choice(vocab)}", rng.choice(vocab))
+        else:
+            keys = tuple(rng.choice(vocab) for _ in range(rng.randint(1, 3)))
+        content = " ".join(
+            rng.choice(vocab) if rng.random() < 0.03 else rng.choice(filler) for _ in range(rng.randint(20, 60))
+        )
+        entries.append(
+            Entry(
+                uid=uid,
+                key=keys,
+                keysecondary=(rng.choice(common),) if rng.random() < 0.15 else (),
+                selective_logic=rng.choice([0, 1, 2, 3]),
+                content=content,
+                constant=rng.random() < 0.004,
+                order=rng.randint(1, 200),
+                position=rng.choice([0, 1, 4, 7]),
+                outlet_name="misc",
+                group=f"g{rng.randint(0, 49)}" if rng.random() < 0.2 else "",
+                group_weight=rng.randint(1, 100),
+                probability=rng.choice([100, 100, 100, 50]),
+                scan_depth=rng.choice([None] * 9 + [10]),
+                source=rng.choice(["global", "character", "chat"]),
+                lorebook_id=f"book{uid % 5}",
+            )
+        )
+    chat = []
+    for i in range(MESSAGES):
+        words = [rng.choice(common) if rng.random() < 0.03 else rng.choice(filler) for _ in range(rng.randint(20, 80))]
+        chat.append(ChatLine("Alice" if i % 2 == 0 else "Bob", " ".join(words), "user" if i % 2 == 0 else "assistant"))
+    return entries, chat, common
+
+
+def _time(fn) -> float:
+    """CPU time of ``fn`` in ms (process time: robust on a shared machine; single-threaded code)."""
+    start = time.process_time()
+    fn()
+    return (time.process_time() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    entries, chat, common = build()
+    rng = random.Random(3)
+    next_turn = [*chat, ChatLine("Alice", " ".join(common[:30])), ChatLine("Bob", " ".join(common[30:60]))]
+    for depth in (2, 200):
+        settings = ActivationSettings(scan_depth=depth, recursive=True)
+
+        def run(history: list[ChatLine], settings: ActivationSettings = settings) -> object:
+            return activate(entries, history, settings=settings, max_context=32000, rng=random.Random(1))
+
+        def run_fresh(settings: ActivationSettings = settings) -> object:
+            fresh = [dataclasses.replace(e) for e in entries]
+            return _time(lambda: activate(fresh, chat, settings=settings, max_context=32000, rng=random.Random(1)))
+
+        cold, warm, fresh, turn = [], [], [], []
+        for _ in range(args.runs):
+            clear_caches()
+            cold.append(_time(lambda: run(chat)))
+            warm.append(_time(lambda: run(chat)))
+            fresh.append(run_fresh())
+            turn.append(_time(lambda: run(next_turn)))
+        result = run(chat)
+        active = sum(1 for t in result.trace if t.status == "activated")
+        print(
+            f"scan depth {depth:>3}: cold {statistics.median(cold):6.1f} ms | warm {statistics.median(warm):5.1f} ms"
+            f" | equal new objects {statistics.median(fresh):5.1f} ms | next turn {statistics.median(turn):5.1f} ms"
+            f" | activated {active}, steps {result.steps},"
+            f" budget {result.budget_used}/{result.budget_limit}"
+        )
+    del rng
+
+
+if __name__ == "__main__":
+    main()
