@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("apps.generation.urls")),
     path("", include("apps.macros.urls")),
     path("", include("apps.providers.urls")),
+    path("", include("apps.billing.urls")),
 ]
 
 urlpatterns = [

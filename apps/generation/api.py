@@ -129,6 +129,9 @@ async def _complete(relay: Relay) -> Response:
     except asyncio.CancelledError:
         await relay.settle(Generation.Status.CANCELLED)
         raise
+    except Exception as exc:  # a bug of ours: release the hold now rather than at the sweep, then 500
+        await relay.settle(Generation.Status.FAILED, exc)
+        raise
     relay.content, relay.reasoning = [completion.content], [completion.reasoning] if completion.reasoning else []
     relay.finish_reason, relay.usage = completion.finish_reason, completion.usage
     finished = await relay.settle(Generation.Status.SUCCEEDED)

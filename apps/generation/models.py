@@ -76,3 +76,96 @@ class Generation(models.Model):
             "usedPaid": self.used_paid,
             "memberBenefitApplied": self.member_benefit_applied,
         }
+
+
+# --- roleplay: personas, chats, messages ----------------------------------------------------------
+
+
+def default_authors_note() -> dict[str, object]:
+    return {"text": "", "depth": 4, "frequency": 1, "role": "system", "position": "in_chat"}
+
+
+class Persona(models.Model):
+    """Who the user plays in a roleplay chat (ST "user persona"): ``{{user}}`` and its description."""
+
+    class Position(models.IntegerChoices):
+        # SillyTavern's persona_description_positions (AFTER_CHAR = 1 is deprecated there: not offered).
+        IN_PROMPT = 0, "in_prompt"
+        AN_TOP = 2, "an_top"
+        AN_BOTTOM = 3, "an_bottom"
+        AT_DEPTH = 4, "at_depth"
+        NONE = 9, "none"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="personas")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True, default="")
+    description_position = models.PositiveSmallIntegerField(choices=Position.choices, default=Position.IN_PROMPT)
+    depth = models.PositiveSmallIntegerField(default=2)
+    role = models.CharField(max_length=10, default="system")
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner"], condition=models.Q(is_default=True), name="one_default_persona_per_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Chat(models.Model):
+    """A roleplay chat with one character: attached books, author's note, variables, timed effects."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chats")
+    character = models.ForeignKey("characters.Character", on_delete=models.CASCADE, related_name="chats")
+    persona = models.ForeignKey(Persona, on_delete=models.SET_NULL, null=True, blank=True, related_name="chats")
+    lorebooks = models.ManyToManyField("worldviews.Lorebook", blank=True, related_name="chats")
+    authors_note = models.JSONField(default=default_authors_note, blank=True)
+    scenario_override = models.TextField(blank=True, default="")
+    variables = models.JSONField(default=dict, blank=True)
+    timed_state = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-updated_at", "-id")
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return f"chat {self.pk}"
+
+
+class ChatMessage(models.Model):
+    """One chat message; ``swipes`` are its alternative texts and ``swipe_id`` the one shown."""
+
+    class Role(models.TextChoices):
+        USER = "user", "user"
+        ASSISTANT = "assistant", "assistant"
+        SYSTEM = "system", "system"
+
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    name = models.CharField(max_length=200, blank=True, default="")
+    swipes = models.JSONField(default=list)
+    swipe_id = models.PositiveIntegerField(default=0)
+    hidden = models.BooleanField(default=False)
+    generation_id = models.CharField(max_length=40, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("id",)
+        indexes = [models.Index(fields=["chat", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.pk}"
+
+    @property
+    def content(self) -> str:
+        if 0 <= self.swipe_id < len(self.swipes):
+            return str(self.swipes[self.swipe_id])
+        return ""

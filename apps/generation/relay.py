@@ -178,6 +178,10 @@ class Relay:
             await self.close_upstream()
             await self.settle(Generation.Status.CANCELLED)
             raise
+        except Exception as exc:  # a bug of ours: release the hold now rather than at the sweep
+            await self.close_upstream()
+            await self.settle(Generation.Status.FAILED, exc)
+            raise
         return events
 
     _ended = False
@@ -202,6 +206,11 @@ class Relay:
             status = Generation.Status.SUCCEEDED
         except (UpstreamError, ConcurrencyLimited) as exc:
             status, error = Generation.Status.FAILED, exc
+        except Exception as exc:
+            status = Generation.Status.FAILED
+            await self.close_upstream()
+            await self.settle(status, exc)
+            raise
         finally:
             if status != Generation.Status.SUCCEEDED:
                 await self.close_upstream()

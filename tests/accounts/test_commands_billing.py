@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from apps.billing import services
 from apps.billing.models import LedgerEntry, Membership, Wallet
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.billing.test_api")]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)

@@ -9,15 +9,11 @@ from unittest import mock
 
 import pytest
 from django.db import transaction
-from django.urls import include, path
 
 from apps.billing import services
 from apps.billing.models import Charge, LedgerEntry, Membership, RedemptionCode
-from writing_service.urls import urlpatterns as root_urlpatterns
 
-# The billing routes, in front of the project's (until `writing_service/urls.py` includes them; harmless after).
-urlpatterns = [path("api/v1/", include("apps.billing.urls")), *root_urlpatterns]
-pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)

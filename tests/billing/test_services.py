@@ -13,6 +13,7 @@ from unittest import mock
 
 import pytest
 from django.db import transaction
+from django.utils import translation
 
 from apps.billing import services, tasks
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
@@ -21,6 +22,13 @@ from apps.generation.models import Generation
 from writing_service.api.exceptions import ApiError
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _english():
+    """Messages are asserted in English (the msgids), whatever the default language."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -245,11 +245,54 @@ def test_reader_never_raises(raw):
 
 
 REGEX_ALPHABET = "abAB猫 .*+?()[]^$|\\-{}1,2ſK"
+REGEX_TOKENS = [
+    "a",
+    "ab",
+    "B",
+    "猫",
+    " ",
+    "\\b",
+    "\\B",
+    "\\w",
+    "\\W",
+    "\\d",
+    "\\s",
+    "\\x01",
+    "\\n",
+    "\\u0061",
+    "(?:",
+    "(?=",
+    "(?!",
+    "(?<=",
+    "(?<n>",
+    "\\k<n>",
+    "\\1",
+    ")",
+    "[",
+    "]",
+    "[^",
+    "|",
+    "*",
+    "+",
+    "?",
+    "{2}",
+    "{1,2}",
+    ".",
+    "^",
+    "$",
+    "\\/",
+    "ſ",
+    "K",
+    "U: ",
+]
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    body=st.text(alphabet=REGEX_ALPHABET, min_size=1, max_size=10),
+    body=st.one_of(
+        st.text(alphabet=REGEX_ALPHABET, min_size=1, max_size=10),
+        st.lists(st.sampled_from(REGEX_TOKENS), min_size=1, max_size=8).map("".join),
+    ),
     flags=st.sampled_from(["", "i", "m", "s", "is", "y"]),
     messages=st.lists(st.text(alphabet="abAB猫 ſK\n", max_size=12), min_size=1, max_size=4),
 )

@@ -49,6 +49,7 @@ _NOSPACE_RE = re.compile(f"[{NOSPACE_RANGES}]")
 _WORD_CHAR_RE = re.compile(f"[^\\W{NOSPACE_RANGES}]")
 _WORD_RUN_RE = re.compile(f"[^\\W{NOSPACE_RANGES}]+")
 _SPACE_RE = re.compile(r"\s")
+_QUANTIFIER = re.compile(r"\{\d+(?:,\d*)?\}")
 
 # Kinds of plain keys.
 SUB = 0  # substring
@@ -261,10 +262,25 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
             ):
                 raise _Unsafe("nested quantifier")
             continue
-        if c in "*+" or (c == "{" and re.match(r"\{\d+,\d*\}", pattern[i:])):
+        if c in "*+":
             if group_quant:
                 group_quant[-1] = True
             out.append(c)
+            i += 1
+            continue
+        if c == "{":
+            quantifier = _QUANTIFIER.match(pattern, i)
+            if quantifier is None:
+                out.append("\\{")  # JS: a brace that is not a quantifier is a literal
+                i += 1
+                continue
+            if "," in quantifier.group(0) and group_quant:
+                group_quant[-1] = True
+            out.append(quantifier.group(0))
+            i = quantifier.end()
+            continue
+        if c == "}":
+            out.append("\\}")
             i += 1
             continue
         if c == "$" and not multiline:
@@ -364,9 +380,7 @@ def _required_literal(body: str) -> str | None:
             i += 1
             if i < n and body[i] == "^":
                 i += 1
-            if i < n and body[i] == "]":
-                i += 1
-            while i < n and body[i] != "]":
+            while i < n and body[i] != "]":  # JS: "[]" is empty and "[^]" any character
                 i = _skip_escape(body, i) if body[i] == "\\" else i + 1
             i += 1
         elif c == "(":
@@ -390,15 +404,14 @@ def _required_literal(body: str) -> str | None:
             i += 1
         elif c == "|":
             return None
-        elif c in "?*{":
+        elif c in "?*" or (c == "{" and (quantifier := _QUANTIFIER.match(body, i))):
             if run:
                 run.pop()  # the previous character is optional or repeated a variable number of times
             close()
-            if c == "{":
-                end = body.find("}", i)
-                i = n if end == -1 else end + 1
-            else:
-                i += 1
+            i = quantifier.end() if c == "{" else i + 1
+        elif c in "{}":
+            run.append(c)  # JS: a brace that is not a quantifier is a literal
+            i += 1
         elif c in _SPECIAL:
             close()
             i += 1

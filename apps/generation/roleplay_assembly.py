@@ -1,0 +1,253 @@
+"""Roleplay prompt assembly after SillyTavern's Chat Completion defaults (pure: no Django imports).
+
+Input is a :class:`Sections` whose texts are already macro-expanded; :func:`assemble_turn` orders
+them, splices the depth injections into the chat history and applies the token budget. See
+docs/roleplay.md for the full order and a worked example.
+
+Order (ST's default prompt order): main → world info before → persona description → character
+description → personality → scenario → world info after → example dialogues (each block after
+``[Example Chat]``) → ``[Start a new Chat]`` + chat history (with depth injections) →
+post-history instructions → control prompt (impersonation) → continue prefill.
+
+Budget (ST ``populateChatCompletion``): ``limit = context − maxTokens``. Mandatory parts first
+(everything except history and examples); if they alone exceed the limit, :class:`BudgetExceeded`.
+Then history newest → oldest, stopping at the first message that does not fit; then example
+blocks (each with its ``[Example Chat]`` header) in order until the first that does not fit.
+Tokens are the character estimate of :mod:`apps.generation.tokens`, with no per-message overhead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from apps.generation.assembly import BudgetExceeded
+from apps.generation.tokens import estimate_tokens
+from apps.providers.types import ChatMessage
+
+__all__ = [
+    "CONTINUE_NUDGE",
+    "DEFAULT_MAIN_PROMPT",
+    "IMPERSONATION_PROMPT",
+    "NEW_CHAT",
+    "NEW_EXAMPLE_CHAT",
+    "AssembledTurn",
+    "Block",
+    "BudgetExceeded",
+    "Injection",
+    "Sections",
+    "assemble_turn",
+    "authors_note_due",
+    "inject_depth",
+    "parse_examples",
+]
+
+DEFAULT_MAIN_PROMPT = "Write {{char}}'s next reply in a fictional chat between {{charIfNotGroup}} and {{user}}."
+NEW_CHAT = "[Start a new Chat]"
+NEW_EXAMPLE_CHAT = "[Example Chat]"
+CONTINUE_NUDGE = "[Continue your last message without repeating its original content.]"
+IMPERSONATION_PROMPT = (
+    "[Write your next reply from the point of view of {{user}}, using the chat history so far as a guideline "
+    "for the writing style of {{user}}. Don't write as {{char}} or system. Don't describe actions of {{char}}.]"
+)
+
+# Chronological order of injections sharing one depth (ST splices system, user, assistant into the
+# reversed chat, so read forwards it is assistant, user, system — system closest to the end).
+_ROLE_ORDER = ("assistant", "user", "system")
+_START = re.compile(r"<START>", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """An in-chat prompt: ``depth`` 0 = after the last message. Same depth and role are joined with
+    ``\\n`` sorted by ``key`` (ST's extension-prompt key order: ``2_floating_prompt`` (author's note)
+    < ``DEPTH_PROMPT`` (character) < ``PERSONA_DESCRIPTION`` < ``customDepthWI_…`` (world info))."""
+
+    depth: int
+    role: str
+    content: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sections:
+    """Expanded texts of one turn. ``history`` is oldest first and already the visible history the
+    reply follows (the pending user input included, the message being replaced or continued left out)."""
+
+    main: str
+    world_info_before: str = ""
+    persona: str = ""
+    description: str = ""
+    personality: str = ""
+    scenario: str = ""
+    world_info_after: str = ""
+    examples: Sequence[Sequence[ChatMessage]] = ()
+    history: Sequence[ChatMessage] = ()
+    post_history: str = ""
+    injections: Sequence[Injection] = ()
+    before_main: str = ""  # author's note "before main prompt"
+    after_main: str = ""  # author's note "after main prompt"
+    control: str = ""  # impersonation prompt (system, last but the prefill)
+    prefill: str = ""  # continue: the assistant text the reply continues
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    name: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class AssembledTurn:
+    messages: tuple[ChatMessage, ...]
+    blocks: tuple[Block, ...]
+    limit: int
+    used: int
+    history_dropped: int
+    examples_dropped: int = 0
+    names: tuple[str, ...] = field(default=())  # block name of each message, parallel to messages
+
+
+def authors_note_due(frequency: int, user_messages: int) -> bool:
+    """ST ``shouldWIAddPrompt``: frequency 0 = never, 1 = every turn, n = when the number of user
+    messages (the pending input included) is a multiple of n."""
+    if frequency <= 0:
+        return False
+    return user_messages % frequency == 0
+
+
+def parse_examples(text: str, *, user: str, char: str) -> list[list[ChatMessage]]:
+    """ST ``parseMesExamples`` + ``parseExampleIntoIndividual``: split on ``<START>``; lines starting
+    ``{user}:`` / ``{char}:`` begin an example message (``system`` with name ``example_user`` /
+    ``example_assistant``, the name prefix stripped); other lines continue the current one. A block
+    with no such line is one ``system`` message."""
+    blocks: list[list[ChatMessage]] = []
+    for raw in _START.split(text.replace("\r", "")):
+        block = raw.strip()
+        if not block:
+            continue
+        parts: list[tuple[str, list[str]]] = []  # (name, lines)
+        for line in block.split("\n"):
+            if user and line.startswith(f"{user}:"):
+                parts.append(("example_user", [line[len(user) + 1 :].strip()]))
+            elif char and line.startswith(f"{char}:"):
+                parts.append(("example_assistant", [line[len(char) + 1 :].strip()]))
+            elif not parts:
+                parts.append(("", [line]))
+            else:
+                parts[-1][1].append(line)
+        messages = [
+            ChatMessage("system", content, name or None)
+            for name, lines in parts
+            if (content := "\n".join(lines).strip())
+        ]
+        blocks.append(messages)
+    return [b for b in blocks if b]
+
+
+def inject_depth(history: Sequence[ChatMessage], injections: Sequence[Injection]) -> list[tuple[ChatMessage, bool]]:
+    """History with in-chat injections spliced in (ST ``populationInjectionPrompts``): a depth larger
+    than the history lands before its first message. Returns ``(message, is_injection)`` pairs."""
+    groups: dict[int, dict[str, list[Injection]]] = {}
+    for inj in injections:
+        if inj.content:
+            groups.setdefault(max(0, inj.depth), {}).setdefault(inj.role, []).append(inj)
+    reversed_chat: list[tuple[ChatMessage, bool]] = [(m, False) for m in reversed(history)]
+    inserted = 0
+    for depth in sorted(groups):
+        by_role = groups[depth]
+        role_messages: list[tuple[ChatMessage, bool]] = []
+        for role in reversed(_ROLE_ORDER):  # system, user, assistant into the reversed list
+            items = by_role.get(role)
+            if items:
+                text = "\n".join(i.content for i in sorted(items, key=lambda i: i.key))
+                role_messages.append((ChatMessage(role, text), True))  # type: ignore[arg-type]
+        index = min(depth + inserted, len(reversed_chat))
+        reversed_chat[index:index] = role_messages
+        inserted += len(role_messages)
+    return list(reversed(reversed_chat))
+
+
+def _tokens(messages: Sequence[ChatMessage]) -> int:
+    return sum(estimate_tokens(m.content) for m in messages)
+
+
+def assemble_turn(sections: Sections, *, limit: int) -> AssembledTurn:
+    """Order, inject and budget one turn (see the module docstring). Empty messages are left out."""
+
+    def system(text: str) -> list[ChatMessage]:
+        return [ChatMessage("system", text)] if text else []
+
+    head: list[tuple[str, list[ChatMessage]]] = [
+        ("main", [*system(sections.before_main), *system(sections.main), *system(sections.after_main)]),
+        ("worldInfoBefore", system(sections.world_info_before)),
+        ("personaDescription", system(sections.persona)),
+        ("charDescription", system(sections.description)),
+        ("charPersonality", system(sections.personality)),
+        ("scenario", system(sections.scenario)),
+        ("worldInfoAfter", system(sections.world_info_after)),
+    ]
+    tail: list[tuple[str, list[ChatMessage]]] = [
+        ("postHistoryInstructions", system(sections.post_history)),
+        ("impersonate", system(sections.control)),
+        ("continuePrefill", [ChatMessage("assistant", sections.prefill)] if sections.prefill else []),
+    ]
+    mandatory = sum(_tokens(msgs) for _name, msgs in head) + sum(_tokens(msgs) for _name, msgs in tail)
+    if mandatory > limit:
+        raise BudgetExceeded(mandatory, limit)
+    used = mandatory
+
+    # history newest → oldest behind the new-chat marker; stop at the first that does not fit
+    chat = [(m, injected) for m, injected in inject_depth(sections.history, sections.injections) if m.content]
+    marker = ChatMessage("system", NEW_CHAT)
+    kept: list[ChatMessage] = []
+    history_dropped = sum(1 for _m, injected in chat if not injected)
+    marker_cost = estimate_tokens(marker.content)
+    if chat and used + marker_cost <= limit:
+        spent = used + marker_cost
+        for message, injected in reversed(chat):
+            cost = estimate_tokens(message.content)
+            if spent + cost > limit:
+                break
+            spent += cost
+            kept.insert(0, message)
+            if not injected:
+                history_dropped -= 1
+        if kept:
+            used = spent
+    history = [marker, *kept] if kept else []
+
+    # example blocks from what is left, in order, until the first that does not fit
+    examples: list[ChatMessage] = []
+    examples_dropped = 0
+    for index, block in enumerate(sections.examples):
+        messages = [ChatMessage("system", NEW_EXAMPLE_CHAT), *[m for m in block if m.content]]
+        cost = _tokens(messages)
+        if used + cost > limit:
+            examples_dropped = len(sections.examples) - index
+            break
+        used += cost
+        examples.extend(messages)
+
+    ordered: list[tuple[str, list[ChatMessage]]] = [
+        *head,
+        ("dialogueExamples", examples),
+        ("chatHistory", history),
+        *tail,
+    ]
+    messages: list[ChatMessage] = []
+    names: list[str] = []
+    for name, msgs in ordered:
+        messages.extend(msgs)
+        names.extend([name] * len(msgs))
+    blocks = tuple(Block(name, _tokens(msgs)) for name, msgs in ordered if msgs)
+    return AssembledTurn(
+        messages=tuple(messages),
+        blocks=blocks,
+        limit=limit,
+        used=_tokens(messages),
+        history_dropped=history_dropped,
+        examples_dropped=examples_dropped,
+        names=tuple(names),
+    )
