@@ -4,8 +4,8 @@
 per-entry scan depths, probabilities, a few constants; recursion on) over a 200-message chat.
 Prints the median activation CPU time (``time.process_time``) for: a cold start (all caches
 cleared), a warm repeat of the same turn, the same turn with *equal but new* Entry objects (as when
-rebuilt from the database), and the next turn (two new messages, the rest cached) — at the default
-scan depth 2 and at scan depth 200 (every message scanned).
+rebuilt from the database), the turn after editing one entry, and the next turn (two new messages,
+the rest cached) — at the default scan depth 2 and at scan depth 200 (every message scanned).
 
     .venv/bin/python bench/worldinfo.py [--runs N]
 """
@@ -100,18 +100,26 @@ def main() -> None:
             fresh = [dataclasses.replace(e) for e in entries]
             return _time(lambda: activate(fresh, chat, settings=settings, max_context=32000, rng=random.Random(1)))
 
-        cold, warm, fresh, turn = [], [], [], []
+        def run_edited(settings: ActivationSettings = settings) -> float:
+            edited = list(entries)
+            edited[17] = dataclasses.replace(edited[17], content=edited[17].content + " (edited)")
+            return _time(lambda: activate(edited, chat, settings=settings, max_context=32000, rng=random.Random(1)))
+
+        cold, warm, fresh, edit, turn = [], [], [], [], []
         for _ in range(args.runs):
             clear_caches()
             cold.append(_time(lambda: run(chat)))
             warm.append(_time(lambda: run(chat)))
             fresh.append(run_fresh())
+            edit.append(run_edited())
             turn.append(_time(lambda: run(next_turn)))
         result = run(chat)
         active = sum(1 for t in result.trace if t.status == "activated")
         print(
             f"scan depth {depth:>3}: cold {statistics.median(cold):6.1f} ms | warm {statistics.median(warm):5.1f} ms"
-            f" | equal new objects {statistics.median(fresh):5.1f} ms | next turn {statistics.median(turn):5.1f} ms"
+            f" | equal new objects {statistics.median(fresh):5.1f} ms"
+            f" | one entry edited {statistics.median(edit):5.1f} ms"
+            f" | next turn {statistics.median(turn):5.1f} ms"
             f" | activated {active}, steps {result.steps},"
             f" budget {result.budget_used}/{result.budget_limit}"
         )

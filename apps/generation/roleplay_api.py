@@ -1,0 +1,379 @@
+"""Roleplay mode API: personas, chats, chat messages, generation (JSON / SSE) and the free preview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.permissions import CanGenerateRoleplay
+from apps.generation import roleplay_services as services
+from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, WritingOutputSerializer, _complete
+from apps.generation.models import Chat, ChatMessage, Persona
+from apps.generation.relay import Relay
+from apps.providers.routing import RoutedCall
+from writing_service.api.pagination import PagePagination
+from writing_service.api.renderers import EventStreamRenderer, JSONRenderer
+from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
+from writing_service.api.views import AsyncAPIView
+from writing_service.db import db_sync_to_async
+
+POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
+POSITION_VALUES = {label: value for value, label in POSITION_NAMES.items()}
+
+# --------------------------------------------------------------------------------------- personas
+
+
+class PersonaInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(max_length=MAX_TEXT, required=False, allow_blank=True, trim_whitespace=False)
+    descriptionPosition = serializers.ChoiceField(choices=list(POSITION_VALUES), required=False)
+    depth = serializers.IntegerField(min_value=0, max_value=1000, required=False)
+    role = serializers.ChoiceField(choices=services.ROLES, required=False)
+    isDefault = serializers.BooleanField(required=False)
+
+    def to_fields(self) -> dict[str, Any]:
+        data = self.validated_data
+        mapping = {"description": "description", "depth": "depth", "role": "role", "isDefault": "is_default"}
+        fields = {model: data[api] for api, model in mapping.items() if api in data}
+        if "name" in data:
+            fields["name"] = data["name"]
+        if "descriptionPosition" in data:
+            fields["description_position"] = POSITION_VALUES[data["descriptionPosition"]]
+        return fields
+
+
+def persona_out(persona: Persona) -> dict[str, Any]:
+    return {
+        "id": persona.pk,
+        "name": persona.name,
+        "description": persona.description,
+        "descriptionPosition": POSITION_NAMES[persona.description_position],
+        "depth": persona.depth,
+        "role": persona.role,
+        "isDefault": persona.is_default,
+        "createdAt": persona.created_at,
+        "updatedAt": persona.updated_at,
+    }
+
+
+class PersonaListCreateView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(Persona.objects.filter(owner=request.user).order_by("id"), request, self)
+        return paginator.get_paginated_response([persona_out(p) for p in page])
+
+    @extend_schema(request=PersonaInputSerializer, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        data = PersonaInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        persona = services.persona_save(user=request.user, **data.to_fields())
+        return Response(persona_out(persona), status=201)
+
+
+class PersonaDetailView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(persona_out(services.persona_get(user=request.user, persona_id=pk)))
+
+    @extend_schema(request=PersonaInputSerializer, responses=OpenApiTypes.OBJECT)
+    def patch(self, request: Request, pk: int) -> Response:
+        persona = services.persona_get(user=request.user, persona_id=pk)
+        data = PersonaInputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        persona = services.persona_save(user=request.user, persona=persona, **data.to_fields())
+        return Response(persona_out(persona))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        services.persona_get(user=request.user, persona_id=pk).delete()
+        return Response(status=204)
+
+
+# ------------------------------------------------------------------------------------------ chats
+
+
+class AuthorsNoteSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=MAX_TEXT, required=False, allow_blank=True, trim_whitespace=False)
+    depth = serializers.IntegerField(min_value=0, max_value=1000, required=False)
+    frequency = serializers.IntegerField(min_value=0, max_value=1000, required=False)
+    role = serializers.ChoiceField(choices=services.ROLES, required=False)
+    position = serializers.ChoiceField(choices=services.AN_POSITIONS, required=False)
+
+
+class ChatInputSerializer(serializers.Serializer):
+    characterId = serializers.IntegerField(min_value=1)
+    personaId = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    lorebookIds = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
+    authorsNote = AuthorsNoteSerializer(required=False)
+    scenarioOverride = serializers.CharField(
+        max_length=MAX_TEXT, required=False, allow_blank=True, trim_whitespace=False
+    )
+
+
+class ChatPatchSerializer(ChatInputSerializer):
+    characterId = None  # type: ignore[assignment]
+    variables = serializers.DictField(required=False)
+
+
+def chat_out(chat: Chat) -> dict[str, Any]:
+    return {
+        "id": chat.pk,
+        "characterId": chat.character_id,
+        "personaId": chat.persona_id,
+        "lorebookIds": sorted(chat.lorebooks.values_list("id", flat=True)),
+        "authorsNote": chat.authors_note,
+        "scenarioOverride": chat.scenario_override,
+        "variables": chat.variables,
+        "createdAt": chat.created_at,
+        "updatedAt": chat.updated_at,
+    }
+
+
+class ChatListCreateView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        paginator = PagePagination()
+        qs = Chat.objects.filter(owner=request.user).order_by("-updated_at", "-id")
+        page = paginator.paginate_queryset(qs, request, self)
+        return paginator.get_paginated_response([chat_out(c) for c in page])
+
+    @extend_schema(request=ChatInputSerializer, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request: Request) -> Response:
+        data = ChatInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        chat = services.chat_create(
+            user=request.user,
+            character_id=values["characterId"],
+            persona_id=values.get("personaId"),
+            lorebook_ids=values.get("lorebookIds", []),
+            authors_note=values.get("authorsNote"),
+            scenario_override=values.get("scenarioOverride", ""),
+        )
+        return Response(chat_out(chat), status=201)
+
+
+class ChatDetailView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(chat_out(services.chat_get(user=request.user, chat_id=pk)))
+
+    @extend_schema(request=ChatPatchSerializer, responses=OpenApiTypes.OBJECT)
+    def patch(self, request: Request, pk: int) -> Response:
+        chat = services.chat_get(user=request.user, chat_id=pk)
+        data = ChatPatchSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        names = {
+            "personaId": "persona_id",
+            "lorebookIds": "lorebook_ids",
+            "authorsNote": "authors_note",
+            "scenarioOverride": "scenario_override",
+            "variables": "variables",
+        }
+        changes = {model: data.validated_data[api] for api, model in names.items() if api in data.validated_data}
+        chat = services.chat_update(user=request.user, chat=chat, **changes)
+        return Response(chat_out(chat))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        services.chat_get(user=request.user, chat_id=pk).delete()
+        return Response(status=204)
+
+
+# --------------------------------------------------------------------------------------- messages
+
+
+def message_out(message: ChatMessage) -> dict[str, Any]:
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "name": message.name,
+        "content": message.content,
+        "swipes": list(message.swipes),
+        "swipeId": message.swipe_id,
+        "hidden": message.hidden,
+        "createdAt": message.created_at,
+    }
+
+
+class MessagePatchSerializer(serializers.Serializer):
+    content = serializers.CharField(max_length=MAX_TEXT, required=False, allow_blank=True, trim_whitespace=False)
+    swipeId = serializers.IntegerField(min_value=0, required=False)
+    hidden = serializers.BooleanField(required=False)
+
+
+class ChatMessageListView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, pk: int) -> Response:
+        chat = services.chat_get(user=request.user, chat_id=pk)
+        paginator = PagePagination()
+        page = paginator.paginate_queryset(ChatMessage.objects.filter(chat=chat).order_by("id"), request, self)
+        return paginator.get_paginated_response([message_out(m) for m in page])
+
+
+class ChatMessageDetailView(APIView):
+    @extend_schema(request=MessagePatchSerializer, responses=OpenApiTypes.OBJECT)
+    def patch(self, request: Request, pk: int, message_id: int) -> Response:
+        message = services.message_get(user=request.user, chat_id=pk, message_id=message_id)
+        data = MessagePatchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        message = services.message_update(
+            message=message,
+            content=values.get("content"),
+            swipe_id=values.get("swipeId"),
+            hidden=values.get("hidden"),
+        )
+        return Response(message_out(message))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int, message_id: int) -> Response:
+        services.message_get(user=request.user, chat_id=pk, message_id=message_id).delete()
+        return Response(status=204)
+
+
+# ------------------------------------------------------------------------------------- generation
+
+
+class RoleplayInputSerializer(serializers.Serializer):
+    chatId = serializers.IntegerField(min_value=1, max_value=2**62)
+    userInput = serializers.CharField(
+        max_length=MAX_TEXT, required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    generationType = serializers.ChoiceField(choices=services.GENERATION_TYPES, required=False, default="normal")
+    modelId = serializers.CharField(max_length=100, required=False)
+    temperature = serializers.FloatField(min_value=0, max_value=2, required=False, default=0.7)
+    maxTokens = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True)
+    stream = serializers.BooleanField(required=False, default=False)
+
+    def to_request(self) -> services.RoleplayRequest:
+        data = self.validated_data
+        return services.RoleplayRequest(
+            chat_id=data["chatId"],
+            user_input=data["userInput"],
+            generation_type=data["generationType"],
+            model_id=data.get("modelId") or settings.DEFAULT_MODEL_ID,
+            temperature=data["temperature"],
+            max_tokens=data.get("maxTokens"),
+            stream=data["stream"],
+        )
+
+
+class RoleplayOutputSerializer(WritingOutputSerializer):
+    messageId = serializers.IntegerField(allow_null=True, help_text="null for impersonate (nothing is stored)")
+
+
+class RoleplayRelay(Relay):
+    """Writing mode's relay; the final event also names the chat message written."""
+
+    def final_event(self) -> dict[str, Any]:
+        return {**super().final_event(), "messageId": self.prepared.message_id}  # type: ignore[attr-defined]
+
+
+async def run_roleplay(request: Request, *, stream: bool) -> Any:
+    data = RoleplayInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    req = data.to_request()
+    stream = stream or req.stream
+    prepared = await db_sync_to_async(services.roleplay_prepare)(user=request.user, req=req)
+    routed = RoutedCall(
+        targets=prepared.targets,
+        build=prepared.request_for,
+        redis_url=settings.REDIS_URL,
+        can_use=prepared.covered_by_hold,
+    )
+    relay = RoleplayRelay(prepared, routed, services.roleplay_finish)
+    if stream:
+        primed = await relay.prime()
+        response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    response = await _complete(relay)
+    response.data["messageId"] = prepared.message_id
+    return response
+
+
+ROLEPLAY_SSE = SSE_DESCRIPTION + " The final event also carries `messageId`."
+
+
+class RoleplayGenerateView(AsyncAPIView):
+    """Generate the next roleplay turn (JSON; `stream: true` answers like the stream endpoint)."""
+
+    permission_classes = (CanGenerateRoleplay,)
+    throttle_classes = (UserRateThrottle, ScopedRateThrottle)
+    throttle_scope = "generation"
+    renderer_classes = (JSONRenderer, EventStreamRenderer)
+
+    @extend_schema(
+        request=RoleplayInputSerializer,
+        responses={200: OpenApiResponse(RoleplayOutputSerializer, description="JSON, or SSE. " + ROLEPLAY_SSE)},
+    )
+    async def post(self, request: Request) -> Any:
+        return await run_roleplay(request, stream=False)
+
+
+class RoleplayStreamView(AsyncAPIView):
+    """Generate the next roleplay turn, streamed as server-sent events."""
+
+    permission_classes = (CanGenerateRoleplay,)
+    throttle_classes = (UserRateThrottle, ScopedRateThrottle)
+    throttle_scope = "generation"
+    renderer_classes = (JSONRenderer, EventStreamRenderer)
+
+    @extend_schema(
+        request=RoleplayInputSerializer,
+        responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=ROLEPLAY_SSE)},
+    )
+    async def post(self, request: Request) -> Any:
+        return await run_roleplay(request, stream=True)
+
+
+class RoleplayPreviewView(APIView):
+    """The exact messages the next turn would send: no upstream call, no charge, nothing stored."""
+
+    permission_classes = (CanGenerateRoleplay,)
+
+    @extend_schema(request=RoleplayInputSerializer, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request) -> Response:
+        data = RoleplayInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        plan, _primary = services.roleplay_preview(user=request.user, req=data.to_request())
+        assembled = plan.assembled
+        messages = []
+        for m in assembled.messages:
+            item = {"role": m.role, "content": m.content}
+            if m.name:
+                item["name"] = m.name
+            messages.append(item)
+        return Response(
+            {
+                "messages": messages,
+                "blocks": [{"name": b.name, "tokens": b.tokens} for b in assembled.blocks],
+                "budget": {"limit": assembled.limit, "used": assembled.used},
+                "historyDropped": assembled.history_dropped,
+                "examplesDropped": assembled.examples_dropped,
+                "trace": [
+                    {
+                        "lorebookId": t.lorebook_id,
+                        "uid": t.uid,
+                        "status": t.status,
+                        "reason": t.reason,
+                        "detail": t.detail,
+                        "step": t.step,
+                        "matchedKey": t.matched_key,
+                        "comment": t.comment,
+                    }
+                    for t in plan.activation.trace
+                ],
+            }
+        )

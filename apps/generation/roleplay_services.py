@@ -1,0 +1,595 @@
+"""Roleplay mode: personas, chats, messages, and one generation turn (plan → prepare → finish).
+
+A turn is planned from the chat as stored (``roleplay_plan``: macros, world info, assembly, budget;
+no writes — the preview is exactly this). ``roleplay_prepare`` then creates the generation record
+and the billing hold like writing mode. ``roleplay_finish`` runs writing mode's ``generation_finish``
+and, in the same transaction, writes the turn into the chat: the user input, the reply (new message,
+new swipe or continuation), the chat variables and the world-info timed-effect state. A failed call
+(or a cancelled one with no text) writes nothing to the chat.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from apps.billing import services as billing
+from apps.characters.models import Character
+from apps.characters.selectors import character_card_v3, character_lorebook_entries
+from apps.generation.models import Chat, ChatMessage, Generation, Persona, new_generation_id
+from apps.generation.roleplay_assembly import (
+    DEFAULT_MAIN_PROMPT,
+    IMPERSONATION_PROMPT,
+    AssembledTurn,
+    BudgetExceeded,
+    Injection,
+    Sections,
+    assemble_turn,
+    authors_note_due,
+    parse_examples,
+)
+from apps.generation.services import (
+    DEFAULT_MAX_TOKENS,
+    Finished,
+    Outcome,
+    Prepared,
+    generation_finish,
+    pricing_of,
+)
+from apps.macros.engine import MacroContext, expand
+from apps.providers.selectors import ModelTarget, model_chain
+from apps.providers.types import ChatMessage as Message
+from apps.worldviews.engine import (
+    ActivationResult,
+    ActivationSettings,
+    ChatLine,
+    Entry,
+    Source,
+    activate,
+    entry_from_st,
+)
+from apps.worldviews.models import Lorebook
+from apps.worldviews.selectors import attached_lorebooks, engine_entries
+from writing_service.api.exceptions import ApiError
+
+GENERATION_TYPES = ("normal", "continue", "regenerate", "swipe", "impersonate")
+AN_POSITIONS = ("in_chat", "before_main", "after_main")
+ROLES = ("system", "user", "assistant")
+
+
+def _not_found(message: str) -> ApiError:
+    return ApiError(message, status_code=404, code="not_found")
+
+
+# ------------------------------------------------------------------------------------------ personas
+
+
+def persona_get(*, user: Any, persona_id: int) -> Persona:
+    persona = Persona.objects.filter(pk=persona_id, owner=user).first()
+    if persona is None:
+        raise _not_found(_("Persona %(id)s does not exist.") % {"id": persona_id})
+    return persona
+
+
+@transaction.atomic
+def persona_save(*, user: Any, persona: Persona | None = None, **fields: Any) -> Persona:
+    """Create (``persona`` None) or update a persona; ``is_default`` True unsets the previous default."""
+    persona = persona or Persona(owner=user)
+    for name, value in fields.items():
+        setattr(persona, name, value)
+    if persona.is_default:
+        Persona.objects.filter(owner=user, is_default=True).exclude(pk=persona.pk).update(is_default=False)
+    persona.save()
+    return persona
+
+
+# --------------------------------------------------------------------------------------------- chats
+
+
+def chat_get(*, user: Any, chat_id: int) -> Chat:
+    """The caller's chat; someone else's is a 404 like a missing one."""
+    chat = Chat.objects.filter(pk=chat_id, owner=user).select_related("persona").first()
+    if chat is None:
+        raise _not_found(_("Chat %(id)s does not exist.") % {"id": chat_id})
+    return chat
+
+
+def _owned_character(user: Any, character_id: int) -> Character:
+    character = Character.objects.filter(pk=character_id, novel__owner=user).first()
+    if character is None:
+        raise _not_found(_("Character %(id)s does not exist.") % {"id": character_id})
+    return character
+
+
+def _owned_lorebooks(user: Any, ids: Sequence[int]) -> list[Lorebook]:
+    ids = list(dict.fromkeys(ids))
+    books = {b.pk: b for b in Lorebook.objects.filter(pk__in=ids, owner=user)}
+    for i in ids:
+        if i not in books:
+            raise _not_found(_("Lorebook %(id)s does not exist.") % {"id": i})
+    return [books[i] for i in ids]
+
+
+def _card_data(character: Character) -> dict[str, Any]:
+    data = character_card_v3(character).get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _char_name(character: Character, data: dict[str, Any]) -> str:
+    return str(data.get("nickname") or character.name)
+
+
+def _user_name(user: Any, persona: Persona | None) -> str:
+    return persona.name if persona is not None else user.get_username()
+
+
+@transaction.atomic
+def chat_create(
+    *,
+    user: Any,
+    character_id: int,
+    persona_id: int | None = None,
+    lorebook_ids: Sequence[int] = (),
+    authors_note: dict[str, Any] | None = None,
+    scenario_override: str = "",
+) -> Chat:
+    """A new chat opens with the card's ``first_mes`` (macros expanded) as the first assistant message
+    and the ``alternate_greetings`` as its other swipes. Without ``persona_id`` the user's default
+    persona (if any) is used."""
+    character = _owned_character(user, character_id)
+    if persona_id is not None:
+        persona: Persona | None = persona_get(user=user, persona_id=persona_id)
+    else:
+        persona = Persona.objects.filter(owner=user, is_default=True).first()
+    books = _owned_lorebooks(user, lorebook_ids)
+    note = Chat._meta.get_field("authors_note").get_default()
+    note.update(authors_note or {})
+    chat = Chat.objects.create(
+        owner=user, character=character, persona=persona, authors_note=note, scenario_override=scenario_override
+    )
+    chat.lorebooks.set(books)
+    data = _card_data(character)
+    greetings = [str(data.get("first_mes") or ""), *[str(g) for g in data.get("alternate_greetings") or []]]
+    if any(greetings):
+        ctx = MacroContext(
+            user=_user_name(user, persona),
+            char=_char_name(character, data),
+            description=str(data.get("description") or ""),
+            personality=str(data.get("personality") or ""),
+            scenario=scenario_override or str(data.get("scenario") or ""),
+            persona=persona.description if persona else "",
+            local_vars=chat.variables,
+            tz=ZoneInfo(settings.BILLING_TIMEZONE),
+            seed=f"chat:{chat.pk}:0",
+        )
+        swipes = [expand(g, ctx) for g in greetings if g] or [""]
+        ChatMessage.objects.create(chat=chat, role="assistant", name=_char_name(character, data), swipes=swipes)
+        if chat.variables:
+            chat.save(update_fields=["variables"])
+    return chat
+
+
+@transaction.atomic
+def chat_update(*, user: Any, chat: Chat, **changes: Any) -> Chat:
+    if "persona_id" in changes:
+        pid = changes.pop("persona_id")
+        chat.persona = persona_get(user=user, persona_id=pid) if pid is not None else None
+    if "lorebook_ids" in changes:
+        chat.lorebooks.set(_owned_lorebooks(user, changes.pop("lorebook_ids")))
+    if "authors_note" in changes:
+        chat.authors_note = {**chat.authors_note, **(changes.pop("authors_note") or {})}
+    for name, value in changes.items():
+        setattr(chat, name, value)
+    chat.save()
+    return chat
+
+
+def message_get(*, user: Any, chat_id: int, message_id: int) -> ChatMessage:
+    message = ChatMessage.objects.filter(pk=message_id, chat_id=chat_id, chat__owner=user).first()
+    if message is None:
+        raise _not_found(_("Message %(id)s does not exist.") % {"id": message_id})
+    return message
+
+
+def message_update(
+    *, message: ChatMessage, content: str | None = None, swipe_id: int | None = None, hidden: bool | None = None
+) -> ChatMessage:
+    """Choose the current swipe, then edit its text; hide or unhide (hidden messages are not sent)."""
+    if swipe_id is not None:
+        if swipe_id >= len(message.swipes):
+            raise ApiError(
+                _("swipeId must be less than %(count)s.") % {"count": len(message.swipes)},
+                status_code=400,
+                code="invalid",
+                extra={"details": {"swipeId": [_("There is no such swipe.")]}},
+            )
+        message.swipe_id = swipe_id
+    if content is not None:
+        swipes = list(message.swipes) or [""]
+        swipes[min(message.swipe_id, len(swipes) - 1)] = content
+        message.swipes = swipes
+    if hidden is not None:
+        message.hidden = hidden
+    message.save()
+    Chat.objects.filter(pk=message.chat_id).update(updated_at=timezone.now())
+    return message
+
+
+# ----------------------------------------------------------------------------------------- one turn
+
+
+@dataclass(frozen=True, slots=True)
+class RoleplayRequest:
+    chat_id: int
+    user_input: str
+    generation_type: str
+    model_id: str
+    temperature: float
+    max_tokens: int | None
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class Turn:
+    """What the finish step writes into the chat (plain values: no ORM objects cross the await)."""
+
+    chat_id: int
+    generation_type: str
+    user_input: str  # expanded; "" = no user message
+    user_name: str
+    char_name: str
+    target_message_id: int | None  # continued / swiped / regenerated message
+    variables: dict[str, Any]
+    timed_state: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Plan:
+    turn: Turn
+    assembled: AssembledTurn
+    activation: ActivationResult
+
+
+def _max_tokens(req: RoleplayRequest, primary: ModelTarget) -> int:
+    if req.max_tokens is not None and req.max_tokens > primary.max_output_tokens:
+        raise ApiError(
+            _("maxTokens must be at most %(max)s for model %(model)s.")
+            % {"max": primary.max_output_tokens, "model": primary.model_id},
+            status_code=400,
+            code="invalid",
+            extra={
+                "details": {
+                    "maxTokens": [
+                        _("Ensure this value is less than or equal to %(limit_value)s.")
+                        % {"limit_value": primary.max_output_tokens}
+                    ]
+                }
+            },
+        )
+    return req.max_tokens or min(DEFAULT_MAX_TOKENS, primary.max_output_tokens)
+
+
+def _world_entries(*, user: Any, chat: Chat, character: Character) -> list[Entry]:
+    """Chat books (source chat), the card's embedded book (character, active by default), then the
+    user's character-linked and global books."""
+    chat_books = list(chat.lorebooks.all().order_by("id"))
+    entries = engine_entries(lorebooks=chat_books, sources={b.pk: Source.CHAT for b in chat_books})
+    entries.extend(
+        entry_from_st(d, lorebook_id=f"card:{character.pk}", source=Source.CHARACTER)
+        for d in character_lorebook_entries(character)
+    )
+    entries.extend(engine_entries(lorebooks=attached_lorebooks(user=user, character_id=character.pk)))
+    return entries
+
+
+def _with_original(override: str, original: str, ctx: MacroContext) -> str:
+    """ST character overrides: a non-empty card prompt replaces the default, ``{{original}}`` = it."""
+    if not override.strip():
+        return expand(original, ctx)
+    ctx.original = expand(original, ctx)
+    try:
+        return expand(override, ctx)
+    finally:
+        ctx.original = ""
+
+
+def _bad_type(generation_type: str) -> ApiError:
+    return ApiError(
+        _("There is no assistant message to %(type)s.") % {"type": generation_type},
+        status_code=400,
+        code="invalid",
+        extra={"details": {"generationType": [_("The chat does not end with an assistant message.")]}},
+    )
+
+
+def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, model_id: str) -> Plan:
+    """Assemble one turn from the stored chat. Writes nothing; the preview returns exactly this."""
+    character = Character.objects.get(pk=chat.character_id)
+    data = _card_data(character)
+    persona = chat.persona
+    user_name, char_name = _user_name(user, persona), _char_name(character, data)
+    stored = list(chat.messages.all())
+    visible = [m for m in stored if not m.hidden]
+    last = visible[-1] if visible else None
+    kind = req.generation_type
+    target: ChatMessage | None = None
+    history_rows = visible
+    if kind in ("continue", "swipe") or (kind == "regenerate" and last is not None and last.role == "assistant"):
+        if last is None or last.role != "assistant":
+            raise _bad_type(kind)
+        target, history_rows = last, visible[:-1]
+
+    seed = f"chat:{chat.pk}:{len(stored)}"
+    scenario = chat.scenario_override or str(data.get("scenario") or "")
+    ctx = MacroContext(
+        user=user_name,
+        char=char_name,
+        description=str(data.get("description") or ""),
+        personality=str(data.get("personality") or ""),
+        scenario=scenario,
+        persona=persona.description if persona else "",
+        char_prompt=str(data.get("system_prompt") or ""),
+        char_instruction=str(data.get("post_history_instructions") or ""),
+        mes_examples=str(data.get("mes_example") or ""),
+        model=model_id,
+        local_vars=dict(chat.variables or {}),
+        global_vars={},
+        tz=ZoneInfo(settings.BILLING_TIMEZONE),
+        seed=seed,
+        input=req.user_input,
+    )
+    user_input = expand(req.user_input, ctx) if kind == "normal" and req.user_input else ""
+    history = [Message(m.role, m.content) for m in history_rows]  # type: ignore[arg-type]
+    if user_input:
+        history.append(Message("user", user_input))
+    prefill = target.content if kind == "continue" and target is not None else ""
+    conversation = [*history, *([Message("assistant", prefill)] if prefill else [])]
+    if conversation:
+        ctx.last_message = conversation[-1].content
+        ctx.last_message_id = str(len(conversation) - 1)
+    ctx.last_user_message = next((m.content for m in reversed(conversation) if m.role == "user"), "")
+    ctx.last_char_message = next((m.content for m in reversed(conversation) if m.role == "assistant"), "")
+
+    # world info
+    note = {**Chat._meta.get_field("authors_note").get_default(), **(chat.authors_note or {})}
+    names = {"user": user_name, "assistant": char_name}
+    lines = [ChatLine(names.get(m.role, m.name), m.content, role=m.role) for m in history]
+    depth_prompt = data.get("extensions", {}).get("depth_prompt") if isinstance(data.get("extensions"), dict) else None
+    depth_prompt = depth_prompt if isinstance(depth_prompt, dict) else {}
+    activation = activate(
+        _world_entries(user=user, chat=chat, character=character),
+        lines,
+        settings=ActivationSettings(),
+        max_context=limit,
+        generation_type=kind,
+        timed_state=chat.timed_state or None,
+        rng=random.Random(seed),
+        substitute=lambda text: expand(text, ctx),
+        extra_scan={
+            "persona_description": ctx.persona,
+            "character_description": ctx.description,
+            "character_personality": ctx.personality,
+            "character_depth_prompt": str(depth_prompt.get("prompt") or ""),
+            "scenario": scenario,
+            "creator_notes": str(data.get("creator_notes") or ""),
+        },
+        scan_injections=[str(note.get("text") or "")] if note.get("text") else [],
+        character_name=character.name,
+        character_tags=[str(t) for t in data.get("tags") or []],
+    )
+    ctx.outlets = dict(activation.outlets)
+    by_position = activation.by_position
+
+    # sections, expanded in prompt order so {{setvar}} early is seen later
+    main = _with_original(ctx.char_prompt, DEFAULT_MAIN_PROMPT, ctx)
+    injections: list[Injection] = [
+        Injection(d.depth, d.role, d.content, f"customDepthWI_{d.depth}_{ROLES.index(d.role)}")
+        for d in activation.depth_injections
+    ]
+    persona_text = expand(persona.description, ctx) if persona else ""
+    position = persona.description_position if persona else Persona.Position.IN_PROMPT
+    an_top = [by_position.get("ANTop", "")]
+    an_bottom = [by_position.get("ANBottom", "")]
+    if persona_text and position == Persona.Position.AN_TOP:
+        an_top.insert(0, persona_text)
+    elif persona_text and position == Persona.Position.AN_BOTTOM:
+        an_bottom.append(persona_text)
+    elif persona_text and position == Persona.Position.AT_DEPTH and persona is not None:
+        role = persona.role if persona.role in ROLES else "system"
+        injections.append(Injection(persona.depth, role, persona_text, "PERSONA_DESCRIPTION"))
+    user_messages = sum(1 for m in history if m.role == "user")
+    before_main = after_main = ""
+    if authors_note_due(int(note.get("frequency") or 0), user_messages):
+        text = "\n".join([*an_top, expand(str(note.get("text") or ""), ctx), *an_bottom]).strip("\n")
+        if text.strip():
+            an_position = note.get("position")
+            if an_position == "before_main":
+                before_main = text
+            elif an_position == "after_main":
+                after_main = text
+            else:
+                role = note.get("role") if note.get("role") in ROLES else "system"
+                injections.append(Injection(int(note.get("depth") or 0), str(role), text, "2_floating_prompt"))
+    if depth_prompt.get("prompt"):
+        role = depth_prompt.get("role") if depth_prompt.get("role") in ROLES else "system"
+        depth = depth_prompt.get("depth")
+        injections.append(
+            Injection(
+                int(depth) if isinstance(depth, int) else 4,
+                str(role),
+                expand(str(depth_prompt["prompt"]), ctx),
+                "DEPTH_PROMPT",
+            )
+        )
+    examples = [
+        *[block for text in activation.examples_top for block in parse_examples(text, user=user_name, char=char_name)],
+        *parse_examples(expand(ctx.mes_examples, ctx), user=user_name, char=char_name),
+        *[
+            block
+            for text in activation.examples_bottom
+            for block in parse_examples(text, user=user_name, char=char_name)
+        ],
+    ]
+    sections = Sections(
+        main=main,
+        world_info_before=by_position.get("before", ""),
+        persona=persona_text if position == Persona.Position.IN_PROMPT else "",
+        description=expand(ctx.description, ctx),
+        personality=expand(ctx.personality, ctx),
+        scenario=expand(scenario, ctx),
+        world_info_after=by_position.get("after", ""),
+        examples=examples,
+        history=history,
+        post_history=_with_original(ctx.char_instruction, "", ctx),
+        injections=injections,
+        before_main=before_main,
+        after_main=after_main,
+        control=expand(IMPERSONATION_PROMPT, ctx) if kind == "impersonate" else "",
+        prefill=prefill,
+    )
+    try:
+        assembled = assemble_turn(sections, limit=limit)
+    except BudgetExceeded as exc:
+        raise ApiError(
+            _("The mandatory prompts need %(needed)s tokens, more than the %(budget)s tokens available.")
+            % {"needed": exc.needed, "budget": exc.budget},
+            status_code=400,
+            code="context_exceeded",
+            extra={"neededTokens": exc.needed, "budgetTokens": exc.budget},
+        ) from None
+    turn = Turn(
+        chat_id=chat.pk,
+        generation_type=kind,
+        user_input=user_input,
+        user_name=user_name,
+        char_name=char_name,
+        target_message_id=target.pk if target is not None else None,
+        variables=dict(ctx.local_vars),
+        timed_state=dict(activation.timed_state),
+    )
+    return Plan(turn=turn, assembled=assembled, activation=activation)
+
+
+def roleplay_preview(*, user: Any, req: RoleplayRequest) -> tuple[Plan, ModelTarget]:
+    chat = chat_get(user=user, chat_id=req.chat_id)
+    primary = model_chain(model_id=req.model_id)[0]
+    limit = primary.context_tokens - _max_tokens(req, primary)
+    return roleplay_plan(user=user, chat=chat, req=req, limit=limit, model_id=primary.model_id), primary
+
+
+@dataclass(slots=True)
+class RoleplayPrepared(Prepared):
+    turn: Turn | None = None
+    message_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def roleplay_prepare(*, user: Any, req: RoleplayRequest) -> RoleplayPrepared:
+    """Plan the turn, then create the record and place the hold in one transaction (as writing mode).
+    Nothing is written to the chat here."""
+    chat = chat_get(user=user, chat_id=req.chat_id)
+    targets = model_chain(model_id=req.model_id)
+    primary = targets[0]
+    max_tokens = _max_tokens(req, primary)
+    plan = roleplay_plan(
+        user=user, chat=chat, req=req, limit=primary.context_tokens - max_tokens, model_id=primary.model_id
+    )
+    prepared = RoleplayPrepared(
+        generation_id="",
+        record_id=0,
+        user_id=user.pk,
+        targets=targets,
+        messages=plan.assembled.messages,
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        hold_amount=0,
+        is_member=False,
+        history_dropped=plan.assembled.history_dropped,
+        prompt_tokens_estimate=plan.assembled.used,
+        turn=plan.turn,
+    )
+    generation_id = new_generation_id()
+    with transaction.atomic():
+        hold = billing.hold_place(
+            user=user,
+            generation_id=generation_id,
+            pricing=pricing_of(primary),
+            input_chars=prepared.input_chars_for(primary),
+            max_tokens=max_tokens,
+        )
+        record = Generation.objects.create(
+            public_id=generation_id,
+            user=user,
+            mode=Generation.Mode.ROLEPLAY,
+            chat_id=chat.pk,
+            model_requested=primary.model_id,
+            stream=req.stream,
+            temperature=req.temperature,
+            max_tokens=max_tokens,
+            messages_count=len(plan.assembled.messages),
+            history_dropped=plan.assembled.history_dropped,
+            input_chars=prepared.input_chars_for(primary),
+            hold_amount=hold.amount,
+        )
+    prepared.generation_id, prepared.record_id = record.public_id, record.pk
+    prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
+    return prepared
+
+
+def roleplay_finish(*, prepared: RoleplayPrepared, outcome: Outcome) -> Finished:
+    """``generation_finish`` plus the chat write, in one transaction: the turn is kept exactly when it
+    is paid for (success, or a cancelled stream that produced text)."""
+    with transaction.atomic():
+        finished = generation_finish(prepared=prepared, outcome=outcome)
+        output = outcome.content or outcome.reasoning
+        pays = outcome.status == Generation.Status.SUCCEEDED or (
+            outcome.status == Generation.Status.CANCELLED and bool(output)
+        )
+        if pays and prepared.turn is not None:
+            prepared.message_id = _turn_write(prepared.turn, outcome.content, prepared.generation_id)
+    return finished
+
+
+def _turn_write(turn: Turn, reply: str, generation_id: str) -> int | None:
+    chat = Chat.objects.select_for_update().filter(pk=turn.chat_id).first()
+    if chat is None:
+        return None
+    done = ChatMessage.objects.filter(chat=chat, generation_id=generation_id).first()
+    if done is not None:  # finish ran before for this generation
+        return done.pk
+    if turn.generation_type == "impersonate":
+        return None  # returned to the client, like ST's input box; the chat is not touched
+    if turn.user_input:
+        ChatMessage.objects.create(chat=chat, role="user", name=turn.user_name, swipes=[turn.user_input])
+    target = (
+        ChatMessage.objects.filter(pk=turn.target_message_id, chat=chat).first()
+        if turn.target_message_id is not None
+        else None
+    )
+    if target is not None and turn.generation_type == "continue":
+        swipes = list(target.swipes) or [""]
+        index = min(target.swipe_id, len(swipes) - 1)
+        swipes[index] = f"{swipes[index]}{reply}"
+        target.swipes, target.generation_id = swipes, generation_id
+        target.save(update_fields=["swipes", "generation_id"])
+        message = target
+    elif target is not None:  # swipe / regenerate: the new text becomes the current swipe
+        target.swipes = [*target.swipes, reply]
+        target.swipe_id, target.generation_id = len(target.swipes) - 1, generation_id
+        target.save(update_fields=["swipes", "swipe_id", "generation_id"])
+        message = target
+    else:
+        message = ChatMessage.objects.create(
+            chat=chat, role="assistant", name=turn.char_name, swipes=[reply], generation_id=generation_id
+        )
+    chat.variables, chat.timed_state = turn.variables, turn.timed_state
+    chat.save(update_fields=["variables", "timed_state", "updated_at"])
+    return message.pk
