@@ -14,6 +14,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "writing_service.settings")
 
 django_application = get_asgi_application()
 
-from writing_service.handlers import PathRouter, api_asgi_handler  # noqa: E402
+from writing_service.handlers import PathRouter, api_asgi_handler, quickstart_on_startup  # noqa: E402
 
+quickstart_on_startup()
 application = PathRouter(api=api_asgi_handler(), default=django_application)

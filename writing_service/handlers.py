@@ -34,3 +34,20 @@ class PathRouter:
             await self.api(scope, receive, send)
         else:
             await self.default(scope, receive, send)
+
+
+def quickstart_on_startup() -> None:
+    """SPEC §2: with `LLM_BASE_URL` set and no connection configured, create one at start-up."""
+    if not settings.LLM_BASE_URL:
+        return
+    import logging
+
+    from django.db import DatabaseError
+
+    from apps.providers.quickstart import quickstart_ensure
+
+    try:
+        for line in quickstart_ensure():
+            logging.getLogger("writing_service.startup").info("providers quick start: %s", line)
+    except DatabaseError:  # not migrated yet: `migrate` first, the next start will do it
+        logging.getLogger("writing_service.startup").warning("providers quick start skipped: database not ready")
