@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -54,7 +55,10 @@ def openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
-class _ChatStream(StreamHandler):
+class OpenAIStyleStream(StreamHandler, abc.ABC):
+    """The event loop shared by the OpenAI chat and text-completion streams: `[DONE]`, JSON, usage,
+    in-stream errors, the finish check; subclasses read the text out of `choices[0]`."""
+
     __slots__ = ()
 
     def on_event(self, event: SSEEvent) -> Delta | None:
@@ -81,19 +85,14 @@ class _ChatStream(StreamHandler):
                 raise self.error(obj)
             return None
         choice = choices[0]
-        delta = choice.get("delta") or choice.get("message")
-        content = reasoning = None
-        if delta:
-            content = delta.get("content")
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         finish = choice.get("finish_reason")
         if finish:
             self.finish = map_finish(finish)
-        if content or reasoning:
-            if type(content) is list:  # Mistral-style content parts
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return Delta(content or "", reasoning if isinstance(reasoning, str) else "")
-        return None
+        return self.on_choice(choice)
+
+    @abc.abstractmethod
+    def on_choice(self, choice: dict[str, Any]) -> Delta | None:
+        """The delta carried by `choices[0]` (finish reason and usage are already recorded)."""
 
     def final(self) -> Delta:
         if self.finish is None and not self.done:
@@ -101,6 +100,22 @@ class _ChatStream(StreamHandler):
                 f"{self.provider} stream ended before the answer was finished", provider=self.provider
             )
         return Delta(finish_reason=self.finish or "stop", usage=self.usage)
+
+
+class _ChatStream(OpenAIStyleStream):
+    __slots__ = ()
+
+    def on_choice(self, choice: dict[str, Any]) -> Delta | None:
+        delta = choice.get("delta") or choice.get("message")
+        if not delta:
+            return None
+        content = delta.get("content")
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if content or reasoning:
+            if type(content) is list:  # Mistral-style content parts
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return Delta(content or "", reasoning if isinstance(reasoning, str) else "")
+        return None
 
 
 class OpenAIChatAdapter(Adapter):

@@ -10,13 +10,10 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import orjson
-
 from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta
 from apps.providers.adapters.errors import UpstreamBadRequest, UpstreamProtocolError, safe_message
-from apps.providers.adapters.openai import map_finish, parse_usage
-from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
-from apps.providers.sse import SSEEvent
+from apps.providers.adapters.openai import OpenAIStyleStream, map_finish, parse_usage
+from apps.providers.adapters.transport import json_headers, request_json, stream_deltas
 
 DEFAULT_TEMPLATE = "chatml"
 
@@ -31,47 +28,14 @@ def merge_stops(*groups: tuple[str, ...] | list[str]) -> list[str]:
     return list(seen)
 
 
-class _TextStream(StreamHandler):
+class _TextStream(OpenAIStyleStream):
     __slots__ = ()
 
-    def on_event(self, event: SSEEvent) -> Delta | None:
-        data = event.data
-        if not data:
-            return None
-        if data[0] != "{" and data.strip() == "[DONE]":
-            self.done = True
-            return None
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(
-                f"{self.provider} sent invalid JSON in the stream: {data[:80]!r}", provider=self.provider
-            ) from None
-        if type(obj) is not dict:
-            raise UpstreamProtocolError(f"{self.provider} sent an unexpected stream event", provider=self.provider)
-        usage = obj.get("usage")
-        if usage:
-            self.usage = parse_usage(usage)
-        choices = obj.get("choices")
-        if not choices:
-            if obj.get("error"):
-                raise self.error(obj)
-            return None
-        choice = choices[0]
-        finish = choice.get("finish_reason")
-        if finish:
-            self.finish = map_finish(finish)
+    def on_choice(self, choice: dict[str, Any]) -> Delta | None:
         text = choice.get("text")
         if text and isinstance(text, str):
             return Delta(text)
         return None
-
-    def final(self) -> Delta:
-        if self.finish is None and not self.done:
-            raise UpstreamProtocolError(
-                f"{self.provider} stream ended before the answer was finished", provider=self.provider
-            )
-        return Delta(finish_reason=self.finish or "stop", usage=self.usage)
 
 
 class OpenAITextAdapter(Adapter):
