@@ -7,7 +7,10 @@ cleared), a warm repeat of the same turn, the same turn with *equal but new* Ent
 rebuilt from the database), the turn after editing one entry, and the next turn (two new messages,
 the rest cached) — at the default scan depth 2 and at scan depth 200 (every message scanned).
 
-    .venv/bin/python bench/worldinfo.py [--runs N]
+Then a recursion chain: N entries where entry i's content contains entry i+1's key and the chat mentions
+entry 0's key, so every recursion step activates exactly one entry (N + 1 steps), cold and warm.
+
+    .venv/bin/python bench/worldinfo.py [--runs N] [--chain N ...]
 """
 
 from __future__ import annotations
@@ -76,6 +79,35 @@ def build(seed: int = 7) -> tuple[list[Entry], list[ChatLine], list[str]]:
     return entries, chat, common
 
 
+def build_chain(size: int) -> tuple[list[Entry], list[ChatLine]]:
+    """A recursion chain: entry i's content mentions entry i+1's key."""
+    keys = [f"link{i}x" for i in range(size + 1)]
+    entries = [
+        Entry(uid=i, key=(keys[i],), content=f"Entry {i} leads on to {keys[i + 1]}.", lorebook_id="chain")
+        for i in range(size)
+    ]
+    return entries, [ChatLine("Alice", f"Tell me about {keys[0]}.")]
+
+
+def bench_chain(size: int, runs: int) -> None:
+    entries, chat = build_chain(size)
+    settings = ActivationSettings(recursive=True)
+
+    def run() -> object:
+        return activate(entries, chat, settings=settings, max_context=10**8, rng=random.Random(1))
+
+    cold, warm = [], []
+    for _ in range(runs):
+        clear_caches()
+        cold.append(_time(run))
+        warm.append(_time(run))
+    result = run()
+    print(
+        f"chain {size:>5}: cold {statistics.median(cold):7.1f} ms | warm {statistics.median(warm):7.1f} ms"
+        f" | activated {len(result.activated)}, steps {result.steps}"
+    )
+
+
 def _time(fn) -> float:
     """CPU time of ``fn`` in ms (process time: robust on a shared machine; single-threaded code)."""
     start = time.process_time()
@@ -86,6 +118,7 @@ def _time(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--chain", type=int, nargs="*", default=[500, 1000, 2000, 5000])
     args = parser.parse_args()
     entries, chat, common = build()
     rng = random.Random(3)
@@ -124,6 +157,8 @@ def main() -> None:
             f" budget {result.budget_used}/{result.budget_limit}"
         )
     del rng
+    for size in args.chain:
+        bench_chain(size, max(1, min(args.runs, 5)))
 
 
 if __name__ == "__main__":

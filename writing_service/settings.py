@@ -164,8 +164,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["writing_service.api.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "writing_service.api.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",  # uploads (cards, lorebooks); no form-encoded bodies
     ],
     "DEFAULT_PAGINATION_CLASS": "writing_service.api.pagination.PagePagination",
     "PAGE_SIZE": 20,

@@ -19,6 +19,7 @@ from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, WritingOutputSerializ
 from apps.generation.models import Chat, ChatMessage, Persona
 from apps.generation.relay import Relay
 from apps.providers.routing import RoutedCall
+from writing_service.api.fields import WholeSerializer
 from writing_service.api.pagination import PagePagination
 from writing_service.api.renderers import EventStreamRenderer, JSONRenderer
 from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
@@ -65,7 +66,7 @@ def persona_out(persona: Persona) -> dict[str, Any]:
 
 
 class PersonaListCreateView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="personas_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         paginator = PagePagination()
         page = paginator.paginate_queryset(Persona.objects.filter(owner=request.user).order_by("id"), request, self)
@@ -101,7 +102,7 @@ class PersonaDetailView(APIView):
 # ------------------------------------------------------------------------------------------ chats
 
 
-class AuthorsNoteSerializer(serializers.Serializer):
+class AuthorsNoteSerializer(WholeSerializer):
     text = serializers.CharField(max_length=MAX_TEXT, required=False, allow_blank=True, trim_whitespace=False)
     depth = serializers.IntegerField(min_value=0, max_value=1000, required=False)
     frequency = serializers.IntegerField(min_value=0, max_value=1000, required=False)
@@ -129,7 +130,7 @@ def chat_out(chat: Chat) -> dict[str, Any]:
         "id": chat.pk,
         "characterId": chat.character_id,
         "personaId": chat.persona_id,
-        "lorebookIds": sorted(chat.lorebooks.values_list("id", flat=True)),
+        "lorebookIds": sorted(book.pk for book in chat.lorebooks.all()),
         "authorsNote": chat.authors_note,
         "scenarioOverride": chat.scenario_override,
         "variables": chat.variables,
@@ -139,10 +140,10 @@ def chat_out(chat: Chat) -> dict[str, Any]:
 
 
 class ChatListCreateView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="chats_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         paginator = PagePagination()
-        qs = Chat.objects.filter(owner=request.user).order_by("-updated_at", "-id")
+        qs = Chat.objects.filter(owner=request.user).prefetch_related("lorebooks").order_by("-updated_at", "-id")
         page = paginator.paginate_queryset(qs, request, self)
         return paginator.get_paginated_response([chat_out(c) for c in page])
 
@@ -212,7 +213,7 @@ class MessagePatchSerializer(serializers.Serializer):
 
 
 class ChatMessageListView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="chats_messages_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, pk: int) -> Response:
         chat = services.chat_get(user=request.user, chat_id=pk)
         paginator = PagePagination()

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from apps.novels import selectors, services
 from apps.novels.models import Novel
+from writing_service.api.fields import WholeSerializer
 from writing_service.api.pagination import PagePagination
 
 
@@ -78,7 +79,7 @@ class NovelDetailView(APIView):
 # --- characters and worldviews share one shape: {id, novelId, name, fields: [{key, value}]} ----------
 
 
-class FieldSerializer(serializers.Serializer):
+class FieldSerializer(WholeSerializer):
     key = serializers.CharField(max_length=200)
     value = serializers.CharField(max_length=20000, allow_blank=True, default="")
 

@@ -13,13 +13,14 @@ from rest_framework.views import APIView
 
 from apps.prompts import selectors, services
 from apps.prompts.models import Prompt, PromptContent
+from writing_service.api.fields import WholeSerializer
 from writing_service.api.pagination import PagePagination
 
 MAX_CONTENTS = 500
 MAX_CONTENT_CHARS = 200_000
 
 
-class ContentSerializer(serializers.Serializer):
+class ContentSerializer(WholeSerializer):
     order = serializers.IntegerField(min_value=-1_000_000, max_value=1_000_000)
     type = serializers.ChoiceField(choices=PromptContent.Type.choices)
     role = serializers.ChoiceField(choices=PromptContent.Role.choices, default=PromptContent.Role.SYSTEM)
@@ -152,7 +153,7 @@ class PromptDetailView(APIView):
             title=values.get("title"),
             description=values.get("description"),
             is_public=values.get("isPublic"),
-            contents=values["contents"] if (not partial or "contents" in sent) else None,
+            contents=values.get("contents") if (not partial or "contents" in sent) else None,
         )
         return Response(PromptOutputSerializer(_reload(prompt_id, request.user)).data)
 

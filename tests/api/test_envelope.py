@@ -133,3 +133,16 @@ def test_pagination_shape_and_bounds(make_client, user):
     assert beyond["items"] == [] and beyond["total"] == 5
     bad = client.get("/api/v1/auth/tokens?pageSize=1000")
     assert bad.status_code == 400 and "pageSize" in bad.json()["details"]
+
+
+def test_form_encoded_body_is_415_not_500(api):
+    response = api.post("/api/v1/test/echo", data="promptId=1", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert response.json()["statusCode"] == 415
+
+
+def test_too_many_form_fields_on_an_upload_endpoint_is_400(api):
+    body = "&".join(["entries=null"] * 1500)
+    response = api.post("/api/v1/lorebooks/import", data=body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert response.json()["statusCode"] == 400

@@ -92,3 +92,14 @@ def test_field_validation(api, novel, url, model):
     assert response.status_code == 400
     assert response.json()["details"] == {"fields.0.key": ["该字段是必填项。"]}
     assert model.objects.count() == 0
+
+
+@pytest.mark.parametrize(("url", "model"), KINDS)
+def test_patch_with_an_incomplete_field_is_400_and_changes_nothing(api, novel, url, model):
+    entity = api.post(
+        url, {"novelId": novel.pk, "name": "李明", "fields": [{"key": "年龄", "value": "28岁"}]}, format="json"
+    ).json()
+    response = api.patch(f"{url}/{entity['id']}", {"fields": [{"value": "no key"}]}, format="json")
+    assert response.status_code == 400
+    assert response.json()["details"] == {"fields.0.key": ["该字段是必填项。"]}
+    assert api.get(f"{url}/{entity['id']}").json()["fields"] == [{"key": "年龄", "value": "28岁"}]

@@ -9,7 +9,6 @@ import httpx
 import orjson
 import pytest
 from django.db import OperationalError
-from django.urls import include, path
 
 from apps.billing.models import Charge, Hold, Wallet
 from apps.billing.services import wallet_grant
@@ -19,17 +18,8 @@ from apps.novels.models import Novel
 from apps.worldviews.models import Lorebook, LorebookEntry
 from tests.fakes.upstream import Reply
 from tests.generation.conftest import sse_events
-from writing_service import urls as project_urls
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# Until the lead adds the include to writing_service/urls.py the tests serve it themselves (a
-# duplicate include afterwards is harmless: the first match wins and both are the same views).
-urlpatterns = [path("api/v1/", include("apps.generation.roleplay_urls")), *project_urls.urlpatterns]
-handler400 = project_urls.handler400
-handler403 = project_urls.handler403
-handler404 = project_urls.handler404
-handler500 = project_urls.handler500
 
 MAIN = "Write Sera's next reply in a fictional chat between Sera and Alex."
 CARD: dict[str, Any] = {
@@ -52,11 +42,6 @@ CARD: dict[str, Any] = {
         "extensions": {},
     },
 }
-
-
-@pytest.fixture(autouse=True)
-def _urls(settings):
-    settings.ROOT_URLCONF = __name__
 
 
 @pytest.fixture(autouse=True)
@@ -527,3 +512,41 @@ def test_preview_matches_the_real_run_and_writes_nothing(http, user, chat, fake_
     # the real run of the same turn sends exactly the previewed messages (same seeded rolls)
     generate(http, chat["id"], userInput="the forest")
     assert sent(fake_upstream) == data["messages"]
+
+
+def test_outlet_entries_fill_outlet_macros_and_persona_at_depth(http, user, chat, character, persona, fake_upstream):
+    book = _book(user, [_entry("Hidden lore.", constant=True, position=7, outletName="lore")])
+    card = {**CARD, "data": {**CARD["data"], "system_prompt": "{{original}} {{outlet::lore}}", "mes_example": ""}}
+    assert http.patch(f"/api/v1/characters/{character.pk}", json={"card": card}).status_code == 200
+    http.patch(f"/api/v1/chats/{chat['id']}", json={"lorebookIds": [book.pk]})
+    http.patch(
+        f"/api/v1/personas/{persona['id']}", json={"descriptionPosition": "at_depth", "depth": 0, "role": "user"}
+    )
+    preview = http.post("/api/v1/generation/roleplay/preview", json={"chatId": chat["id"], "userInput": "Hi"}).json()
+    messages = preview["messages"]
+    assert messages[0] == {"role": "system", "content": MAIN + " Hidden lore."}
+    assert "Hidden lore." not in [m["content"] for m in messages[1:]]
+    assert messages[-2:] == [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Alex is a traveler."}]
+    assert [t["status"] for t in preview["trace"]] == ["activated"]
+
+
+def test_admin_pages_render(admin_client, chat, fake_upstream, http):
+    generate(http, chat["id"], userInput="Hi")
+    for name in ("generation", "chat", "persona"):
+        assert admin_client.get(f"/admin/generation/{name}/").status_code == 200
+    assert admin_client.get(f"/admin/generation/chat/{chat['id']}/change/").status_code == 200
+    assert admin_client.get("/admin/generation/generation/add/").status_code == 403
+
+
+def test_persona_crud_keeps_one_default(http, other_user, live_server_url):
+    first = http.post("/api/v1/personas", json={"name": "A", "isDefault": True}).json()
+    assert first["descriptionPosition"] == "in_prompt" and first["isDefault"] is True
+    second = http.post("/api/v1/personas", json={"name": "B", "isDefault": True}).json()
+    items = http.get("/api/v1/personas").json()["items"]
+    assert [(p["name"], p["isDefault"]) for p in items] == [("A", False), ("B", True)]
+    patched = http.patch(f"/api/v1/personas/{first['id']}", json={"descriptionPosition": "none"}).json()
+    assert patched["descriptionPosition"] == "none" and patched["name"] == "A"
+    bad = http.post("/api/v1/personas", json={"name": "C", "descriptionPosition": "sideways"})
+    assert bad.status_code == 400 and "descriptionPosition" in bad.json()["details"]
+    assert http.delete(f"/api/v1/personas/{second['id']}").status_code == 204
+    assert http.get(f"/api/v1/personas/{second['id']}").status_code == 404

@@ -149,3 +149,21 @@ def test_scope_filter(api, prompts, scope, titles):
 def test_bad_scope_is_400(api):
     response = api.get("/api/v1/prompts?scope=everything")
     assert response.status_code == 400 and "scope" in response.json()["details"]
+
+
+def test_patch_with_incomplete_contents_is_400(api):
+    pid = api.post("/api/v1/prompts", body(), format="json").json()["id"]
+    response = api.patch(f"/api/v1/prompts/{pid}", {"contents": [{"content": "no order, no type"}]}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()["details"]) == {"contents.0.order", "contents.0.type"}
+    assert len(api.get(f"/api/v1/prompts/{pid}").json()["contents"]) == 2
+
+
+def test_patch_contents_gets_the_defaults(api):
+    pid = api.post("/api/v1/prompts", body(), format="json").json()["id"]
+    patched = api.patch(
+        f"/api/v1/prompts/{pid}", {"contents": [{"order": 3, "type": "text", "content": "x"}]}, format="json"
+    ).json()
+    assert patched["contents"] == [
+        {"order": 3, "type": "text", "role": "system", "content": "x", "referenceId": None, "name": ""}
+    ]

@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
@@ -89,6 +90,10 @@ def validation_envelope(detail: Any) -> dict[str, Any]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF exception handler producing the envelope for every error, including unexpected ones."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response(envelope(413, _("The request body is too large.")), status=413)
+    if isinstance(exc, SuspiciousOperation):  # too many fields or files, malformed multipart…
+        return Response(envelope(400, _("Bad request.")), status=400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

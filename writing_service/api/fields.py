@@ -25,3 +25,29 @@ class ScalarToString(serializers.Field):
 
     def to_representation(self, value: Any) -> str:
         return str(value)
+
+
+class WholeSerializer(serializers.Serializer):
+    """A nested object that is validated whole even inside a PATCH.
+
+    DRF propagates `partial` from the root to nested serializers, so under PATCH an item of a nested
+    list (a field `{key, value}`, a prompt content) would silently lose its required keys and defaults.
+    A nested item replaces the stored one whole, so it must be complete.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        attrs = super().to_internal_value(data)
+        if getattr(self.root, "partial", False):
+            missing = {
+                name: [field.error_messages["required"]]
+                for name, field in self.fields.items()
+                if field.required and not field.read_only and field.source not in attrs
+            }
+            if missing:
+                raise serializers.ValidationError(missing)
+            for field in self.fields.values():
+                if field.source not in attrs and not field.read_only and field.default is not serializers.empty:
+                    # not field.get_default(): under `partial` it raises SkipField, dropping the item
+                    default = field.default
+                    attrs[field.source] = default() if callable(default) else default
+        return attrs

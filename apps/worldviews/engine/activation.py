@@ -7,8 +7,9 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 from .decorators import int_arg, parse_decorators
@@ -179,6 +180,11 @@ class _Prep:
     simple: bool
     source_rank: int
     gated: bool
+    # What the key index needs: every plain item (cs, kind, text) of the entry's keys, and the
+    # ``owners`` keys (cs, SUB or WORD, text) of its primary keys. None: compute from the keys.
+    items: tuple[tuple[bool, int, str], ...] | None = None
+    owner_items: tuple[tuple[bool, int, str], ...] | None = None
+    trace: TraceItem | None = None  # the default trace item, made on first use (depends on ``simple``)
 
 
 @dataclass(slots=True)
@@ -216,6 +222,15 @@ class _Scanner:
             inj_word |= found_word
         self.inj = (inj_sub, inj_word)
         self.rec: tuple[set[str], set[str]] = (set(), set())
+        # Keys seen for the first time since the last :meth:`drain`, as (slot, key) with slot 0 for
+        # substring keys and 1 for whole-word keys: outside the recursion buffer (chat lines, extra
+        # sources, injections) and in it. The loop turns them into candidate entries incrementally, so a
+        # step costs in proportion to what is new, not to everything found so far.
+        self.new_base: list[tuple[int, str]] = [(0, k) for k in inj_sub] + [(1, k) for k in inj_word]
+        for found_sub, found_word in self.extra_found.values():
+            self.new_base += [(0, k) for k in found_sub]
+            self.new_base += [(1, k) for k in found_word]
+        self.new_rec: list[tuple[int, str]] = []
 
     def ensure(self, depth: int) -> None:
         depth = min(depth, len(self.messages))
@@ -225,19 +240,31 @@ class _Scanner:
             text = self.messages[i]
             found_sub, found_word = self.matcher.scan(transform(text) if transform is not None else text)
             for key in found_sub:
-                first_sub.setdefault(key, i)
+                if key not in first_sub:
+                    first_sub[key] = i
+                    self.new_base.append((0, key))
             for key in found_word:
-                first_word.setdefault(key, i)
+                if key not in first_word:
+                    first_word[key] = i
+                    self.new_base.append((1, key))
         self.scanned = max(self.scanned, depth)
 
     def add_recursion(self, contents: list[str]) -> None:
         """Scan the contents that join the recursion buffer, one entry at a time (so an entry's content
         is scanned once across turns; a plain key does not match across two entries' contents)."""
         transform = self.transform
+        rec_sub, rec_word = self.rec
+        new_rec = self.new_rec
         for text in contents:
             found_sub, found_word = self.matcher.scan(transform(text) if transform is not None else text)
-            self.rec[0].update(found_sub)
-            self.rec[1].update(found_word)
+            for key in found_sub:
+                if key not in rec_sub:
+                    rec_sub.add(key)
+                    new_rec.append((0, key))
+            for key in found_word:
+                if key not in rec_word:
+                    rec_word.add(key)
+                    new_rec.append((1, key))
 
     def found_anywhere(self, use_recursion: bool) -> tuple[set[str], set[str]]:
         sub = set(self.first[0]) | self.inj[0]
@@ -408,6 +435,7 @@ def _prepare(entry: Entry, index: int, g_cs: bool, g_ww: bool, g_scoring: bool) 
                 dynamic = True
                 break
     book = "" if entry.lorebook_id is None else f"{entry.lorebook_id}:"
+    items, owner_items = _key_items(primary, secondary, exclude)
     return _Prep(
         entry=entry,
         index=index,
@@ -447,6 +475,8 @@ def _prepare(entry: Entry, index: int, g_cs: bool, g_ww: bool, g_scoring: bool) 
             or "activate_only_after" in decorators
             or "activate_only_every" in decorators
         ),
+        items=items,
+        owner_items=owner_items,
     )
 
 
@@ -460,31 +490,97 @@ def _plain_item(k: _Key) -> tuple[bool, int, str] | None:
     return None
 
 
+def _key_items(
+    primary: list[_Key], secondary: list[_Key], exclude: list[_Key]
+) -> tuple[tuple[tuple[bool, int, str], ...], tuple[tuple[bool, int, str], ...]]:
+    """``(plain items of all keys, owners keys of the primary keys)`` for :func:`_index_keys`."""
+    items = []
+    owner_items = []
+    for k in primary:
+        item = _plain_item(k)
+        if item is not None:
+            items.append(item)
+            owner_items.append((item[0], SUB if item[1] == SUB else WORD, item[2]))
+    for k in (*secondary, *exclude):
+        item = _plain_item(k)
+        if item is not None:
+            items.append(item)
+    return tuple(items), tuple(owner_items)
+
+
 def _index_keys(preps: Iterable[_Prep], items: dict[bool, set], owners: dict[tuple, list[int]]) -> None:
+    by_cs = (items[False], items[True])
     for prep in preps:
-        for k in (*prep.primary, *prep.secondary, *prep.exclude):
-            item = _plain_item(k)
-            if item is not None:
-                items[item[0]].add((item[1], item[2]))
-        for k in prep.primary:
-            item = _plain_item(k)
-            if item is not None:
-                cs, kind, text = item
-                owners.setdefault((cs, SUB if kind == SUB else WORD, text), []).append(prep.index)
+        key_items, owner_items = prep.items, prep.owner_items
+        if key_items is None or owner_items is None:
+            key_items, owner_items = _key_items(prep.primary, prep.secondary, prep.exclude)
+        for cs, kind, text in key_items:
+            by_cs[cs].add((kind, text))
+        index = prep.index
+        for owner in owner_items:
+            ids = owners.get(owner)
+            if ids is None:
+                owners[owner] = [index]
+            else:
+                ids.append(index)
 
 
 class _Compiled:
     """Per-entry preparation and the key index of one entry set (cached across calls)."""
 
-    def __init__(self, entries: tuple[Entry, ...], cs: bool, ww: bool, scoring: bool) -> None:
+    def __init__(
+        self, entries: tuple[Entry, ...], cs: bool, ww: bool, scoring: bool, hashes: list[int] | None = None
+    ) -> None:
         self.entries = entries
-        self.preps = [_prepare(e, i, cs, ww, scoring) for i, e in enumerate(entries)]
+        if hashes is None:
+            self.preps = [_prepare(e, i, cs, ww, scoring) for i, e in enumerate(entries)]
+        else:
+            self.preps = _prepare_all(entries, hashes, cs, ww, scoring)
         self.items: dict[bool, set[tuple[int, str]]] = {False: set(), True: set()}
         self.owners: dict[tuple[bool, int, str], list[int]] = {}
         _index_keys(self.preps, self.items, self.owners)
         self.frozen_items = {cs_: frozenset(v) for cs_, v in self.items.items()}
         self.dynamic = [p.index for p in self.preps if p.dynamic]
         self._orders: dict[int, tuple[list[int], list[int]]] = {}
+
+    def patched(self, entries: tuple[Entry, ...], changed: list[int], flags: tuple[bool, bool, bool]) -> _Compiled:
+        """A copy for ``entries``, which differ from ours only at the ``changed`` positions: only those
+        entries are (re)prepared (or taken from the per-entry cache). The key index and the scan orders
+        are shared or patched when the changed entries keep their keys and their place in the order
+        (the usual edit: content, probability, …), and rebuilt otherwise."""
+        new = object.__new__(_Compiled)
+        new.entries = entries
+        preps = list(self.preps)
+        same_keys = True
+        same_place = True
+        for i in changed:
+            entry = entries[i]
+            try:
+                value_hash = hash(entry)
+            except TypeError:
+                prep = _prepare(entry, i, *flags)
+            else:
+                prep = _prepare_one(entry, i, value_hash, flags)
+            old = preps[i]
+            preps[i] = prep
+            if old.items is None or old.items != prep.items or old.owner_items != prep.owner_items:
+                same_keys = False
+            if _place(old) != _place(prep):
+                same_place = False
+        new.preps = preps
+        if same_keys:
+            new.items, new.owners, new.frozen_items = self.items, self.owners, self.frozen_items
+        else:
+            new.items = {False: set(), True: set()}
+            new.owners = {}
+            _index_keys(preps, new.items, new.owners)
+            new.frozen_items = {cs_: frozenset(v) for cs_, v in new.items.items()}
+        new.dynamic = [p.index for p in preps if p.dynamic]
+        new._orders = {}
+        if same_place:
+            for strategy, ordering in self._orders.items():
+                new._orders[strategy] = ordering.patched(preps, changed)
+        return new
 
     def order(self, strategy: int) -> _Ordering:
         """Scan order and per-order lookups for an insertion strategy (cached)."""
@@ -494,15 +590,56 @@ class _Compiled:
         return cached
 
 
+def _place(prep: _Prep) -> tuple[Any, ...]:
+    """What decides an entry's part in an :class:`_Ordering` (besides its trace item and Entry object)."""
+    entry = prep.entry
+    return (
+        prep.order,
+        prep.source_rank,
+        entry.lorebook_id,
+        entry.uid,
+        prep.key,
+        prep.gated,
+        prep.simple,
+        prep.scan_depth,
+        prep.delay_level,
+    )
+
+
 class _Ordering:
     """Everything about an entry set in one scan order that does not depend on the call."""
+
+    def patched(self, preps: list[_Prep], changed: list[int]) -> _Ordering:
+        """A copy for ``preps`` whose ``changed`` entries have the same :func:`_place` as before."""
+        new = object.__new__(_Ordering)
+        new.__dict__.update(self.__dict__)
+        new.by_key = dict(self.by_key)
+        new.default_trace = list(self.default_trace)
+        for i in changed:
+            position = self.rank.get(i)
+            if position is None:  # a duplicate: not scanned
+                continue
+            prep = preps[i]
+            if self.indices_by_key[prep.key][0] == i:
+                new.by_key[prep.key] = prep.entry
+            new.default_trace[position] = _default_trace(prep)
+        return new
 
     def __init__(self, preps: list[_Prep], strategy: int) -> None:
         seen: set[tuple[Any, Any]] = set()
         order: list[int] = []
         dupes: list[int] = []
-        for i in _sorted_indices(preps, strategy):
-            entry = preps[i].entry
+        by_key: dict[str, Entry] = {}
+        indices_by_key: dict[str, list[int]] = {}
+        gated: list[int] = []
+        simple: list[int] = []
+        non_simple: list[int] = []
+        max_scan_depth = 0
+        delay_levels: set[int] = set()
+        default_trace: list[TraceItem] = []
+        for i in _sorted_indices(preps, strategy):  # one pass: this runs for every new entry set
+            prep = preps[i]
+            entry = prep.entry
             if entry.lorebook_id is not None:
                 ident = (entry.lorebook_id, entry.uid)
                 if ident in seen:
@@ -510,35 +647,100 @@ class _Ordering:
                     continue
                 seen.add(ident)
             order.append(i)
+            key = prep.key
+            same_key = indices_by_key.get(key)
+            if same_key is None:
+                by_key[key] = entry
+                indices_by_key[key] = [i]
+            else:
+                same_key.append(i)
+            if prep.gated:
+                gated.append(i)
+            if prep.simple:
+                simple.append(i)
+            else:
+                non_simple.append(i)
+            if prep.scan_depth and prep.scan_depth > max_scan_depth:
+                max_scan_depth = prep.scan_depth
+            if prep.delay_level > 0:
+                delay_levels.add(prep.delay_level)
+            default_trace.append(prep.trace or _default_trace(prep))
         self.order = order
         self.dupes = dupes
         self.rank = {index: rank for rank, index in enumerate(order)}
-        self.by_key: dict[str, Entry] = {}
-        self.indices_by_key: dict[str, list[int]] = {}
-        for i in order:
-            key = preps[i].key
-            self.by_key.setdefault(key, preps[i].entry)
-            self.indices_by_key.setdefault(key, []).append(i)
-        self.gated = [i for i in order if preps[i].gated]
-        self.simple = frozenset(i for i in order if preps[i].simple)
-        self.non_simple = [i for i in order if not preps[i].simple]
-        self.max_scan_depth = max((preps[i].scan_depth or 0 for i in order), default=0)
-        self.delay_levels = sorted({preps[i].delay_level for i in order if preps[i].delay_level > 0})
-        self.default_trace = [
-            _trace_item(preps[i].entry, "skipped", "no_key_match", _NO_MATCH, 1, None)
-            if preps[i].simple
-            else _trace_item(preps[i].entry, "skipped", "not_scanned", _NOT_SCANNED, 0, None)
-            for i in order
-        ]
+        self.by_key = by_key
+        self.indices_by_key = indices_by_key
+        self.gated = gated
+        self.simple = frozenset(simple)
+        self.non_simple = non_simple
+        self.max_scan_depth = max_scan_depth
+        self.delay_levels = sorted(delay_levels)
+        self.default_trace = default_trace
 
 
 _NO_MATCH = "no primary key found in the scanned text"
 _NOT_SCANNED = "scanning stopped before this entry was considered"
 
 
+def _default_trace(prep: _Prep) -> TraceItem:
+    """The trace item of an entry nothing happened to; cached on the (shared) prep, as it is the same in
+    every entry set the prep is part of (it depends only on the Entry's value and ``simple``)."""
+    trace = prep.trace
+    if trace is None:
+        entry = prep.entry
+        trace = prep.trace = (
+            _trace_item(entry, "skipped", "no_key_match", _NO_MATCH, 1, None)
+            if prep.simple
+            else _trace_item(entry, "skipped", "not_scanned", _NOT_SCANNED, 0, None)
+        )
+    return trace
+
+
 def _trace_item(entry: Entry, status: str, reason: str, detail: str, step: int, key: str | None) -> TraceItem:
     comment = entry.comment if isinstance(entry.comment, str) else ""
     return TraceItem(entry.lorebook_id, entry.uid, status, reason, detail, step, key, entry.source, comment)
+
+
+# Per-entry cache of preparations: (hash of the Entry's value, global flags) -> a _Prep made from an equal
+# Entry. An edited entry is a new value, so editing one entry of a book re-prepares only that entry;
+# unchanged (or equal, rebuilt) entries reuse their preparation, copied when the Entry object or its
+# position differs. _Prep objects are never mutated once made (``_Run`` replaces dynamic ones).
+_PREPS: dict[tuple[int, bool, bool, bool], _Prep] = {}
+_PREP_CACHE_SIZE = 65536
+_PREP_FIELDS = attrgetter(*(f.name for f in fields(_Prep)))
+
+
+def _prepare_one(entry: Entry, index: int, value_hash: int, flags: tuple[bool, bool, bool]) -> _Prep:
+    cache_key = (value_hash, *flags)
+    prep = _PREPS.get(cache_key)
+    if prep is not None and (prep.entry is entry or prep.entry == entry):
+        if prep.entry is not entry or prep.index != index:
+            prep = _Prep(entry, index, *_PREP_FIELDS(prep)[2:])
+        return prep
+    prep = _prepare(entry, index, *flags)
+    _PREPS[cache_key] = prep
+    return prep
+
+
+def _trim_preps() -> None:
+    cache = _PREPS
+    if len(cache) > _PREP_CACHE_SIZE:
+        with contextlib.suppress(KeyError, RuntimeError):  # concurrent callers may evict entries too
+            for stale in list(cache)[: len(cache) - _PREP_CACHE_SIZE]:
+                del cache[stale]
+
+
+def _prepare_all(entries: tuple[Entry, ...], hashes: list[int], cs: bool, ww: bool, scoring: bool) -> list[_Prep]:
+    flags = (cs, ww, scoring)
+    preps = [_prepare_one(e, i, h, flags) for i, (e, h) in enumerate(zip(entries, hashes, strict=True))]
+    _trim_preps()
+    return preps
+
+
+# The compiled set built last, per flags: a set that differs from it in a few positions (an edited
+# entry) is derived from it by :meth:`_Compiled.patched` without hashing or indexing every entry.
+_LAST: dict[tuple[bool, bool, bool], _Compiled] = {}
+_PATCH_MAX = 64
 
 
 # key -> (the Entry objects the key was made from, their compiled form). Holding the objects keeps
@@ -571,24 +773,42 @@ def _compiled(entries: Iterable[Entry], cs: bool, ww: bool, scoring: bool) -> _C
     if hit is not None:
         _cache_put(id_key, items, hit[1])
         return hit[1]
+    base = _LAST.get(flags)
+    if base is not None and len(base.entries) == len(items):
+        changed = [i for i, (old, new) in enumerate(zip(base.entries, items, strict=True)) if old is not new]
+        if len(changed) <= _PATCH_MAX:
+            compiled = base.patched(items, changed, flags)
+            _trim_preps()
+            _cache_put(id_key, items, compiled)
+            _LAST[flags] = compiled
+            return compiled
+    hashes: list[int] | None
     try:
-        value_key: Any = ("value", items, flags)
-        hit = _COMPILED.get(value_key)
+        hashes = [hash(e) for e in items]  # each Entry hashed once, for both caches below
     except TypeError:  # an entry built by hand with an unhashable field
-        value_key = None
+        hashes = None
+    value_key: Any = None
+    if hashes is not None:
+        value_key = ("value", hash(tuple(hashes)), len(items), flags)
+        hit = _COMPILED.get(value_key)
+        if hit is not None and hit[0] != items:  # a hash collision
+            hit = None
     if hit is not None:
         compiled = hit[1]
     else:
-        compiled = _Compiled(items, cs, ww, scoring)
+        compiled = _Compiled(items, cs, ww, scoring, hashes)
         if value_key is not None:
             _cache_put(value_key, items, compiled)
     _cache_put(id_key, items, compiled)
+    _LAST[flags] = compiled
     return compiled
 
 
 def clear_caches() -> None:
     """Forget compiled entry sets, key matchers and regexes (tests and benchmarks)."""
     _COMPILED.clear()
+    _PREPS.clear()
+    _LAST.clear()
     _prepare_key.cache_clear()
     parse_regex_key.cache_clear()
     clear_matchers()
@@ -697,6 +917,9 @@ class _Run:
                     primary=[_prepare_key(self._subst(k), prep.cs, prep.whole_words) for k in prep.raw_primary],
                     secondary=[_prepare_key(self._subst(k), prep.cs, prep.whole_words) for k in prep.raw_secondary],
                     exclude=[_prepare_key(self._subst(k), prep.cs, prep.whole_words) for k in prep.raw_exclude],
+                    items=None,
+                    owner_items=None,
+                    trace=None,
                 )
                 prep.has_regex = any(k[0] == "r" for k in (*prep.primary, *prep.secondary, *prep.exclude))
                 prep.simple = (
@@ -920,13 +1143,15 @@ class _Run:
         live: list[_Prep] = [preps[i] for i in non_simple if i not in blocked]
         live += [preps[i] for i in extra_live]
         self.simple_live = simple_live
+        self.cand_base: set[int] = set()
+        self.cand_rec: set[int] = set()
 
         delay_levels = list(ordering.delay_levels)
         current_level = delay_levels.pop(0) if delay_levels else 0
         activated: dict[int, _Activation] = {}
         group_holders: dict[str, _Prep] = {}
         failed: set[int] = set()
-        all_text = ""
+        all_length = 0  # length of the text activated so far, ST's ``allActivatedText`` (only its size matters)
         overflowed = False
         state = INITIAL
         step = 0
@@ -940,7 +1165,7 @@ class _Run:
             use_recursion = state != MIN_ACTIVATIONS
             for scanner in self.scanners.values():
                 scanner.ensure(min(max(self.scan_depth + self.skew, max_entry_depth), MAX_SCAN_DEPTH))
-            candidates = [preps[i] for i in self._candidates(use_recursion) if i in simple_live]
+            candidates = [preps[i] for i in self._candidates(use_recursion)]
             live = [p for p in live if p.index not in activated and p.index not in failed]
             to_check = sorted((*live, *candidates), key=lambda p: rank[p.index])
 
@@ -1014,7 +1239,7 @@ class _Run:
             # far, each + "\n") with the budget. The default estimate only needs lengths; a custom counter
             # is applied once per content and summed (no quadratic re-counting of growing text).
             custom = self.count_tokens is not None
-            prev_tokens = self.custom_used if custom else estimate_tokens(all_text)
+            prev_tokens = self.custom_used if custom else math.ceil(all_length / 3.35)
             new_length = 0
             new_tokens = 0
             loop_success: list[_Activation] = []
@@ -1054,9 +1279,9 @@ class _Run:
                 for group in prep.groups:
                     group_holders.setdefault(group, prep)
 
-            loop_text = "\n".join(a.content for a in loop_success)
-            if loop_text:
-                all_text = loop_text + "\n" + all_text
+            loop_length = sum(len(a.content) for a in loop_success) + len(loop_success) - 1
+            if loop_length > 0:  # ST: allActivatedText = loopText + "\n" + allActivatedText
+                all_length += loop_length + 1
             recursable = [a for a in loop_success if a.prep.entry.prevent_recursion is not True]
 
             next_state = NONE
@@ -1084,7 +1309,7 @@ class _Run:
 
         for act in activated.values():
             self.timed.record(act.prep.key, act.prep.entry)
-        return self._result(activated, all_text, overflowed, step)
+        return self._result(activated, all_length, overflowed, step)
 
     def _excluded(self, prep: _Prep, state: int, step: int) -> bool:
         for raw_key in prep.exclude:
@@ -1094,15 +1319,27 @@ class _Run:
         return False
 
     def _candidates(self, use_recursion: bool) -> set[int]:
-        found: set[int] = set()
+        """Live simple entries one of whose primary keys (or regex literals) occurs somewhere in the scan
+        text (recursion buffer included if ``use_recursion``): a superset of those that can match.
+
+        Incremental: only the keys first found since the previous step are looked up; entries leave the
+        candidate sets when they leave ``simple_live`` (activated or failed their probability roll).
+        """
         owners = self.owners
+        simple_live = self.simple_live
+        kinds = (SUB, WORD)
         for cs, scanner in self.scanners.items():
-            sub, word = scanner.found_anywhere(use_recursion)
-            for text in sub:
-                found.update(owners.get((cs, SUB, text), ()))
-            for text in word:
-                found.update(owners.get((cs, WORD, text), ()))
-        return found
+            for target, new in ((self.cand_base, scanner.new_base), (self.cand_rec, scanner.new_rec)):
+                for slot, text in new:
+                    ids = owners.get((cs, kinds[slot], text))
+                    if ids:
+                        target.update([i for i in ids if i in simple_live])
+                new.clear()
+        for target in (self.cand_base, self.cand_rec):
+            dead = [i for i in target if i not in simple_live]
+            if dead:
+                target.difference_update(dead)
+        return self.cand_base | self.cand_rec if use_recursion else set(self.cand_base)
 
     def _subst_content(self, content: str) -> str:
         if self.substitute is None or not content:
@@ -1201,7 +1438,7 @@ class _Run:
     # ----------------------------------------------------------------------------------- the output
 
     def _result(
-        self, activated: dict[int, _Activation], all_text: str, overflowed: bool, steps: int
+        self, activated: dict[int, _Activation], all_length: int, overflowed: bool, steps: int
     ) -> ActivationResult:
         acts = list(activated.values())
         descending = sorted(acts, key=lambda a: -a.prep.order)
@@ -1310,7 +1547,7 @@ class _Run:
             timed_state=self.timed.state,
             trace=trace,
             budget_limit=self.budget,
-            budget_used=self.custom_used if self.count_tokens is not None else estimate_tokens(all_text),
+            budget_used=self.custom_used if self.count_tokens is not None else math.ceil(all_length / 3.35),
             budget_overflowed=overflowed,
             steps=steps,
         )

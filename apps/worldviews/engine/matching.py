@@ -324,6 +324,8 @@ _FOLD_FIXES = str.maketrans(
 
 def fold_case(text: str) -> str:
     """Case folding used by the literal pre-check of ``/…/i`` keys."""
+    if text.isascii():  # every character _FOLD_FIXES changes is non-ASCII; translate() is slow
+        return text.lower()
     return text.translate(_FOLD_FIXES).lower()
 
 
