@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format migrate worker beat messages bench
+.PHONY: install run test lint format migrate worker beat messages fuzz
 
 install:
 	@scripts/bootstrap
@@ -37,3 +37,6 @@ beat: install
 
 messages: install
 	cd writing_service && ../$(PY) ../manage.py compilemessages --ignore=.venv
+
+fuzz: install
+	scripts/fuzz_api.sh

@@ -4,7 +4,9 @@
 per-entry scan depths, probabilities, a few constants; recursion on) over a 200-message chat.
 Prints the median activation CPU time (``time.process_time``) for: a cold start (all caches
 cleared), a warm repeat of the same turn, the same turn with *equal but new* Entry objects (as when
-rebuilt from the database), the turn after editing one entry, and the next turn (two new messages,
+rebuilt from the database), the turn after editing one entry (the other Entry objects kept), the
+turn after an edit when every Entry object is rebuilt (as the Django layer does when a book changes),
+and the next turn (two new messages,
 the rest cached) — at the default scan depth 2 and at scan depth 200 (every message scanned).
 
 Then a recursion chain: N entries where entry i's content contains entry i+1's key and the chat mentions
@@ -138,13 +140,20 @@ def main() -> None:
             edited[17] = dataclasses.replace(edited[17], content=edited[17].content + " (edited)")
             return _time(lambda: activate(edited, chat, settings=settings, max_context=32000, rng=random.Random(1)))
 
-        cold, warm, fresh, edit, turn = [], [], [], [], []
+        def run_rebuilt_edited(settings: ActivationSettings = settings) -> float:
+            rebuilt = [dataclasses.replace(e) for e in entries]
+            rebuilt[17] = dataclasses.replace(rebuilt[17], content=rebuilt[17].content + " (edited again)")
+            return _time(lambda: activate(rebuilt, chat, settings=settings, max_context=32000, rng=random.Random(1)))
+
+        cold, warm, fresh, edit, rebuilt, turn = [], [], [], [], [], []
         for _ in range(args.runs):
             clear_caches()
             cold.append(_time(lambda: run(chat)))
             warm.append(_time(lambda: run(chat)))
             fresh.append(run_fresh())
             edit.append(run_edited())
+            run(chat)  # back to the original set before the rebuilt-and-edited one
+            rebuilt.append(run_rebuilt_edited())
             turn.append(_time(lambda: run(next_turn)))
         result = run(chat)
         active = sum(1 for t in result.trace if t.status == "activated")
@@ -152,6 +161,7 @@ def main() -> None:
             f"scan depth {depth:>3}: cold {statistics.median(cold):6.1f} ms | warm {statistics.median(warm):5.1f} ms"
             f" | equal new objects {statistics.median(fresh):5.1f} ms"
             f" | one entry edited {statistics.median(edit):5.1f} ms"
+            f" | rebuilt + edited {statistics.median(rebuilt):5.1f} ms"
             f" | next turn {statistics.median(turn):5.1f} ms"
             f" | activated {active}, steps {result.steps},"
             f" budget {result.budget_used}/{result.budget_limit}"

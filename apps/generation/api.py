@@ -102,15 +102,22 @@ async def run_writing(request: Request, *, stream: bool) -> Any:
     data = WritingInputSerializer(data=request.data)
     data.is_valid(raise_exception=True)
     req = data.to_request()
-    stream = stream or req.stream
     prepared = await db_sync_to_async(services.writing_prepare)(user=request.user, req=req)
+    return await respond(prepared, services.generation_finish, stream=stream or req.stream)
+
+
+async def respond(prepared: Any, finish: Any, *, stream: bool, relay_class: type[Relay] = Relay) -> Any:
+    """Call the model for a prepared generation and answer: an SSE stream, or JSON at the end.
+
+    `finish` completes the record and the billing (and, for roleplay, the chat) exactly once.
+    """
     routed = RoutedCall(
         targets=prepared.targets,
         build=prepared.request_for,
         redis_url=settings.REDIS_URL,
         can_use=prepared.covered_by_hold,
     )
-    relay = Relay(prepared, routed, services.generation_finish)
+    relay = relay_class(prepared, routed, finish)
     if stream:
         primed = await relay.prime()
         response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")

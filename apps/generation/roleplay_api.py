@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -15,10 +14,9 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateRoleplay
 from apps.generation import roleplay_services as services
-from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, WritingOutputSerializer, _complete
+from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, WritingOutputSerializer, respond
 from apps.generation.models import Chat, ChatMessage, Persona
 from apps.generation.relay import Relay
-from apps.providers.routing import RoutedCall
 from writing_service.api.fields import WholeSerializer
 from writing_service.api.pagination import PagePagination
 from writing_service.api.renderers import EventStreamRenderer, JSONRenderer
@@ -284,23 +282,10 @@ async def run_roleplay(request: Request, *, stream: bool) -> Any:
     data = RoleplayInputSerializer(data=request.data)
     data.is_valid(raise_exception=True)
     req = data.to_request()
-    stream = stream or req.stream
     prepared = await db_sync_to_async(services.roleplay_prepare)(user=request.user, req=req)
-    routed = RoutedCall(
-        targets=prepared.targets,
-        build=prepared.request_for,
-        redis_url=settings.REDIS_URL,
-        can_use=prepared.covered_by_hold,
-    )
-    relay = RoleplayRelay(prepared, routed, services.roleplay_finish)
-    if stream:
-        primed = await relay.prime()
-        response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
-    response = await _complete(relay)
-    response.data["messageId"] = prepared.message_id
+    response = await respond(prepared, services.roleplay_finish, stream=stream or req.stream, relay_class=RoleplayRelay)
+    if isinstance(response, Response):
+        response.data["messageId"] = prepared.message_id
     return response
 
 

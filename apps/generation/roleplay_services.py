@@ -21,10 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from apps.billing import services as billing
 from apps.characters.models import Character
 from apps.characters.selectors import character_card_v3, character_lorebook_entries
-from apps.generation.models import Chat, ChatMessage, Generation, Persona, new_generation_id
+from apps.generation.models import Chat, ChatMessage, Generation, Persona
 from apps.generation.roleplay_assembly import (
     DEFAULT_MAIN_PROMPT,
     IMPERSONATION_PROMPT,
@@ -42,7 +41,7 @@ from apps.generation.services import (
     Outcome,
     Prepared,
     generation_finish,
-    pricing_of,
+    generation_open,
 )
 from apps.macros.engine import MacroContext, expand
 from apps.providers.selectors import ModelTarget, model_chain
@@ -516,31 +515,7 @@ def roleplay_prepare(*, user: Any, req: RoleplayRequest) -> RoleplayPrepared:
         prompt_tokens_estimate=plan.assembled.used,
         turn=plan.turn,
     )
-    generation_id = new_generation_id()
-    with transaction.atomic():
-        hold = billing.hold_place(
-            user=user,
-            generation_id=generation_id,
-            pricing=pricing_of(primary),
-            input_chars=prepared.input_chars_for(primary),
-            max_tokens=max_tokens,
-        )
-        record = Generation.objects.create(
-            public_id=generation_id,
-            user=user,
-            mode=Generation.Mode.ROLEPLAY,
-            chat_id=chat.pk,
-            model_requested=primary.model_id,
-            stream=req.stream,
-            temperature=req.temperature,
-            max_tokens=max_tokens,
-            messages_count=len(plan.assembled.messages),
-            history_dropped=plan.assembled.history_dropped,
-            input_chars=prepared.input_chars_for(primary),
-            hold_amount=hold.amount,
-        )
-    prepared.generation_id, prepared.record_id = record.public_id, record.pk
-    prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
+    generation_open(prepared=prepared, user=user, stream=req.stream, mode=Generation.Mode.ROLEPLAY, chat_id=chat.pk)
     return prepared
 
 

@@ -183,6 +183,14 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
         history_dropped=assembled.history_dropped,
         prompt_tokens_estimate=assembled.prompt_tokens,
     )
+    return generation_open(
+        prepared=prepared, user=user, stream=req.stream, mode=Generation.Mode.WRITING, prompt_id=resolved.id
+    )
+
+
+def generation_open(*, prepared: Prepared, user: Any, stream: bool, mode: str, **record_fields: Any) -> Prepared:
+    """Place the hold and create the record in one transaction (402 before anything is written)."""
+    primary = prepared.targets[0]
     generation_id = new_generation_id()
     with transaction.atomic():
         hold = billing.hold_place(
@@ -190,21 +198,21 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
             generation_id=generation_id,
             pricing=pricing_of(primary),
             input_chars=prepared.input_chars_for(primary),
-            max_tokens=max_tokens,
+            max_tokens=prepared.max_tokens,
         )
         record = Generation.objects.create(
             public_id=generation_id,
             user=user,
-            mode=Generation.Mode.WRITING,
-            prompt_id=resolved.id,
+            mode=mode,
             model_requested=primary.model_id,
-            stream=req.stream,
-            temperature=req.temperature,
-            max_tokens=max_tokens,
-            messages_count=len(assembled.messages),
-            history_dropped=assembled.history_dropped,
+            stream=stream,
+            temperature=prepared.temperature,
+            max_tokens=prepared.max_tokens,
+            messages_count=len(prepared.messages),
+            history_dropped=prepared.history_dropped,
             input_chars=prepared.input_chars_for(primary),
             hold_amount=hold.amount,
+            **record_fields,
         )
     prepared.generation_id, prepared.record_id = record.public_id, record.pk
     prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
