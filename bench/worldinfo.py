@@ -10,7 +10,8 @@ and the next turn (two new messages,
 the rest cached) — at the default scan depth 2 and at scan depth 200 (every message scanned).
 
 Then a recursion chain: N entries where entry i's content contains entry i+1's key and the chat mentions
-entry 0's key, so every recursion step activates exactly one entry (N + 1 steps), cold and warm.
+entry 0's key, so every recursion step activates exactly one entry (N + 1 steps), cold and warm; with
+plain keys and with bounded regex keys (``/linkNx?s\b/i``: cold includes compiling N regexes).
 
     .venv/bin/python bench/worldinfo.py [--runs N] [--chain N ...]
 """
@@ -81,18 +82,23 @@ def build(seed: int = 7) -> tuple[list[Entry], list[ChatLine], list[str]]:
     return entries, chat, common
 
 
-def build_chain(size: int) -> tuple[list[Entry], list[ChatLine]]:
+def build_chain(size: int, regex: bool = False) -> tuple[list[Entry], list[ChatLine]]:
     """A recursion chain: entry i's content mentions entry i+1's key."""
     keys = [f"link{i}x" for i in range(size + 1)]
     entries = [
-        Entry(uid=i, key=(keys[i],), content=f"Entry {i} leads on to {keys[i + 1]}.", lorebook_id="chain")
+        Entry(
+            uid=i,
+            key=(f"/{keys[i]}s?\\b/i" if regex else keys[i],),
+            content=f"Entry {i} leads on to {keys[i + 1]}.",
+            lorebook_id="chain",
+        )
         for i in range(size)
     ]
     return entries, [ChatLine("Alice", f"Tell me about {keys[0]}.")]
 
 
-def bench_chain(size: int, runs: int) -> None:
-    entries, chat = build_chain(size)
+def bench_chain(size: int, runs: int, regex: bool = False) -> None:
+    entries, chat = build_chain(size, regex)
     settings = ActivationSettings(recursive=True)
 
     def run() -> object:
@@ -104,8 +110,9 @@ def bench_chain(size: int, runs: int) -> None:
         cold.append(_time(run))
         warm.append(_time(run))
     result = run()
+    label = "regex chain" if regex else "chain"
     print(
-        f"chain {size:>5}: cold {statistics.median(cold):7.1f} ms | warm {statistics.median(warm):7.1f} ms"
+        f"{label:>11} {size:>5}: cold {statistics.median(cold):7.1f} ms | warm {statistics.median(warm):7.1f} ms"
         f" | activated {len(result.activated)}, steps {result.steps}"
     )
 
@@ -121,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--chain", type=int, nargs="*", default=[500, 1000, 2000, 5000])
+    parser.add_argument("--regex-chain", type=int, nargs="*", default=[1000, 5000])
     args = parser.parse_args()
     entries, chat, common = build()
     rng = random.Random(3)
@@ -169,6 +177,8 @@ def main() -> None:
     del rng
     for size in args.chain:
         bench_chain(size, max(1, min(args.runs, 5)))
+    for size in args.regex_chain:
+        bench_chain(size, max(1, min(args.runs, 3)), regex=True)
 
 
 if __name__ == "__main__":

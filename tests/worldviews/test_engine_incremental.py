@@ -222,3 +222,55 @@ def test_a_small_per_entry_cache_evicts_and_stays_correct(monkeypatch):
     assert len(activation._PREPS) <= 40
     clear_caches()
     assert snapshot(warm) == snapshot(run(rebuilt, chat))
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "/{key}s?\\b/i",  # bounded: searched from just before the newest content first
+        "/(?<=about ){key}/",  # lookbehind into older text
+        "/{key}(?=\\.)/",  # lookahead
+        "/{key}\\. here$/m",  # anchored at line ends
+        "/{key}.*here/",  # unbounded: whole-text search only
+    ],
+)
+def test_regex_keyed_chain_activates_every_entry_in_order(pattern):
+    size = 300
+    keys = [f"link{i}x" for i in range(size + 1)]
+    entries = [
+        Entry(uid=i, key=(pattern.format(key=keys[i]),), content=f"Entry {i} leads on to {keys[i + 1]}. here")
+        for i in range(size)
+    ]
+    result = run(entries, [ChatLine("U", f"Entry about {keys[0]}. here")])
+    steps = {t.uid: t.step for t in result.trace if t.status == "activated"}
+    if pattern.startswith("/(?<=about"):
+        assert steps == {0: 1}  # only the chat line has "about " before the key
+    else:
+        assert steps == {i: i + 1 for i in range(size)}
+
+
+def test_regex_that_only_matches_older_text_is_still_found():
+    entries = [
+        Entry(uid=0, key=("alpha",), content="beta"),
+        Entry(uid=1, key=("beta",), content="gamma"),
+        Entry(uid=2, key=("gamma",), content="delta"),
+        # its literal "alpha" is only in the chat line; its lookahead needs the first recursion content
+        Entry(uid=3, key=("/alpha[\\s\\S]*gamma/",), content="done", delay_until_recursion=2),
+    ]
+    result = run(entries, [ChatLine("U", "alpha")])
+    assert {e.uid for e in result.activated} == {0, 1, 2, 3}
+
+
+def test_bounded_regex_matching_before_the_newest_content_falls_back_to_a_full_search():
+    filler = " ".join(["filler"] * 30)
+    entries = [
+        Entry(uid=0, key=("start",), content=f"one {filler}"),
+        Entry(uid=1, key=("one",), content=f"two {filler}"),
+        Entry(uid=2, key=("two",), content="omega"),
+        # width 5: the match ("alpha" in the chat line) lies far before the newest content, which only
+        # completes its lookahead
+        Entry(uid=3, key=("/alpha(?=[\\s\\S]*omega)/",), content="found"),
+    ]
+    result = run(entries, [ChatLine("U", f"start alpha {filler}")])
+    steps = {t.uid: t.step for t in result.trace if t.status == "activated"}
+    assert steps == {0: 1, 1: 2, 2: 3, 3: 4}

@@ -43,9 +43,11 @@ comment)``; ``status`` is ``"activated"`` or ``"skipped"``, ``reason`` a stable 
 ST JSON: :func:`entry_from_st`, :func:`entry_to_st`, :func:`entries_from_st_book`,
 :func:`entry_from_character_book`. Nothing here raises on malformed input.
 
-Caching: compiled entry sets (by Entry identity, then by value), key matchers (by key set, with a
-per-text result cache) and regexes are cached in-process and are thread-safe to use;
-:func:`clear_caches` empties them. Keep Entry objects per lorebook version to stay on the fast path.
+Caching: compiled entry sets (by Entry identity, then by value), per-entry preparations (by Entry
+value: an edited entry alone is prepared again; a set differing from the last one in a few entries is
+derived from it), key matchers (by key set, with a per-text result cache) and regexes are cached
+in-process and are thread-safe to use; :func:`clear_caches` empties them. Keep Entry objects per
+lorebook version to stay on the fast path. Recursion steps scan only the newly activated content.
 """
 
 from .activation import activate, clear_caches, estimate_tokens, sort_entries

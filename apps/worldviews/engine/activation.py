@@ -22,6 +22,7 @@ from .matching import (
     clear_matchers,
     compile_cache_clear,
     fold_case,
+    max_width,
     parse_regex_key,
     plain_kind,
     plain_matcher,
@@ -1014,6 +1015,8 @@ class _Run:
             injections = self.injections if cs else [fold_case(t) for t in self.injections]
             self.scanners[cs] = _Scanner(matcher, self.raw_messages, extras, injections, None if cs else fold_case)
         self.recursion_texts: list[str] = []
+        self._rec_joined = ""
+        self._rec_count = 0
         self._hay_cache: dict[tuple[int, tuple[str, ...], bool], str] = {}
 
     def _depth_of(self, prep: _Prep) -> int:
@@ -1036,12 +1039,21 @@ class _Run:
         if self.injections:
             parts.append(JOINER.join(self.injections))
         if use_recursion and self.recursion_texts:
-            parts.append(JOINER.join(self.recursion_texts))
+            parts.append(self._recursion_buffer())
         text = parts[0] if parts else ""
         for part in parts[1:]:
             text += JOINER + part
         self._hay_cache[cache_key] = text
         return text
+
+    def _recursion_buffer(self) -> str:
+        """The recursion texts joined by ``\n\x01``, extended by the texts added since the last call."""
+        done = self._rec_count
+        if done != len(self.recursion_texts):
+            new = self.recursion_texts[done:]
+            self._rec_joined = JOINER.join([self._rec_joined, *new] if done else new)
+            self._rec_count = len(self.recursion_texts)
+        return self._rec_joined
 
     def _match(self, prep: _Prep, key: _Key, state: int) -> bool:
         tag = key[0]
@@ -1066,6 +1078,17 @@ class _Run:
         haystack = self._haystack(depth, prep.extras, use_recursion)
         if regex.sticky:
             return compiled.match(haystack) is not None
+        if use_recursion and self.recursion_texts:
+            # Recursion: the newest content (last in the scan text) usually holds the match that made
+            # this entry a candidate. A match whose required literal lies in that content starts at most
+            # ``width`` characters before it, so try from there first (lookbehinds and anchors behave as
+            # in a full search); only when that fails is the whole text searched. Keeps a long chain of
+            # regex-keyed entries linear instead of searching the growing buffer at every step.
+            width = max_width(regex.pattern, regex.flags) if regex.literal is not None else None
+            if width is not None:
+                start = len(haystack) - len(self.recursion_texts[-1]) - width
+                if start > 0 and compiled.search(haystack, start) is not None:
+                    return True
         return compiled.search(haystack) is not None
 
     def _primary_match(self, prep: _Prep, state: int) -> str | None:

@@ -136,6 +136,24 @@ class RegexKey:
         return compiled.search(text) is not None
 
 
+_UNBOUNDED = 1 << 16
+
+
+@lru_cache(maxsize=8192)
+def max_width(pattern: str, flags: int) -> int | None:
+    """The most characters a match of a translated pattern can consume (lookarounds not counted), or
+    None when unbounded or unknown. Lets a search start just before new text (see ``_Run._match``)."""
+    try:
+        from re import _parser  # the stdlib regex parser (private, stable since 3.11; else no bound)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            width = _parser.parse(pattern, flags).getwidth()[1]
+    except Exception:  # any failure only disables the optimization
+        return None
+    return width if width < _UNBOUNDED else None
+
+
 @lru_cache(maxsize=8192)
 def _compile(pattern: str, flags: int) -> re.Pattern[str] | None:
     try:
@@ -566,3 +584,4 @@ def clear_matchers() -> None:
 
 def compile_cache_clear() -> None:
     _compile.cache_clear()
+    max_width.cache_clear()
