@@ -4,7 +4,8 @@
     .venv/bin/python bench/billing.py --cycles 2000
     .venv/bin/python bench/billing.py --db postgres://postgres@127.0.0.1:5432/mydb
     .venv/bin/python bench/billing.py --db sqlite:////tmp/billbench.sqlite3
-    git show HEAD:apps/billing/services.py > /tmp/old.py && .venv/bin/python bench/billing.py --services /tmp/old.py
+    git show 8aee661:apps/billing/services.py > /tmp/old.py   # the ORM version, for an A/B run:
+    .venv/bin/python bench/billing.py --services /tmp/old.py
 
 Each database runs in its own process (settings are read at import). The schema is migrated, one user
 gets a large paid balance, then each cycle does what a writing call does: `hold_place` inside a
