@@ -69,7 +69,7 @@ conn, _ = Connection.objects.update_or_create(name="bench-fake", defaults=dict(k
 conn.set_api_key("sk-bench"); conn.save()
 slow, _ = Connection.objects.update_or_create(name="bench-slow", defaults=dict(kind="openai", base_url=fake,
     max_concurrency=0, read_timeout=60,
-    extra_headers={"x-fake-reply": json.dumps({"chunks": ["字ab"] * 20, "chunk_delay": 0.6})}))
+    extra_headers={"x-fake-reply": json.dumps({"chunks": ["字ab"] * 50, "chunk_delay": 0.6})}))
 for mid, c in (("bench-model", conn), ("bench-slow", slow)):
     AIModel.objects.update_or_create(model_id=mid, defaults=dict(connection=c, upstream_model="fake-model",
         context_tokens=32768, max_output_tokens=4096, input_ratio=Decimal(1), output_ratio=Decimal(1)))
@@ -218,14 +218,20 @@ class Bench:
         opened = 0
         done = 0
         errors = 0
+        most_open = [0]
 
-        async def one(client: httpx.AsyncClient) -> None:
+        async def one(client: httpx.AsyncClient, delay: float) -> None:
+            await asyncio.sleep(delay)
             nonlocal opened, done, errors
             try:
                 async with client.stream(
                     "POST", f"{self.service}/api/v1/generation/writing/stream", json=body, headers=self.auth
                 ) as r:
+                    if r.status_code != 200:
+                        errors += 1
+                        return
                     opened += 1
+                    most_open[0] = max(most_open[0], opened - done)
                     async for _ in r.aiter_raw():
                         pass
                     done += 1
@@ -235,7 +241,10 @@ class Bench:
         limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
         clients = [httpx.AsyncClient(timeout=300, limits=limits) for _ in range(max(1, count // 100))]
         started = time.perf_counter()
-        tasks = [asyncio.create_task(one(clients[i % len(clients)])) for i in range(count)]
+        # Streams are opened over `ramp` seconds (each lasts ~30 s), so that they are all held open at once
+        # without measuring a 1,000-request thundering herd on one process.
+        ramp = count / 60
+        tasks = [asyncio.create_task(one(clients[i % len(clients)], i * ramp / count)) for i in range(count)]
         while not all(t.done() for t in tasks):
             await asyncio.sleep(0.5)
             peak = max(peak, rss_mib(self.pid))
@@ -246,13 +255,15 @@ class Bench:
             "streams": count,
             "completed": done,
             "errors": errors,
+            "most_open_at_once": most_open[0],
             "seconds": time.perf_counter() - started,
             "rss_idle_mib": idle,
             "rss_peak_mib": peak,
-            "kib_per_stream": (peak - idle) * 1024 / max(1, count),
+            "kib_per_stream": (peak - idle) * 1024 / max(1, most_open[0]),
         }
         print(
-            f"{count} concurrent streams: {done} completed, {errors} errors in {row['seconds']:.1f} s; "
+            f"{count} streams ({most_open[0]} open at once): {done} completed, {errors} errors in "
+            f"{row['seconds']:.1f} s; "
             f"RSS {idle:.0f} → {peak:.0f} MiB ({row['kib_per_stream']:.0f} KiB per stream)",
             flush=True,
         )
@@ -265,6 +276,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--streams-only", action="store_true", help="only the concurrent-streams case")
     args = parser.parse_args()
     total = 300 if args.quick else args.requests
     streams = 200 if args.quick else args.streams
@@ -325,6 +337,8 @@ def main() -> None:
 
         async def run_all() -> list[dict]:
             rows = []
+            if args.streams_only:
+                return [await bench.many_streams(streams)]
             await bench.case("warm-up", 4, 100, bench.direct, bench.proxied, rounds=1)
             for clients in (1, 16, 64):
                 rows.append(await bench.case("non-stream", clients, total, bench.direct, bench.proxied))

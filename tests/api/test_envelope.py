@@ -146,3 +146,24 @@ def test_too_many_form_fields_on_an_upload_endpoint_is_400(api):
     response = api.post("/api/v1/lorebooks/import", data=body, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400
     assert response.json()["statusCode"] == 400
+
+
+def test_an_exhausted_connection_pool_is_503_with_retry_after(api, monkeypatch):
+    from django.db import OperationalError
+
+    from apps.accounts import api as accounts_api
+
+    class PoolTimeout(Exception):
+        pass
+
+    def exhausted(*, user):
+        try:
+            raise PoolTimeout("couldn't get a connection after 10.00 sec")
+        except PoolTimeout as exc:
+            raise OperationalError(str(exc)) from exc
+
+    monkeypatch.setattr(accounts_api.selectors, "user_permission_strings", exhausted)
+    response = api.get("/api/v1/auth/me")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json() == {"statusCode": 503, "message": "服务繁忙，请稍后重试。", "error": "Service Unavailable"}

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
@@ -88,8 +89,20 @@ def validation_envelope(detail: Any) -> dict[str, Any]:
     return envelope(400, message, details=details)
 
 
+def _is_pool_exhausted(exc: BaseException) -> bool:
+    """Django wraps psycopg_pool's PoolTimeout in an OperationalError."""
+    if not isinstance(exc, DatabaseError):
+        return False
+    cause = exc.__cause__
+    return cause is not None and type(cause).__name__ == "PoolTimeout"
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF exception handler producing the envelope for every error, including unexpected ones."""
+    if _is_pool_exhausted(exc):  # back-pressure, not a bug: every pooled connection is busy
+        response = Response(envelope(503, _("The service is busy; please retry shortly.")), status=503)
+        response["Retry-After"] = "1"
+        return response
     if isinstance(exc, RequestDataTooBig):
         return Response(envelope(413, _("The request body is too large.")), status=413)
     if isinstance(exc, SuspiciousOperation):  # too many fields or files, malformed multipart…
