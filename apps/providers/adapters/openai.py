@@ -55,7 +55,7 @@ def openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
-class OpenAIStyleStream(StreamHandler, abc.ABC):
+class OpenAIStyleStream(StreamHandler):
     """The event loop shared by the OpenAI chat and text-completion streams: `[DONE]`, JSON, usage,
     in-stream errors, the finish check; subclasses read the text out of `choices[0]`."""
 

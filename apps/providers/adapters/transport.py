@@ -3,6 +3,7 @@ and relay an SSE response through a per-protocol :class:`StreamHandler` (no Djan
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -136,7 +137,7 @@ async def request_json(
     return obj
 
 
-class StreamHandler:
+class StreamHandler(abc.ABC):
     """Per-request state machine of one wire format: turns SSE events into deltas."""
 
     __slots__ = ("done", "finish", "provider", "secrets", "usage")
@@ -148,12 +149,13 @@ class StreamHandler:
         self.finish: Any = None
         self.usage: Any = None
 
+    @abc.abstractmethod
     def on_event(self, event: SSEEvent) -> Delta | None:
-        raise NotImplementedError
+        """The delta an event carries, if any (raise the upstream's in-stream errors)."""
 
+    @abc.abstractmethod
     def final(self) -> Delta:
         """The last delta (finish reason, usage); raise if the stream ended too early."""
-        raise NotImplementedError
 
     def error(self, obj: Any) -> UpstreamError:
         return error_from_response(None, obj, provider=self.provider, secrets=self.secrets)
