@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from apps.accounts import selectors, services
 from apps.accounts.models import ApiToken
+from apps.billing.selectors import membership_summary
 from writing_service.api.exceptions import ApiError
 from writing_service.api.pagination import PagePagination
 from writing_service.api.throttling import ScopedRateThrottle
@@ -105,15 +106,6 @@ class MeView(APIView):
             "id": user.pk,
             "username": user.get_username(),
             "permissions": selectors.user_permission_strings(user=user),
-            "membership": membership_summary(user),
+            "membership": membership_summary(user=user),
         }
         return Response(self.OutputSerializer(body).data)
-
-
-def membership_summary(user: Any) -> dict[str, Any]:
-    """Filled by the billing app when installed; a neutral default otherwise."""
-    try:
-        from apps.billing.selectors import membership_summary as billing_membership
-    except ImportError:
-        return {"active": False, "tier": None, "expiresAt": None}
-    return billing_membership(user=user)

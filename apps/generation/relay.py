@@ -71,6 +71,7 @@ class Relay:
         self._deltas = routed.stream()
         self._pending: asyncio.Future[Delta] | None = None
         self._started = time.perf_counter()
+        self._ended = False  # the upstream stream finished while priming
 
     # -- upstream side -----------------------------------------------------------------------------
     async def next_delta(self, silence: float) -> Delta | object | None:
@@ -183,8 +184,6 @@ class Relay:
             await self.settle(Generation.Status.FAILED, exc)
             raise
         return events
-
-    _ended = False
 
     async def events(self, primed: list[bytes]) -> AsyncIterator[bytes]:
         """The SSE body: primed events, then live deltas with pings, the final event and `[DONE]`."""

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.accounts import services
+from apps.billing import services as billing
 
 
 class Command(BaseCommand):
@@ -44,10 +45,6 @@ class Command(BaseCommand):
         self.stdout.write(issued.token)
 
     def _apply_billing(self, user: Any, flag: str, value: int) -> None:
-        try:
-            from apps.billing import services as billing
-        except ImportError as exc:  # pragma: no cover - billing is part of the project
-            raise CommandError("Billing is not available in this build.") from exc
         if flag == "grant":
             billing.wallet_grant(user=user, amount=value, note="create_api_token --grant")
             self.stdout.write(f"Granted {value} characters")
