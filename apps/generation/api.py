@@ -156,13 +156,19 @@ async def _complete(relay: Relay) -> Response:
     return Response(body)
 
 
-class WritingGenerateView(AsyncAPIView):
-    """API 21: generate with a prompt (JSON; `stream: true` answers like the stream endpoint)."""
+class GenerationView(AsyncAPIView):
+    """Common to the generation endpoints: the `generation` rate limit and SSE content negotiation.
+    Subclasses name their permission."""
 
-    permission_classes = (CanGenerateWriting,)
     throttle_classes = (UserRateThrottle, ScopedRateThrottle)
     throttle_scope = "generation"
     renderer_classes = (JSONRenderer, EventStreamRenderer)
+
+
+class WritingGenerateView(GenerationView):
+    """API 21: generate with a prompt (JSON; `stream: true` answers like the stream endpoint)."""
+
+    permission_classes = (CanGenerateWriting,)
 
     @extend_schema(
         request=WritingInputSerializer,
@@ -176,13 +182,10 @@ class WritingGenerateView(AsyncAPIView):
         return await run_writing(request, stream=False)
 
 
-class WritingStreamView(AsyncAPIView):
+class WritingStreamView(GenerationView):
     """API 21: generate with a prompt, streamed as server-sent events."""
 
     permission_classes = (CanGenerateWriting,)
-    throttle_classes = (UserRateThrottle, ScopedRateThrottle)
-    throttle_scope = "generation"
-    renderer_classes = (JSONRenderer, EventStreamRenderer)
 
     @extend_schema(
         request=WritingInputSerializer,

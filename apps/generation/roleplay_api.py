@@ -14,14 +14,11 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateRoleplay
 from apps.generation import roleplay_services as services
-from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, WritingOutputSerializer, respond
+from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, WritingOutputSerializer, respond
 from apps.generation.models import Chat, ChatMessage, Persona
 from apps.generation.relay import Relay
 from writing_service.api.fields import WholeSerializer
 from writing_service.api.pagination import PagePagination
-from writing_service.api.renderers import EventStreamRenderer, JSONRenderer
-from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
-from writing_service.api.views import AsyncAPIView
 from writing_service.db import db_sync_to_async
 
 POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
@@ -292,13 +289,10 @@ async def run_roleplay(request: Request, *, stream: bool) -> Any:
 ROLEPLAY_SSE = SSE_DESCRIPTION + " The final event also carries `messageId`."
 
 
-class RoleplayGenerateView(AsyncAPIView):
+class RoleplayGenerateView(GenerationView):
     """Generate the next roleplay turn (JSON; `stream: true` answers like the stream endpoint)."""
 
     permission_classes = (CanGenerateRoleplay,)
-    throttle_classes = (UserRateThrottle, ScopedRateThrottle)
-    throttle_scope = "generation"
-    renderer_classes = (JSONRenderer, EventStreamRenderer)
 
     @extend_schema(
         request=RoleplayInputSerializer,
@@ -308,13 +302,10 @@ class RoleplayGenerateView(AsyncAPIView):
         return await run_roleplay(request, stream=False)
 
 
-class RoleplayStreamView(AsyncAPIView):
+class RoleplayStreamView(GenerationView):
     """Generate the next roleplay turn, streamed as server-sent events."""
 
     permission_classes = (CanGenerateRoleplay,)
-    throttle_classes = (UserRateThrottle, ScopedRateThrottle)
-    throttle_scope = "generation"
-    renderer_classes = (JSONRenderer, EventStreamRenderer)
 
     @extend_schema(
         request=RoleplayInputSerializer,

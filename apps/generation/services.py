@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.billing import services as billing
-from apps.billing.charges import count_chars
+from apps.billing.charges import count_chars, hold_amount
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
 from apps.generation.tokens import estimate_tokens
@@ -89,8 +89,6 @@ class Prepared:
         """A fallback is used only when its worst case fits in the hold placed for the primary model."""
         if target is self.targets[0]:
             return True
-        from apps.billing.charges import hold_amount
-
         worst = hold_amount(
             input_chars=self.input_chars_for(target),
             max_tokens=min(self.max_tokens, target.max_output_tokens),
