@@ -1,27 +1,93 @@
-"""Running synchronous ORM work from async code."""
+"""Running synchronous ORM work from async code, and raw statements for the hot paths."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Field, Model
+from django.db.models.fields import AutoFieldMixin
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(max_workers=settings.DB_THREADS, thread_name_prefix="db")
+    return _executor
 
 
 def db_sync_to_async[**P, R](fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`sync_to_async(fn)` that hands its database connection back as soon as `fn` returns.
+    """Run `fn` — a self-contained step of ORM work — on the database threads, and hand its database
+    connection back as soon as it returns.
 
-    A streaming response can last minutes; without this, the connection opened for the steps before
-    the stream would stay checked out of the pool until the response ends, and a few hundred open
-    streams would exhaust it. With `CONN_MAX_AGE=0`, closing returns the connection to psycopg's pool.
+    A streaming response can last minutes; without the hand-back, the connection opened for the
+    steps before the stream would stay checked out of the pool until the response ends, and a few
+    hundred open streams would exhaust it. With `CONN_MAX_AGE=0`, closing returns the connection to
+    psycopg's pool.
+
+    Not asgiref's `sync_to_async`: each step has its own connection, transaction and cleanup, so it
+    needs neither a thread per request (thread-sensitive mode) nor asgiref's bookkeeping — a plain
+    pool of `settings.DB_THREADS` threads (the size of the connection pool) with the caller's context
+    variables (language, request id) copied in. If the caller is cancelled, the step still runs to
+    its end in its thread, as with asgiref.
     """
 
-    @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         finally:
             close_old_connections()
 
-    return sync_to_async(run)
+    @functools.wraps(fn)
+    async def step(*args: P.args, **kwargs: P.kwargs) -> R:
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, run, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(_threads(), call)
+
+    return step
+
+
+Statement = tuple[str, list[Any]]
+
+
+@functools.cache
+def _insert_fields(model: type[Model]) -> tuple[Field, ...]:
+    return tuple(f for f in model._meta.concrete_fields if not (f.primary_key and isinstance(f, AutoFieldMixin)))
+
+
+def insert_statement(model: type[Model], values: Mapping[str, Any]) -> Statement:
+    """A raw `INSERT` of one row of `model`: every column, the model's defaults for those not in `values`
+    (keyed by attname, e.g. `user_id`), values prepared by the fields as the ORM would. For hot paths
+    that fold the insert into another statement (see `apps.billing.services`)."""
+    fields = _insert_fields(model)
+    qn = connection.ops.quote_name
+    params = [
+        f.get_db_prep_save(values[f.attname] if f.attname in values else f.get_default(), connection) for f in fields
+    ]
+    columns = ", ".join(qn(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({placeholders})", params  # noqa: S608 (names from the model, values as parameters)
+
+
+def update_statement(model: type[Model], values: Mapping[str, Any], *, where: str, equals: Any) -> Statement:
+    """A raw `UPDATE` of the rows of `model` whose field `where` equals `equals` (values by attname)."""
+    meta = model._meta
+    qn = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in values]
+    key = meta.get_field(where)
+    assignments = ", ".join(f"{qn(f.column)} = %s" for f in fields)  # type: ignore[union-attr]
+    params = [f.get_db_prep_save(values[name], connection) for name, f in zip(values, fields, strict=True)]  # type: ignore[union-attr]
+    params.append(key.get_db_prep_value(equals, connection))  # type: ignore[union-attr]
+    return f"UPDATE {qn(meta.db_table)} SET {assignments} WHERE {qn(key.column)} = %s", params  # type: ignore[union-attr]  # noqa: S608

@@ -62,6 +62,15 @@ API_MIDDLEWARE = [
     "writing_service.middleware.ApiLocaleMiddleware",
 ]
 
+# Views that are async end to end (their database work runs in `db_sync_to_async` steps): served
+# without the per-request thread of Django's ASGI handler (writing_service/handlers.py).
+ASYNC_API_PATHS = (
+    "/api/v1/generation/writing",
+    "/api/v1/generation/writing/stream",
+    "/api/v1/generation/roleplay",
+    "/api/v1/generation/roleplay/stream",
+)
+
 ROOT_URLCONF = "writing_service.urls"
 ASGI_APPLICATION = "writing_service.asgi.application"
 WSGI_APPLICATION = "writing_service.wsgi.application"
@@ -96,7 +105,9 @@ if _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgr
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=16),
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         }
-elif _db["ENGINE"] == "django.db.backends.sqlite3":
+# Threads for the async views' database steps (writing_service/db.py): one per pooled connection.
+DB_THREADS = env.int("DB_THREADS", default=_db.get("OPTIONS", {}).get("pool", {}).get("max_size", 8))
+if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db.setdefault("OPTIONS", {})
     # WAL + a busy timeout keep the embedded default usable under a few concurrent requests.
     _db["OPTIONS"].setdefault("timeout", 20)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +22,7 @@ from django.utils.translation import gettext as _
 from apps.billing import charges
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, RedemptionCode, Wallet
 from writing_service.api.exceptions import ApiError
+from writing_service.db import Statement
 
 DEFAULT_TIER = "default"
 MEMBER_TIER = "member"
@@ -226,10 +228,19 @@ def _write(cursor: Any, parts: list[tuple[str, list[Any]]]) -> None:
         cursor.execute(sql, params)
 
 
-def hold_place(*, user: Any, generation_id: str, pricing: Pricing, input_chars: int, max_tokens: int) -> HoldResult:
+def hold_place(
+    *,
+    user: Any,
+    generation_id: str,
+    pricing: Pricing,
+    input_chars: int,
+    max_tokens: int,
+    also: Callable[[HoldResult], Statement] | None = None,
+) -> HoldResult:
     """Reserve the most the call can cost, free quota first. Not enough ⇒ 402 with `maxAffordableTokens`.
 
-    Must run inside the caller's transaction (the generation record is created in the same one).
+    Must run inside the caller's transaction. `also` gives one more statement (the generation record)
+    to run with the hold's writes — in the same statement on PostgreSQL.
     """
     now = timezone.now()
     user_id = user.pk
@@ -309,8 +320,11 @@ def hold_place(*, user: Any, generation_id: str, pricing: Pricing, input_chars: 
                 ],
             )
         )
+        result = HoldResult(amount=amount, is_member=is_member)
+        if also is not None:
+            writes.append(also(result))
         _write(cursor, writes)
-    return HoldResult(amount=amount, is_member=is_member)
+    return result
 
 
 @dataclass(slots=True)
@@ -408,13 +422,24 @@ def _close_write(hold: _Locked, status: str, now: datetime) -> tuple[str, list[A
     return ("UPDATE billing_hold SET status = %s, closed_at = %s WHERE id = %s", [status, _dt(now), hold.id])
 
 
-def charge_settle(*, generation_id: str, pricing: Pricing, input_chars: int, output_chars: int) -> Consumption:
+def charge_settle(
+    *,
+    generation_id: str,
+    pricing: Pricing,
+    input_chars: int,
+    output_chars: int,
+    also: Callable[[Consumption], Statement] | None = None,
+) -> Consumption:
     """Replace the hold by the real charge (never more than the hold). Idempotent: a generation that
-    was already settled or released returns its existing charge (or nothing) and changes nothing."""
+    was already settled or released returns its existing charge (or nothing) and changes nothing.
+    `also` gives one more statement for the charge (the generation record's), run with the writes."""
     with transaction.atomic(), connection.cursor() as cursor:
         hold = _hold_locked(cursor, generation_id, with_tier=True)
         if hold is None:
-            return charge_get(generation_id=generation_id)
+            consumption = charge_get(generation_id=generation_id)
+            if also is not None:
+                cursor.execute(*also(consumption))
+            return consumption
         charge = charges.compute_charge(
             input_chars=input_chars,
             output_chars=output_chars,
@@ -489,18 +514,25 @@ def charge_settle(*, generation_id: str, pricing: Pricing, input_chars: int, out
             )
         )
         writes.append(_close_write(hold, Hold.Status.SETTLED.value, now))
+        consumption = Consumption(total, input_cost, output_cost, free_used, paid_used, charge.member_benefit_applied)
+        if also is not None:
+            writes.append(also(consumption))
         _write(cursor, [*_row_updates(hold, wallet_set, usage_set), *writes])
-    return Consumption(total, input_cost, output_cost, free_used, paid_used, charge.member_benefit_applied)
+    return consumption
 
 
-def hold_release(*, generation_id: str, status: str = Hold.Status.RELEASED) -> bool:
-    """Give the reservation back without charging (upstream failure). False if it was not active."""
+def hold_release(*, generation_id: str, status: str = Hold.Status.RELEASED, also: Statement | None = None) -> bool:
+    """Give the reservation back without charging (upstream failure). False if it was not active.
+    `also` is one more statement (the generation record's) to run with the writes, active or not."""
     with transaction.atomic(), connection.cursor() as cursor:
         hold = _hold_locked(cursor, generation_id, with_tier=False)
         if hold is None:
+            if also is not None:
+                cursor.execute(*also)
             return False
         wallet_set, usage_set = _unreserve(hold)
-        _write(cursor, [*_row_updates(hold, wallet_set, usage_set), _close_write(hold, str(status), timezone.now())])
+        writes = [*_row_updates(hold, wallet_set, usage_set), _close_write(hold, str(status), timezone.now())]
+        _write(cursor, [*writes, also] if also is not None else writes)
     return True
 
 

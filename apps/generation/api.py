@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import abc
 import asyncio
 from typing import Any
 
@@ -24,6 +25,7 @@ from apps.providers.types import ChatMessage
 from writing_service.api.fields import ScalarToString
 from writing_service.api.pagination import PagePagination
 from writing_service.api.renderers import EventStreamRenderer, JSONRenderer
+from writing_service.api.serializers import StaticSerializer
 from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
 from writing_service.api.views import AsyncAPIView
 from writing_service.db import db_sync_to_async
@@ -31,13 +33,13 @@ from writing_service.db import db_sync_to_async
 MAX_TEXT = 200_000
 
 
-class HistoryMessageSerializer(serializers.Serializer):
+class HistoryMessageSerializer(StaticSerializer):
     role = serializers.ChoiceField(choices=["user", "assistant", "system"])
     content = serializers.CharField(max_length=MAX_TEXT, allow_blank=True, trim_whitespace=False)
     name = serializers.CharField(max_length=100, required=False, allow_blank=True)
 
 
-class WritingInputSerializer(serializers.Serializer):
+class WritingInputSerializer(StaticSerializer):
     promptId = serializers.IntegerField(min_value=1, max_value=2**62)
     parameters = serializers.DictField(child=ScalarToString(), required=False, default=dict)
     userInput = serializers.CharField(
@@ -98,14 +100,6 @@ SSE_DESCRIPTION = (
 )
 
 
-async def run_writing(request: Request, *, stream: bool) -> Any:
-    data = WritingInputSerializer(data=request.data)
-    data.is_valid(raise_exception=True)
-    req = data.to_request()
-    prepared = await db_sync_to_async(services.writing_prepare)(user=request.user, req=req)
-    return await respond(prepared, services.generation_finish, stream=stream or req.stream)
-
-
 async def respond(prepared: Any, finish: Any, *, stream: bool, relay_class: type[Relay] = Relay) -> Any:
     """Call the model for a prepared generation and answer: an SSE stream, or JSON at the end.
 
@@ -156,19 +150,59 @@ async def _complete(relay: Relay) -> Response:
     return Response(body)
 
 
-class GenerationView(AsyncAPIView):
-    """Common to the generation endpoints: the `generation` rate limit and SSE content negotiation.
-    Subclasses name their permission."""
+class GenerationView(AsyncAPIView, abc.ABC):
+    """Common to the generation endpoints: the `generation` rate limit, SSE content negotiation, and
+    the request path — authentication, permission, rate limit, validation and `open` (prompt or chat,
+    assembly, hold, record) in one synchronous step, then the upstream call on the event loop.
+    Subclasses name their permission, input serializer, `open` and `finish`."""
 
     throttle_classes = (UserRateThrottle, ScopedRateThrottle)
     throttle_scope = "generation"
     renderer_classes = (JSONRenderer, EventStreamRenderer)
+    initial_in_handler = frozenset({"post"})
+    input_serializer: type[StaticSerializer]
+    relay_class: type[Relay] = Relay
+    stream = False  # the `/stream` endpoints always stream; the others when the body says so
+
+    @abc.abstractmethod
+    def open(self, user: Any, req: Any) -> Any:
+        """Validate against the database, assemble, place the hold, create the record (synchronous)."""
+
+    @abc.abstractmethod
+    def finish(self, *, prepared: Any, outcome: services.Outcome) -> services.Finished:
+        """Settle or release, complete the record (and the chat): exactly once (synchronous)."""
+
+    def _checked_open(self, request: Request) -> tuple[Any, bool]:
+        self.initial(request)
+        data = self.input_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        req = data.to_request()  # type: ignore[attr-defined]
+        return self.open(request.user, req), req.stream
+
+    async def generate(self, request: Request) -> Any:
+        prepared, wants_stream = await db_sync_to_async(self._checked_open)(request)
+        response = await respond(
+            prepared, self.finish, stream=self.stream or wants_stream, relay_class=self.relay_class
+        )
+        return self.answered(prepared, response)
+
+    def answered(self, prepared: Any, response: Any) -> Any:
+        return response
 
 
-class WritingGenerateView(GenerationView):
-    """API 21: generate with a prompt (JSON; `stream: true` answers like the stream endpoint)."""
-
+class WritingView(GenerationView):
     permission_classes = (CanGenerateWriting,)
+    input_serializer = WritingInputSerializer
+
+    def open(self, user: Any, req: services.WritingRequest) -> services.Prepared:
+        return services.writing_prepare(user=user, req=req)
+
+    def finish(self, *, prepared: Any, outcome: services.Outcome) -> services.Finished:
+        return services.generation_finish(prepared=prepared, outcome=outcome)
+
+
+class WritingGenerateView(WritingView):
+    """API 21: generate with a prompt (JSON; `stream: true` answers like the stream endpoint)."""
 
     @extend_schema(
         request=WritingInputSerializer,
@@ -179,20 +213,20 @@ class WritingGenerateView(GenerationView):
         },
     )
     async def post(self, request: Request) -> Any:
-        return await run_writing(request, stream=False)
+        return await self.generate(request)
 
 
-class WritingStreamView(GenerationView):
+class WritingStreamView(WritingView):
     """API 21: generate with a prompt, streamed as server-sent events."""
 
-    permission_classes = (CanGenerateWriting,)
+    stream = True
 
     @extend_schema(
         request=WritingInputSerializer,
         responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=SSE_DESCRIPTION)},
     )
     async def post(self, request: Request) -> Any:
-        return await run_writing(request, stream=True)
+        return await self.generate(request)
 
 
 # --- generation records ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Relaying an upstream call to the client: SSE framing, keep-alive pings, and finishing the record
 exactly once whatever happens (success, upstream failure, client disconnect). No ORM here: the one
-synchronous step, `finish`, runs through `sync_to_async` and is shielded from cancellation.
+synchronous step, `finish`, runs as a database step (`db_sync_to_async`) shielded from cancellation.
 """
 
 from __future__ import annotations

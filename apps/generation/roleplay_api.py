@@ -14,12 +14,12 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateRoleplay
 from apps.generation import roleplay_services as services
-from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, WritingOutputSerializer, respond
+from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, WritingOutputSerializer
 from apps.generation.models import Chat, ChatMessage, Persona
 from apps.generation.relay import Relay
 from writing_service.api.fields import WholeSerializer
 from writing_service.api.pagination import PagePagination
-from writing_service.db import db_sync_to_async
+from writing_service.api.serializers import StaticSerializer
 
 POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
 POSITION_VALUES = {label: value for value, label in POSITION_NAMES.items()}
@@ -240,7 +240,7 @@ class ChatMessageDetailView(APIView):
 # ------------------------------------------------------------------------------------- generation
 
 
-class RoleplayInputSerializer(serializers.Serializer):
+class RoleplayInputSerializer(StaticSerializer):
     chatId = serializers.IntegerField(min_value=1, max_value=2**62)
     userInput = serializers.CharField(
         max_length=MAX_TEXT, required=False, allow_blank=True, default="", trim_whitespace=False
@@ -275,44 +275,48 @@ class RoleplayRelay(Relay):
         return {**super().final_event(), "messageId": self.prepared.message_id}  # type: ignore[attr-defined]
 
 
-async def run_roleplay(request: Request, *, stream: bool) -> Any:
-    data = RoleplayInputSerializer(data=request.data)
-    data.is_valid(raise_exception=True)
-    req = data.to_request()
-    prepared = await db_sync_to_async(services.roleplay_prepare)(user=request.user, req=req)
-    response = await respond(prepared, services.roleplay_finish, stream=stream or req.stream, relay_class=RoleplayRelay)
-    if isinstance(response, Response):
-        response.data["messageId"] = prepared.message_id
-    return response
-
-
 ROLEPLAY_SSE = SSE_DESCRIPTION + " The final event also carries `messageId`."
 
 
-class RoleplayGenerateView(GenerationView):
-    """Generate the next roleplay turn (JSON; `stream: true` answers like the stream endpoint)."""
-
+class RoleplayView(GenerationView):
     permission_classes = (CanGenerateRoleplay,)
+    input_serializer = RoleplayInputSerializer
+    relay_class = RoleplayRelay
+
+    def open(self, user: Any, req: services.RoleplayRequest) -> Any:
+        return services.roleplay_prepare(user=user, req=req)
+
+    def finish(self, *, prepared: Any, outcome: Any) -> Any:
+        return services.roleplay_finish(prepared=prepared, outcome=outcome)
+
+    def answered(self, prepared: Any, response: Any) -> Any:
+        if isinstance(response, Response):
+            response.data["messageId"] = prepared.message_id
+        return response
+
+
+class RoleplayGenerateView(RoleplayView):
+    """Generate the next roleplay turn (JSON; `stream: true` answers like the stream endpoint)."""
 
     @extend_schema(
         request=RoleplayInputSerializer,
         responses={200: OpenApiResponse(RoleplayOutputSerializer, description="JSON, or SSE. " + ROLEPLAY_SSE)},
     )
     async def post(self, request: Request) -> Any:
-        return await run_roleplay(request, stream=False)
+        return await self.generate(request)
 
 
-class RoleplayStreamView(GenerationView):
+class RoleplayStreamView(RoleplayView):
     """Generate the next roleplay turn, streamed as server-sent events."""
 
-    permission_classes = (CanGenerateRoleplay,)
+    stream = True
 
     @extend_schema(
         request=RoleplayInputSerializer,
         responses={(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=ROLEPLAY_SSE)},
     )
     async def post(self, request: Request) -> Any:
-        return await run_roleplay(request, stream=True)
+        return await self.generate(request)
 
 
 class RoleplayPreviewView(APIView):

@@ -503,7 +503,6 @@ def roleplay_prepare(*, user: Any, req: RoleplayRequest) -> RoleplayPrepared:
     )
     prepared = RoleplayPrepared(
         generation_id="",
-        record_id=0,
         user_id=user.pk,
         targets=targets,
         messages=plan.assembled.messages,

@@ -26,6 +26,7 @@ from apps.providers.postprocess import postprocess
 from apps.providers.selectors import ModelTarget, model_chain
 from apps.providers.types import ChatMessage
 from writing_service.api.exceptions import ApiError
+from writing_service.db import Statement, insert_statement, update_statement
 
 DEFAULT_MAX_TOKENS = 2048
 
@@ -53,7 +54,6 @@ class Prepared:
     """Everything the async part needs; built in one transaction, no ORM access afterwards."""
 
     generation_id: str
-    record_id: int
     user_id: int
     targets: list[ModelTarget]
     messages: tuple[ChatMessage, ...]
@@ -170,7 +170,6 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
 
     prepared = Prepared(
         generation_id="",
-        record_id=0,
         user_id=user.pk,
         targets=targets,
         messages=assembled.messages,
@@ -190,29 +189,37 @@ def generation_open(*, prepared: Prepared, user: Any, stream: bool, mode: str, *
     """Place the hold and create the record in one transaction (402 before anything is written)."""
     primary = prepared.targets[0]
     generation_id = new_generation_id()
+    input_chars = prepared.input_chars_for(primary)
+
+    def record(hold: billing.HoldResult) -> Statement:
+        return insert_statement(
+            Generation,
+            {
+                "public_id": generation_id,
+                "user_id": user.pk,
+                "mode": mode,
+                "model_requested": primary.model_id,
+                "stream": stream,
+                "temperature": prepared.temperature,
+                "max_tokens": prepared.max_tokens,
+                "messages_count": len(prepared.messages),
+                "history_dropped": prepared.history_dropped,
+                "input_chars": input_chars,
+                "hold_amount": hold.amount,
+                **record_fields,
+            },
+        )
+
     with transaction.atomic():
         hold = billing.hold_place(
             user=user,
             generation_id=generation_id,
             pricing=pricing_of(primary),
-            input_chars=prepared.input_chars_for(primary),
+            input_chars=input_chars,
             max_tokens=prepared.max_tokens,
+            also=record,
         )
-        record = Generation.objects.create(
-            public_id=generation_id,
-            user=user,
-            mode=mode,
-            model_requested=primary.model_id,
-            stream=stream,
-            temperature=prepared.temperature,
-            max_tokens=prepared.max_tokens,
-            messages_count=len(prepared.messages),
-            history_dropped=prepared.history_dropped,
-            input_chars=prepared.input_chars_for(primary),
-            hold_amount=hold.amount,
-            **record_fields,
-        )
-    prepared.generation_id, prepared.record_id = record.public_id, record.pk
+    prepared.generation_id = generation_id
     prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
     return prepared
 
@@ -250,17 +257,6 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
     pays = outcome.status == Generation.Status.SUCCEEDED or (
         outcome.status == Generation.Status.CANCELLED and output_chars > 0
     )
-    if pays:
-        consumption = billing.charge_settle(
-            generation_id=prepared.generation_id,
-            pricing=pricing_of(target),
-            input_chars=input_chars,
-            output_chars=output_chars,
-        )
-    else:
-        billing.hold_release(generation_id=prepared.generation_id)
-        consumption = billing.Consumption()
-
     if outcome.usage is not None:
         usage, estimated = outcome.usage, False
     else:
@@ -269,30 +265,51 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
             estimate_tokens(outcome.content) + estimate_tokens(outcome.reasoning),
         )
         estimated = True
-    Generation.objects.filter(pk=prepared.record_id).update(
-        status=outcome.status,
-        model_used=target.model_id if outcome.status != Generation.Status.FAILED or outcome.target else "",
-        finish_reason=outcome.finish_reason or "",
-        input_chars=input_chars,
-        output_chars=output_chars,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        usage_estimated=estimated,
-        total_cost=consumption.total_cost,
-        input_cost=consumption.input_cost,
-        output_cost=consumption.output_cost,
-        used_daily_free=consumption.used_daily_free,
-        used_paid=consumption.used_paid,
-        member_benefit_applied=consumption.member_benefit_applied,
-        duration_ms=duration_ms,
-        ttft_ms=outcome.ttft_ms,
-        error_code=outcome.error_code[:50],
-        error_message=outcome.error_message[:2000],
-        content=outcome.content,
-        reasoning=outcome.reasoning,
-        attempts=[{"model": a.model_id, "error": a.error_code, "message": a.message[:300]} for a in outcome.attempts],
-        finished_at=timezone.now(),
-    )
+
+    def record(consumption: billing.Consumption) -> Statement:
+        return update_statement(
+            Generation,
+            {
+                "status": outcome.status,
+                "model_used": target.model_id if outcome.status != Generation.Status.FAILED or outcome.target else "",
+                "finish_reason": outcome.finish_reason or "",
+                "input_chars": input_chars,
+                "output_chars": output_chars,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "usage_estimated": estimated,
+                "total_cost": consumption.total_cost,
+                "input_cost": consumption.input_cost,
+                "output_cost": consumption.output_cost,
+                "used_daily_free": consumption.used_daily_free,
+                "used_paid": consumption.used_paid,
+                "member_benefit_applied": consumption.member_benefit_applied,
+                "duration_ms": duration_ms,
+                "ttft_ms": outcome.ttft_ms,
+                "error_code": outcome.error_code[:50],
+                "error_message": outcome.error_message[:2000],
+                "content": outcome.content,
+                "reasoning": outcome.reasoning,
+                "attempts": [
+                    {"model": a.model_id, "error": a.error_code, "message": a.message[:300]} for a in outcome.attempts
+                ],
+                "finished_at": timezone.now(),
+            },
+            where="public_id",
+            equals=prepared.generation_id,
+        )
+
+    if pays:
+        consumption = billing.charge_settle(
+            generation_id=prepared.generation_id,
+            pricing=pricing_of(target),
+            input_chars=input_chars,
+            output_chars=output_chars,
+            also=record,
+        )
+    else:
+        consumption = billing.Consumption()
+        billing.hold_release(generation_id=prepared.generation_id, also=record(consumption))
     return Finished(
         consumption=consumption.as_api(),
         usage={

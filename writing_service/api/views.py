@@ -17,6 +17,10 @@ from writing_service.db import db_sync_to_async
 
 
 class AsyncAPIView(APIView):
+    #: Methods whose handler runs `self.initial(request)` (authentication, permissions, rate limits)
+    #: itself, at the start of its own synchronous step: one thread hop per request instead of two.
+    initial_in_handler: frozenset[str] = frozenset()
+
     @classmethod
     def as_view(cls, **initkwargs: Any) -> Any:
         view = super().as_view(**initkwargs)
@@ -30,12 +34,12 @@ class AsyncAPIView(APIView):
         self.request = drf_request
         self.headers = self.default_response_headers
         try:
-            await db_sync_to_async(self.initial)(drf_request, *args, **kwargs)
             method = (drf_request.method or "").lower()
             handler = getattr(self, method, None) if method in self.http_method_names else None
+            if handler is None or method not in self.initial_in_handler:
+                await db_sync_to_async(self.initial)(drf_request, *args, **kwargs)
             if handler is None:
-                handler = self.http_method_not_allowed
-                response = handler(drf_request, *args, **kwargs)
+                response = self.http_method_not_allowed(drf_request, *args, **kwargs)
             else:
                 response = await handler(drf_request, *args, **kwargs)
         except Exception as exc:  # DRF's exception handler decides
