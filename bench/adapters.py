@@ -1,4 +1,4 @@
-"""Relay overhead of the LLM transport layer (SSE parser + adapters + pooled httpx) — prints figures.
+"""Relay overhead of the LLM transport layer (SSE parser + adapters + pooled aiohttp) — prints figures.
 
     .venv/bin/python bench/adapters.py            # full run (~1 min)
     .venv/bin/python bench/adapters.py --quick    # smaller counts
@@ -9,10 +9,12 @@ this process only. Zero upstream latency; scenarios are scripted with the ``x-fa
 
 1. parser + handler alone (pure CPU, per chunk) for OpenAI, Anthropic and Gemini events;
 2. relay per chunk end-to-end: one long stream whose events arrive one per TCP read (a tiny delay
-   between events), adapter vs. a bare ``httpx`` stream that only reads the bytes;
-3. per request: non-stream ``complete()`` and a short stream (time to first delta), vs bare httpx;
-4. concurrency: N concurrent streams (default 500) in one process, sharded pool vs one client;
-   and 64 concurrent non-stream calls, sharded vs one client (the httpcore pool trap).
+   between events), adapter vs. a bare ``aiohttp`` and a bare ``httpx`` stream that only read the bytes;
+3. per request: non-stream ``complete()`` and a short stream (time to first delta), vs bare aiohttp
+   and bare httpx;
+4. concurrency: 64 concurrent non-stream calls, and N concurrent streams (default 500) in one process
+   through the adapter (one pooled session); then the same N streams read by bare aiohttp with one
+   session vs 64 sessions — does aiohttp need the sharding httpx needed (the httpcore pool trap)?
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 from contextlib import aclosing
 from pathlib import Path
 
+import aiohttp
 import httpx
 import orjson
 
@@ -164,18 +167,28 @@ async def bench_relay_per_chunk(base: str, chunks: int, streams: int) -> None:
             n = await _collect(adapter)
             cpu.append((time.process_time() - t0) / n)
         print(f"  {kind:<9} adapter: {statistics.median(cpu) * 1e6:6.1f} µs CPU/chunk (median of {streams})")
-    # bare httpx: read the bytes, nothing else
+    # bare clients: read the bytes, nothing else
     headers = {"x-fake-reply": json.dumps(reply), "content-type": "application/json"}
     body = orjson.dumps({"model": "m", "messages": [], "stream": True})
+    url = f"{base}/v1/chat/completions"
+    async with aiohttp.ClientSession() as session:
+        cpu = []
+        for _ in range(streams + 1):
+            t0 = time.process_time()
+            async with session.post(url, data=body, headers=headers) as r:
+                async for _chunk in r.content.iter_any():
+                    pass
+            cpu.append((time.process_time() - t0) / (chunks + 3))
+        print(f"  bare aiohttp read: {statistics.median(cpu[1:]) * 1e6:6.1f} µs CPU/chunk (the floor: aiohttp + loop)")
     async with httpx.AsyncClient(timeout=60) as client:
         cpu = []
         for _ in range(streams + 1):
             t0 = time.process_time()
-            async with client.stream("POST", f"{base}/v1/chat/completions", content=body, headers=headers) as r:
+            async with client.stream("POST", url, content=body, headers=headers) as r:
                 async for _chunk in r.aiter_bytes():
                     pass
             cpu.append((time.process_time() - t0) / (chunks + 3))
-        print(f"  bare httpx read:   {statistics.median(cpu[1:]) * 1e6:6.1f} µs CPU/chunk (the floor: h11 + asyncio)")
+        print(f"  bare httpx read:   {statistics.median(cpu[1:]) * 1e6:6.1f} µs CPU/chunk (h11 + httpcore + loop)")
 
 
 async def _collect(adapter) -> int:  # type: ignore[no-untyped-def]
@@ -198,11 +211,41 @@ async def bench_per_request(base: str, n: int) -> None:
         "authorization": "Bearer x",
         "x-fake-reply": config.extra_headers["x-fake-reply"],
     }
-    async with httpx.AsyncClient(timeout=60) as client:
-        # non-stream
+    url = f"{base}/v1/chat/completions"
+    post_body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    stream_body = orjson.dumps({"model": "m", "messages": [], "stream": True})
+
+    async def aiohttp_post() -> object:
+        async with session.post(url, data=post_body, headers=headers) as r:
+            return orjson.loads(await r.read())
+
+    async def httpx_post() -> object:
+        async with client.stream("POST", url, content=post_body, headers=headers) as r:
+            return orjson.loads(await r.aread())
+
+    async def adapter_stream(mark: list[float]) -> None:
+        async with aclosing(adapter.stream(REQ)) as stream:
+            async for _ in stream:
+                if not mark:
+                    mark.append(time.perf_counter())
+
+    async def aiohttp_stream(mark: list[float]) -> None:
+        async with session.post(url, data=stream_body, headers=headers) as r:
+            async for _ in r.content.iter_any():
+                if not mark:
+                    mark.append(time.perf_counter())
+
+    async def httpx_stream(mark: list[float]) -> None:
+        async with client.stream("POST", url, content=stream_body, headers=headers) as r:
+            async for _ in r.aiter_bytes():
+                if not mark:
+                    mark.append(time.perf_counter())
+
+    async with aiohttp.ClientSession() as session, httpx.AsyncClient(timeout=60) as client:
         for label, call in (
             ("adapter.complete()", lambda: adapter.complete(REQ)),
-            ("bare httpx POST  ", lambda: _bare_post(client, base, headers)),
+            ("bare aiohttp POST", aiohttp_post),
+            ("bare httpx POST", httpx_post),
         ):
             await call()
             lat, t_cpu = [], time.process_time()
@@ -212,47 +255,34 @@ async def bench_per_request(base: str, n: int) -> None:
                 lat.append(time.perf_counter() - t0)
             cpu = (time.process_time() - t_cpu) / n
             print(
-                f"  non-stream {label}: p50 {pct(lat, 0.5) * 1e3:5.2f} ms  p99 {pct(lat, 0.99) * 1e3:5.2f} ms"
+                f"  non-stream {label:<18}: p50 {pct(lat, 0.5) * 1e3:5.2f} ms  p99 {pct(lat, 0.99) * 1e3:5.2f} ms"
                 f"  CPU {cpu * 1e3:5.2f} ms/req"
             )
-        # stream: time to first delta, total
-        for label in ("adapter.stream()", "bare httpx stream"):
+        # stream: time to first delta (first bytes for the bare clients), total
+        for label, run in (
+            ("adapter.stream()", adapter_stream),
+            ("bare aiohttp stream", aiohttp_stream),
+            ("bare httpx stream", httpx_stream),
+        ):
+            await run([])
             ttft, total, t_cpu = [], [], time.process_time()
-            for _ in range(n + 1):
+            for _ in range(n):
+                mark: list[float] = []
                 t0 = time.perf_counter()
-                first = None
-                if label.startswith("adapter"):
-                    async with aclosing(adapter.stream(REQ)) as stream:
-                        async for _ in stream:
-                            if first is None:
-                                first = time.perf_counter()
-                else:
-                    body = orjson.dumps({"model": "m", "messages": [], "stream": True})
-                    url = f"{base}/v1/chat/completions"
-                    async with client.stream("POST", url, content=body, headers=headers) as r:
-                        async for _ in r.aiter_bytes():
-                            if first is None:
-                                first = time.perf_counter()
-                ttft.append(first - t0)
+                await run(mark)
+                ttft.append(mark[0] - t0)
                 total.append(time.perf_counter() - t0)
-            cpu = (time.process_time() - t_cpu) / (n + 1)
+            cpu = (time.process_time() - t_cpu) / n
             print(
-                f"  stream {label:<18}: first delta p50 {pct(ttft, 0.5) * 1e3:5.2f} ms"
+                f"  stream {label:<22}: first delta p50 {pct(ttft, 0.5) * 1e3:5.2f} ms"
                 f"  whole p50 {pct(total, 0.5) * 1e3:5.2f} ms  CPU {cpu * 1e3:5.2f} ms/req"
             )
-
-
-async def _bare_post(client: httpx.AsyncClient, base: str, headers: dict[str, str]) -> object:
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
-    r = await client.post(f"{base}/v1/chat/completions", content=body, headers=headers)
-    return orjson.loads(r.content)
 
 
 # 4 ------------------------------------------------------------------------------------------------
 
 
-async def bench_concurrency(base: str, concurrency: int, chunks: int, delay: float, max_shards: int) -> None:
-    client_mod.MAX_SHARDS = max_shards
+async def bench_concurrency(base: str, concurrency: int, chunks: int, delay: float) -> None:
     await client_mod.aclose_clients()
     adapter = get_adapter(cfg(base, "openai", chunks=["字字"] * chunks, chunk_delay=delay))
     errors: list[BaseException] = []
@@ -271,25 +301,57 @@ async def bench_concurrency(base: str, concurrency: int, chunks: int, delay: flo
             errors.append(exc)
         return n
 
-    t_wall, t_cpu = time.perf_counter(), time.process_time()
-    counts = await asyncio.gather(*(one() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
-    pool = client_mod.get_pool(adapter.config)
-    relayed = sum(counts)
-    label = f"sharded (≤{max_shards})" if max_shards > 1 else "one client"
-    print(
-        f"  {concurrency} streams × {chunks} chunks, {label:<14}: wall {wall:5.2f} s (ideal {chunks * delay:4.2f})"
-        f"  CPU {cpu:5.2f} s = {cpu / max(relayed, 1) * 1e6:5.1f} µs/chunk"
-        f"  first delta p50 {pct(first_delays, 0.5) * 1e3:6.1f} ms p99 {pct(first_delays, 0.99) * 1e3:6.1f} ms"
-        f"  errors {len(errors)}  shards {len(pool.shards)}"
-    )
+    for round_ in ("cold", "warm"):  # warm: the pool already holds the connections
+        first_delays.clear()
+        t_wall, t_cpu = time.perf_counter(), time.process_time()
+        counts = await asyncio.gather(*(one() for _ in range(concurrency)))
+        wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
+        relayed = sum(counts)
+        print(
+            f"  adapter, {concurrency} streams × {chunks} chunks, {round_}: wall {wall:5.2f} s"
+            f" (ideal {chunks * delay:4.2f})  CPU {cpu:5.2f} s = {cpu / max(relayed, 1) * 1e6:5.1f} µs/chunk"
+            f"  first delta p50 {pct(first_delays, 0.5) * 1e3:6.1f} ms p99 {pct(first_delays, 0.99) * 1e3:6.1f} ms"
+            f"  errors {len(errors)}"
+        )
     if errors:
         print(f"    first error: {errors[0]!r}")
     await client_mod.aclose_clients()
 
 
-async def bench_nonstream_concurrency(base: str, concurrency: int, total: int, max_shards: int) -> None:
-    client_mod.MAX_SHARDS = max_shards
+async def bench_concurrency_bare(base: str, concurrency: int, chunks: int, delay: float, sessions: int) -> None:
+    """The same streams read by bare aiohttp, spread over ``sessions`` sessions (1 = no sharding)."""
+    reply = {"chunks": ["字字"] * chunks, "chunk_delay": delay}
+    headers = {"x-fake-reply": json.dumps(reply), "content-type": "application/json"}
+    body = orjson.dumps({"model": "m", "messages": [], "stream": True})
+    url = f"{base}/v1/chat/completions"
+    pool = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) for _ in range(sessions)]
+    errors: list[BaseException] = []
+
+    async def one(session: aiohttp.ClientSession) -> int:
+        n = 0
+        try:
+            async with session.post(url, data=body, headers=headers) as r:
+                async for _ in r.content.iter_any():
+                    n += 1
+        except Exception as exc:
+            errors.append(exc)
+        return n
+
+    try:
+        for round_ in ("cold", "warm"):
+            t_wall, t_cpu = time.perf_counter(), time.process_time()
+            counts = await asyncio.gather(*(one(pool[i % sessions]) for i in range(concurrency)))
+            wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
+            print(
+                f"  bare aiohttp, {sessions:>2} session(s), {round_}: wall {wall:5.2f} s  CPU {cpu:5.2f} s"
+                f" = {cpu / max(sum(counts), 1) * 1e6:5.1f} µs/read  errors {len(errors)}"
+            )
+    finally:
+        for session in pool:
+            await session.close()
+
+
+async def bench_nonstream_concurrency(base: str, concurrency: int, total: int) -> None:
     await client_mod.aclose_clients()
     adapter = get_adapter(cfg(base, "openai"))
     sem = asyncio.Semaphore(concurrency)
@@ -302,11 +364,7 @@ async def bench_nonstream_concurrency(base: str, concurrency: int, total: int, m
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one() for _ in range(total)))
     wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
-    label = f"sharded (≤{max_shards})" if max_shards > 1 else "one client"
-    print(
-        f"  non-stream, {concurrency} concurrent, {label:<14}: {total / wall:7.0f} req/s"
-        f"  CPU {cpu / total * 1e3:5.2f} ms/req"
-    )
+    print(f"  non-stream, {concurrency} concurrent: {total / wall:7.0f} req/s  CPU {cpu / total * 1e3:5.2f} ms/req")
     await client_mod.aclose_clients()
 
 
@@ -315,12 +373,10 @@ async def main_async(args: argparse.Namespace, base: str) -> None:
     await bench_relay_per_chunk(base, chunks=300 if q else 1000, streams=3 if q else 5)
     await bench_per_request(base, n=100 if q else 500)
     print(f"\n## 4. Concurrency in one process (fake upstream in another; {os.cpu_count()} cores shared)")
-    default_shards = client_mod.MAX_SHARDS
-    for shards in (default_shards, 1):
-        await bench_nonstream_concurrency(base, 64, 600 if q else 3000, shards)
-    for shards in (default_shards, 1):
-        await bench_concurrency(base, args.concurrency, chunks=20, delay=0.05, max_shards=shards)
-    client_mod.MAX_SHARDS = default_shards
+    await bench_nonstream_concurrency(base, 64, 600 if q else 3000)
+    await bench_concurrency(base, args.concurrency, chunks=20, delay=0.05)
+    for sessions in (1, 64):
+        await bench_concurrency_bare(base, args.concurrency, chunks=20, delay=0.05, sessions=sessions)
 
 
 def main() -> None:
@@ -329,7 +385,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args()
-    print(f"# bench/adapters.py — Python {sys.version.split()[0]}, httpx {httpx.__version__}, loop {args.loop}")
+    print(
+        f"# bench/adapters.py — Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__},"
+        f" httpx {httpx.__version__}, loop {args.loop}"
+    )
     print(f"# {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.2f} (others' work skews wall times)")
     bench_parser(20_000 if args.quick else 200_000)
     proc, base = start_fake()

@@ -7,7 +7,7 @@
 * ``fake_upstream_server`` (session): one server on a free loopback port for the whole run.
 * ``fake_upstream`` (function): the same server, reset before and after each test (scripts,
   recorded requests and disconnects are per test; stale connections of earlier tests are ignored).
-* ``provider_clients`` (function, async): closes the pooled httpx clients of the test's loop at the
+* ``provider_clients`` (function, async): closes the pooled aiohttp sessions of the test's loop at the
   end of the test (use it in tests that call adapters).
 """
 

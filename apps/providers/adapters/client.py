@@ -1,149 +1,169 @@
-"""Pooled ``httpx.AsyncClient``s: one pool per (event loop, connection settings), sharded.
+"""Pooled ``aiohttp.ClientSession``s: one session per (event loop, connection settings).
 
 * Created lazily on first use inside a running loop — never at import.
 * Keyed by ``id(loop)``, with a weak reference to the loop to detect id reuse; entries of a loop that
   closed or was garbage-collected are dropped. :func:`aclose_clients` closes the current loop's
-  clients (call it at shutdown, e.g. from the ASGI lifespan, and in tests).
-* Sharded: httpcore's connection pool does O(requests × connections) bookkeeping on every request
-  event (and polls every idle connection), so one client shared by hundreds of concurrent streams
-  spends most of its CPU there (encode/httpx#3215, see reference/peer-bench.md). A
-  :class:`ClientPool` therefore holds several clients and leases the least busy one; a new shard is
-  opened when every shard already carries ``SHARD_CAPACITY`` requests (up to ``MAX_SHARDS``), and
-  each shard keeps few idle connections. Measured by ``bench/adapters.py``: 500 concurrent streams
-  cost ~2 s of client CPU sharded vs ~15 s with one client (second round, warm connections).
-* Two more per-request costs removed (see below): a failed ``import sniffio`` inside httpcore on
-  every request, and a CA bundle load (~50 ms) per client — all shards share one SSL context.
+  sessions (call it at shutdown, e.g. from the ASGI lifespan, and in tests).
+* One session (one ``TCPConnector``) per setting, no sharding: the httpx transport needed shards
+  because httpcore's pool does O(requests × connections) work per request event (encode/httpx#3215);
+  aiohttp's connector does not (``bench/adapters.py``: 500 concurrent streams cost the same CPU on
+  one session as spread over 64). No connection limit (aiohttp's default of 100 would silently queue
+  the 101st concurrent stream); idle keep-alive connections close after 30 s.
+* One verifying SSL context per process (loading the CA bundle costs ~50 ms of CPU), built like
+  httpx built it (``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, else certifi; ALPN ``http/1.1``).
+* Proxies from the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), as
+  httpx's ``trust_env`` did, resolved once per session — aiohttp's own ``trust_env`` would do it (and
+  read ``~/.netrc``) in a worker thread on every request. No cookie jar: upstream cookies are neither
+  stored nor sent (connections with different keys share a session).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
-import importlib.util
+import os
 import ssl
-import sys
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+from urllib.request import getproxies, proxy_bypass_environment
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from apps.providers.adapters.base import ConnectionConfig, normalize_base_url
 
-# httpcore calls ``current_async_library()`` several times per request, and each call runs
-# ``import sniffio``; when sniffio is not installed that failed import walks sys.path every time
-# (~0.7 ms of CPU per call here). A ``None`` entry in sys.modules makes the import fail at once, which
-# is exactly what it would do anyway (httpcore then assumes asyncio, the only loop we run on).
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-SHARD_CAPACITY = 8
-MAX_SHARDS = 128
-WRITE_TIMEOUT = 30.0
-MAX_CONNECTIONS_PER_SHARD = 256
-KEEPALIVE_PER_SHARD = 16
+KEEPALIVE_EXPIRY = 30.0
+MAX_CONNECTIONS = 0  # 0 = unlimited (aiohttp's default is 100)
 
 PoolKey = tuple[str, float, float]
 
 
 def pool_key(config: ConnectionConfig) -> PoolKey:
-    """Clients are shared by connections with the same origin and timeouts (auth and extra headers
-    are sent per request, so they don't need their own client)."""
+    """Sessions are shared by connections with the same origin and timeouts (auth and extra headers
+    are sent per request, so they don't need their own session)."""
     return _pool_key(config.base_url, config.kind, float(config.connect_timeout), float(config.read_timeout))
 
 
 @functools.lru_cache(maxsize=1024)
 def _pool_key(base_url: str, kind: str, connect: float, read: float) -> PoolKey:
     try:
-        url = httpx.URL(normalize_base_url(base_url, kind) or "http://invalid")
-        origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
-    except (httpx.InvalidURL, ValueError):
+        url = URL(normalize_base_url(base_url, kind) or "http://invalid")
+        origin = str(url.origin()) if url.absolute and url.host else base_url
+    except (TypeError, ValueError):
         origin = base_url
     return (origin, connect, read)
 
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    """One verifying SSL context per process: loading the CA bundle costs ~50 ms of CPU, which
-    httpx would otherwise pay for every client (every shard)."""
-    return httpx.create_ssl_context()
+    """One verifying SSL context per process (what ``httpx.create_ssl_context()`` built)."""
+    import certifi
+
+    if os.environ.get("SSL_CERT_FILE"):
+        ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    elif os.environ.get("SSL_CERT_DIR"):
+        ctx = ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    else:
+        ctx = ssl.create_default_context(cafile=certifi.where())
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
-def build_client(
-    config: ConnectionConfig, *, max_connections: int = 256, max_keepalive: int | None = None
-) -> httpx.AsyncClient:
+def timeout_for(config: ConnectionConfig) -> aiohttp.ClientTimeout:
+    """``connect``: DNS + TCP + TLS (and, were there a limit, waiting for a free connection);
+    ``sock_read``: the longest silence allowed between two reads, from the end of the request to
+    the end of the response; no total. aiohttp has no write timeout: ``transport.open_response``
+    bounds the write of large bodies itself."""
     connect = float(config.connect_timeout)
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=connect,
-            read=float(config.read_timeout),
-            write=max(connect, WRITE_TIMEOUT),
-            pool=connect,
-        ),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=min(max_connections, max_keepalive or KEEPALIVE_PER_SHARD),
-            keepalive_expiry=30.0,
-        ),
-        verify=_ssl_context(),
-        follow_redirects=False,
-        trust_env=True,
+    return aiohttp.ClientTimeout(
+        total=None, connect=connect, sock_connect=connect, sock_read=float(config.read_timeout)
     )
 
 
-@dataclass(slots=True)
-class _Shard:
-    client: httpx.AsyncClient
-    in_flight: int = 0
+def env_proxy(origin: str) -> dict[str, Any]:
+    """Request options for the environment's proxy of ``origin`` (httpx ``trust_env`` rules)."""
+    try:
+        url = URL(origin)
+    except (TypeError, ValueError):
+        return {}
+    proxies = getproxies()
+    host = url.host or ""
+    if not host or proxies.get("no", "").strip() == "*" or proxy_bypass_environment(host, proxies):
+        return {}
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy:
+        return {}
+    purl = URL(proxy if "://" in proxy else f"http://{proxy}")
+    options: dict[str, Any] = {"proxy": purl.with_user(None)}
+    if purl.user is not None:
+        options["proxy_headers"] = {"proxy-authorization": aiohttp.encode_basic_auth(purl.user, purl.password or "")}
+    return options
+
+
+def build_session(config: ConnectionConfig) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        ssl=_ssl_context(),
+        limit=MAX_CONNECTIONS,
+        limit_per_host=0,
+        keepalive_timeout=KEEPALIVE_EXPIRY,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout_for(config),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,  # gzip/deflate, as httpx
+        trust_env=False,  # see env_proxy
+    )
 
 
 class ClientPool:
-    """Shards of ``httpx.AsyncClient`` for one connection setting on one loop."""
+    """The ``aiohttp.ClientSession`` of one connection setting on one loop (opened on first lease)."""
 
-    def __init__(
-        self, config: ConnectionConfig, *, shard_capacity: int | None = None, max_shards: int | None = None
-    ) -> None:
+    __slots__ = ("_config", "in_flight", "request_options", "session")
+
+    def __init__(self, config: ConnectionConfig) -> None:
         self._config = config
-        self._capacity = max(1, shard_capacity if shard_capacity is not None else SHARD_CAPACITY)
-        self._max_shards = max(1, max_shards if max_shards is not None else MAX_SHARDS)
-        self.shards: list[_Shard] = []
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+        # proxy options for every request of this origin
+        self.request_options: dict[str, Any] = env_proxy(pool_key(config)[0])
 
-    def _pick(self) -> _Shard:
-        shards = self.shards
-        best = None
-        for shard in shards:
-            if best is None or shard.in_flight < best.in_flight:
-                best = shard
-                if shard.in_flight == 0:
-                    break
-        if best is None or (best.in_flight >= self._capacity and len(shards) < self._max_shards):
-            # a lone client must hold every connection itself
-            if self._max_shards > 1:
-                client = build_client(self._config, max_keepalive=max(KEEPALIVE_PER_SHARD, self._capacity))
-            else:
-                client = build_client(self._config, max_connections=1024, max_keepalive=1024)
-            best = _Shard(client)
-            shards.append(best)
-        return best
+    def get(self) -> aiohttp.ClientSession:
+        session = self.session
+        if session is None or session.closed:
+            session = self.session = build_session(self._config)
+        return session
 
     @asynccontextmanager
-    async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
-        shard = self._pick()
-        shard.in_flight += 1
+    async def lease(self) -> AsyncIterator[aiohttp.ClientSession]:
+        session = self.get()
+        self.in_flight += 1
         try:
-            yield shard.client
+            yield session
         finally:
-            shard.in_flight -= 1
-
-    @property
-    def in_flight(self) -> int:
-        return sum(s.in_flight for s in self.shards)
+            self.in_flight -= 1
 
     async def aclose(self) -> None:
-        shards, self.shards = self.shards, []
-        for shard in shards:
-            await shard.client.aclose()
+        session, self.session = self.session, None
+        if session is not None:
+            await session.close()
+
+    def abandon(self) -> None:
+        """Forget the session of a loop that closed without :func:`aclose_clients` (nothing can be
+        awaited there any more): mark it closed so that aiohttp does not log "Unclosed client
+        session" / "Unclosed connector" when it is collected. Its sockets are closed when their
+        transports are collected, as they were with httpx."""
+        session, self.session = self.session, None
+        if session is None:
+            return
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            with suppress(Exception):
+                connector._close()  # on a closed loop: only marks the connector closed
 
 
 # id(loop) -> (weakref to the loop, pools of that loop)
@@ -154,6 +174,22 @@ def _forget(loop_id: int, ref: weakref.ref[asyncio.AbstractEventLoop]) -> None:
     entry = _registry.get(loop_id)
     if entry is not None and entry[0] is ref:
         del _registry[loop_id]
+        _abandon(entry[1])
+
+
+def _abandon(pools: dict[PoolKey, ClientPool]) -> None:
+    for pool in pools.values():
+        pool.abandon()
+
+
+@atexit.register
+def _abandon_closed_loops() -> None:
+    """At exit, quietly forget the sessions of loops that are no longer running."""
+    for loop_id, (ref, pools) in list(_registry.items()):
+        loop = ref()
+        if loop is None or loop.is_closed() or not loop.is_running():
+            _registry.pop(loop_id, None)
+            _abandon(pools)
 
 
 def _loop_pools() -> dict[PoolKey, ClientPool]:
@@ -162,10 +198,11 @@ def _loop_pools() -> dict[PoolKey, ClientPool]:
     if entry is not None and entry[0]() is loop:
         return entry[1]
     # New loop (or an id reused after the old loop died): drop closed loops' entries.
-    for loop_id, (ref, _pools) in list(_registry.items()):
+    for loop_id, (ref, old_pools) in list(_registry.items()):
         old = ref()
         if old is None or old.is_closed():
             _registry.pop(loop_id, None)
+            _abandon(old_pools)
     ref = weakref.ref(loop)
     pools: dict[PoolKey, ClientPool] = {}
     _registry[id(loop)] = (ref, pools)
@@ -184,7 +221,7 @@ def get_pool(config: ConnectionConfig) -> ClientPool:
 
 
 async def aclose_clients() -> None:
-    """Close every client of the running loop (shutdown / test teardown)."""
+    """Close every session of the running loop (shutdown / test teardown)."""
     loop = asyncio.get_running_loop()
     entry = _registry.pop(id(loop), None)
     if entry is None or entry[0]() is not loop:

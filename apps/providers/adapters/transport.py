@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.payload import BytesPayload
 
 from apps.providers.adapters.base import ConnectionConfig, Delta
 from apps.providers.adapters.client import get_pool
@@ -28,56 +31,85 @@ from apps.providers.sse import SSEEvent, SSEParser
 
 MAX_ERROR_BODY = 64 * 1024
 DRAIN_TIMEOUT = 1.0  # after the terminal event, wait this long for the body's end (connection reuse)
+WRITE_TIMEOUT = 30.0  # the longest the upstream may take to accept a large request body
+_UNBUFFERED = 0x10000  # aiohttp's writer waits for the socket only once it holds more than 64 KiB
 
 
-def json_headers(config: ConnectionConfig, auth: Mapping[str, str]) -> dict[str, Any]:
-    """Request headers: JSON, the adapter's auth, then the connection's extra headers (values that
-    are not ASCII are sent as UTF-8 bytes instead of failing)."""
-    headers: dict[str, Any] = {"content-type": "application/json", "accept": "application/json"}
+class WriteTimeout(TimeoutError):
+    """The upstream did not read the request body in time."""
+
+
+class _TimedBody(BytesPayload):
+    """A request body whose write gives up after ``timeout`` s (httpx had a write timeout, aiohttp
+    has none, and its read timeout only starts once the body is sent). Used for bodies over 64 KiB:
+    smaller ones never wait for the socket."""
+
+    def __init__(self, value: bytes, timeout: float) -> None:
+        super().__init__(value)
+        self.write_timeout = timeout
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await super().write_with_length(writer, content_length)
+        except TimeoutError:
+            raise WriteTimeout() from None
+
+
+def json_headers(config: ConnectionConfig, auth: Mapping[str, str]) -> dict[str, str]:
+    """Request headers: JSON, the adapter's auth, then the connection's extra headers (aiohttp
+    writes header values as UTF-8, so values that are not ASCII go out as UTF-8 bytes)."""
+    headers: dict[str, str] = {"content-type": "application/json", "accept": "application/json"}
     headers.update(auth)
     for name, value in config.extra_headers.items():
-        value = str(value)
-        headers[name.lower()] = value if value.isascii() else value.encode("utf-8")
+        headers[name.lower()] = str(value)
     return headers
 
 
-def _map_httpx(exc: httpx.HTTPError, config: ConnectionConfig, provider: str) -> UpstreamError:
+def _closed_mid_response(provider: str) -> UpstreamError:
+    return UpstreamConnectError(f"{provider}: connection closed mid-response", provider=provider)
+
+
+def _map_aiohttp(exc: aiohttp.ClientError, config: ConnectionConfig, provider: str) -> UpstreamError:
     secrets = (config.api_key,)
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return UpstreamTimeout(f"{provider}: connect timed out after {config.connect_timeout:g} s", provider=provider)
-    if isinstance(exc, httpx.ReadTimeout):
+    if isinstance(exc, aiohttp.SocketTimeoutError):
         return UpstreamTimeout(
             f"{provider}: no data received for {config.read_timeout:g} s (read timeout)", provider=provider
         )
-    if isinstance(exc, httpx.PoolTimeout):
-        return UpstreamTimeout(f"{provider}: no free connection in the client pool", provider=provider)
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"{provider}: request timed out ({type(exc).__name__})", provider=provider)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake/certificate, proxy
         detail = safe_message(str(exc) or type(exc).__name__, secrets)
         return UpstreamConnectError(f"{provider}: could not connect ({detail})", provider=provider)
-    if isinstance(exc, httpx.RemoteProtocolError):
-        text = str(exc)
-        if "peer closed" in text or "incomplete" in text or "Server disconnected" in text:
-            return UpstreamConnectError(f"{provider}: connection closed mid-response", provider=provider)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientConnectionResetError):
+        return _closed_mid_response(provider)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if isinstance(exc.__cause__, ContentEncodingError) or "content-encoding" in str(exc):
+            return UpstreamProtocolError(f"{provider}: could not decode the response body", provider=provider)
+        return _closed_mid_response(provider)  # incomplete body: peer closed or reset
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        detail = safe_message(f"proxy answered {exc.status} {exc.message}", secrets)[:200]
+        return UpstreamConnectError(f"{provider}: could not connect ({detail})", provider=provider)
+    if isinstance(exc, aiohttp.ClientResponseError):  # the response could not be parsed
+        text = exc.message if isinstance(exc.message, str) else str(exc)
         return UpstreamProtocolError(
             f"{provider}: invalid HTTP response ({safe_message(text, secrets)[:200]})", provider=provider
         )
-    if isinstance(exc, httpx.NetworkError):
+    if isinstance(exc, aiohttp.ClientConnectionError):
         return UpstreamConnectError(
             f"{provider}: connection broke ({type(exc).__name__}: {safe_message(str(exc), secrets)[:200]})",
             provider=provider,
         )
-    if isinstance(exc, httpx.DecodingError):
-        return UpstreamProtocolError(f"{provider}: could not decode the response body", provider=provider)
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
         return UpstreamBadRequest(f"{provider}: invalid base URL for this connection", provider=provider)
     return UpstreamConnectError(f"{provider}: HTTP error ({type(exc).__name__})", provider=provider)
 
 
-async def _read_limited(response: httpx.Response) -> bytes:
+async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
     out = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.content.iter_any():
         out += chunk
         if len(out) >= MAX_ERROR_BODY:
             break
@@ -93,21 +125,47 @@ async def open_response(
     headers: Mapping[str, str],
     content: bytes | None = None,
     provider: str,
-) -> AsyncIterator[httpx.Response]:
-    """Open a streamed response on a pooled client; non-2xx answers raise the mapped error, and
-    httpx exceptions (also those raised while the caller reads the body) become taxonomy errors."""
-    async with get_pool(config).lease() as client:
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Open a response on a pooled session (the body is read by the caller, as it arrives);
+    non-2xx answers raise the mapped error, and aiohttp exceptions (also those raised while the
+    caller reads the body) become taxonomy errors. On exit the connection goes back to the pool if
+    the body was read to its end, and is closed at once otherwise."""
+    pool = get_pool(config)
+    session = pool.session
+    if session is None or session.closed:
+        session = pool.get()
+    data: bytes | BytesPayload | None = content
+    if content is not None and len(content) > _UNBUFFERED:
+        data = _TimedBody(content, max(float(config.connect_timeout), WRITE_TIMEOUT))
+    response: aiohttp.ClientResponse | None = None
+    pool.in_flight += 1
+    try:
         try:
-            async with client.stream(method, url, headers=headers, content=content) as response:
-                status = response.status_code
-                if status >= 300:
-                    body = await _read_limited(response)
-                    raise error_from_response(
-                        status, body, headers=response.headers, provider=provider, secrets=(config.api_key,)
-                    )
-                yield response
-        except httpx.HTTPError as exc:
-            raise _map_httpx(exc, config, provider) from None
+            response = await session.request(
+                method, url, headers=headers, data=data, allow_redirects=False, **pool.request_options
+            )
+        except WriteTimeout:
+            raise UpstreamTimeout(f"{provider}: request timed out (WriteTimeout)", provider=provider) from None
+        except ValueError as exc:  # e.g. a header value with a line break (InvalidURL is a ClientError)
+            if isinstance(exc, aiohttp.ClientError):
+                raise
+            raise UpstreamConnectError(f"{provider}: HTTP error ({type(exc).__name__})", provider=provider) from None
+        status = response.status
+        if status >= 300:
+            body = await _read_limited(response)
+            raise error_from_response(
+                status, body, headers=response.headers, provider=provider, secrets=(config.api_key,)
+            )
+        yield response
+    except aiohttp.ClientError as exc:
+        raise _map_aiohttp(exc, config, provider) from None
+    finally:
+        pool.in_flight -= 1
+        if response is not None:
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
 
 
 def loads(data: str | bytes, provider: str) -> Any:
@@ -130,7 +188,7 @@ async def request_json(
     """One non-streaming call; returns the decoded JSON (error payloads in a 200 also raise)."""
     content = orjson.dumps(body) if body is not None else None
     async with open_response(config, method, url, headers=headers, content=content, provider=provider) as r:
-        raw = await r.aread()
+        raw = await r.read()
     obj = loads(raw, provider)
     if is_error_payload(obj):
         raise error_from_response(None, obj, provider=provider, secrets=(config.api_key,))
@@ -162,7 +220,7 @@ class StreamHandler(abc.ABC):
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    with suppress(httpx.HTTPError, TimeoutError):
+    with suppress(aiohttp.ClientError, TimeoutError):
         async with asyncio.timeout(DRAIN_TIMEOUT):
             async for _ in chunks:
                 pass
@@ -187,7 +245,7 @@ async def stream_deltas(
         ctype = r.headers.get("content-type", "")
         if "json" in ctype and "event-stream" not in ctype:
             # An error answered as plain JSON with a 200 (some servers do), or a mislabelled stream.
-            raw = await r.aread()
+            raw = await r.read()
             try:
                 obj = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -206,7 +264,7 @@ async def stream_deltas(
                     break
             yield handler.final()
             return
-        chunks = r.aiter_bytes()
+        chunks = r.content.iter_any()  # each read as it arrives, fed to the parser as is
         async for chunk in chunks:
             for event in feed(chunk):
                 delta = on_event(event)
