@@ -190,6 +190,36 @@ def _member_tier(cursor: Any, user_id: int, at: datetime) -> str | None:
     return row[0] if row else None
 
 
+def _async_commit_sql() -> str:
+    """A select-list item that makes the current transaction's commit asynchronous (PostgreSQL, unless
+    `BILLING_DURABLE_HOLDS`): used only by `hold_place`."""
+    if connection.vendor != "postgresql" or settings.BILLING_DURABLE_HOLDS:
+        return ""
+    return ", set_config('synchronous_commit', 'off', true)"
+
+
+def _hold_rows(cursor: Any, user_id: int, day: date, at: datetime, *, lock: bool) -> tuple[str | None, Any]:
+    """The user's membership tier at `at` and, with `lock`, their wallet and day's usage rows locked
+    (wallet first) as `_wallet_usage_locked` returns them — one statement in the common case."""
+    tier_sql = _MEMBER_TIER_SQL.format(user="%s")
+    extra = _async_commit_sql()
+    if not lock:
+        cursor.execute(f"SELECT ({tier_sql}){extra}", [user_id, _dt(at), _dt(at)])
+        return cursor.fetchone()[0], None
+    cursor.execute(
+        f"SELECT ({tier_sql}), w.paid_balance, w.paid_held, u.id, u.used, u.held{extra} FROM billing_wallet w"  # noqa: S608 (constant SQL, values as parameters)
+        " JOIN billing_dailyusage u ON u.user_id = w.user_id AND u.day = %s WHERE w.user_id = %s" + _for_update("w, u"),
+        [user_id, _dt(at), _dt(at), _day(day), user_id],
+    )
+    row = cursor.fetchone()
+    if row is not None:
+        return row[0], row[1:6]
+    # first use (of the wallet or of the day): create the rows, in order
+    if extra:
+        cursor.execute(f"SELECT {extra[2:]}")
+    return _member_tier(cursor, user_id, at), _wallet_usage_locked(cursor, user_id, day)
+
+
 def _tier_quota(tier: str | None) -> int:
     """`daily_quota` for a membership of `tier` (None: no membership)."""
     quota = _plan_quotas().get(DEFAULT_TIER if tier is None else tier)
@@ -244,8 +274,10 @@ def hold_place(
     """
     now = timezone.now()
     user_id = user.pk
+    day = billing_day(now)
     with connection.cursor() as cursor:
-        tier = _member_tier(cursor, user_id, now)
+        # A paid model's hold is not zero (unless its ratios are): lock its rows with the tier read.
+        tier, rows = _hold_rows(cursor, user_id, day, now, lock=not pricing.is_free)
         is_member = tier is not None
         common = {
             "input_ratio": pricing.input_ratio,
@@ -260,11 +292,10 @@ def hold_place(
             hold_chars_per_token=settings.BILLING_HOLD_CHARS_PER_TOKEN,
             **common,
         )
-        day = billing_day(now)
         free_part = paid_part = 0
         writes: list[tuple[str, list[Any]]] = []
         if amount > 0:
-            paid_balance, paid_held, usage_id, used, held = _wallet_usage_locked(cursor, user_id, day)
+            paid_balance, paid_held, usage_id, used, held = rows or _wallet_usage_locked(cursor, user_id, day)
             free_available = max(0, _tier_quota(tier) - used - held)
             paid_available = max(0, paid_balance - paid_held)
             if amount > free_available + paid_available:
