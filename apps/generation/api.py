@@ -5,7 +5,7 @@ import asyncio
 from typing import Any
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -24,7 +24,7 @@ from apps.providers.routing import RoutedCall
 from apps.providers.types import ChatMessage
 from writing_service.api.fields import ScalarToString
 from writing_service.api.pagination import PagePagination
-from writing_service.api.renderers import EventStreamRenderer, JSONRenderer
+from writing_service.api.renderers import EventStreamRenderer, JSONRenderer, dumps
 from writing_service.api.serializers import StaticSerializer
 from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
 from writing_service.api.views import AsyncAPIView
@@ -100,8 +100,10 @@ SSE_DESCRIPTION = (
 )
 
 
-async def respond(prepared: Any, finish: Any, *, stream: bool, relay_class: type[Relay] = Relay) -> Any:
-    """Call the model for a prepared generation and answer: an SSE stream, or JSON at the end.
+async def respond(
+    prepared: Any, finish: Any, *, stream: bool, relay_class: type[Relay] = Relay
+) -> StreamingHttpResponse | dict[str, Any]:
+    """Call the model for a prepared generation and answer: an SSE stream, or the JSON body at the end.
 
     `finish` completes the record and the billing (and, for roleplay, the chat) exactly once.
     """
@@ -121,7 +123,7 @@ async def respond(prepared: Any, finish: Any, *, stream: bool, relay_class: type
     return await _complete(relay)
 
 
-async def _complete(relay: Relay) -> Response:
+async def _complete(relay: Relay) -> dict[str, Any]:
     try:
         completion = await relay.routed.complete()
     except (UpstreamError, ConcurrencyLimited) as exc:
@@ -147,7 +149,7 @@ async def _complete(relay: Relay) -> Response:
         duration=finished.duration_ms,
         consumption=finished.consumption,
     )
-    return Response(body)
+    return body
 
 
 class GenerationView(AsyncAPIView, abc.ABC):
@@ -181,13 +183,14 @@ class GenerationView(AsyncAPIView, abc.ABC):
 
     async def generate(self, request: Request) -> Any:
         prepared, wants_stream = await db_sync_to_async(self._checked_open)(request)
-        response = await respond(
-            prepared, self.finish, stream=self.stream or wants_stream, relay_class=self.relay_class
-        )
-        return self.answered(prepared, response)
+        answer = await respond(prepared, self.finish, stream=self.stream or wants_stream, relay_class=self.relay_class)
+        if isinstance(answer, dict):  # rendered here: no DRF Response, renderer and second HttpResponse
+            return HttpResponse(dumps(self.answered(prepared, answer)), content_type=JSONRenderer.media_type)
+        return answer
 
-    def answered(self, prepared: Any, response: Any) -> Any:
-        return response
+    def answered(self, prepared: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body of a non-streamed answer (subclasses add to it)."""
+        return body
 
 
 class WritingView(GenerationView):

@@ -289,10 +289,8 @@ class RoleplayView(GenerationView):
     def finish(self, *, prepared: Any, outcome: Any) -> Any:
         return services.roleplay_finish(prepared=prepared, outcome=outcome)
 
-    def answered(self, prepared: Any, response: Any) -> Any:
-        if isinstance(response, Response):
-            response.data["messageId"] = prepared.message_id
-        return response
+    def answered(self, prepared: Any, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "messageId": prepared.message_id}
 
 
 class RoleplayGenerateView(RoleplayView):

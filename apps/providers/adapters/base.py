@@ -11,6 +11,7 @@ opened inside the generator: closing it early (``await agen.aclose()``, e.g. via
 from __future__ import annotations
 
 import abc
+import functools
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -147,6 +148,7 @@ DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def normalize_base_url(url: str | None, kind: str) -> str:
     """The API root the adapter appends its endpoint to (no trailing slash).
 
