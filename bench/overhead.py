@@ -86,11 +86,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (uvicorn's worker processes with `--workers N`)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        kids += [int(k) for k in text]
+    return kids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of the service: the uvicorn process and its workers."""
+    return cpu_seconds(pid) + sum(cpu_seconds(k) for k in children(pid))
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def tree_rss_mib(pid: int) -> float:
+    return rss_mib(pid) + sum(rss_mib(k) for k in children(pid))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -185,9 +203,9 @@ class Bench:
         for _ in range(rounds):
             lat, _wall = await run_workers(clients, per_round, direct)
             d_lat += lat
-            before = cpu_seconds(self.pid)
+            before = tree_cpu_seconds(self.pid)
             lat, wall = await run_workers(clients, per_round, proxied)
-            cpu += cpu_seconds(self.pid) - before
+            cpu += tree_cpu_seconds(self.pid) - before
             p_lat += lat
             p_wall += wall
         n = len(p_lat)
@@ -212,7 +230,7 @@ class Bench:
         return row
 
     async def many_streams(self, count: int) -> dict:
-        idle = rss_mib(self.pid)
+        idle = tree_rss_mib(self.pid)
         body = {**self.body, "modelId": "bench-slow"}
         peak = idle
         opened = 0
@@ -247,7 +265,7 @@ class Bench:
         tasks = [asyncio.create_task(one(clients[i % len(clients)], i * ramp / count)) for i in range(count)]
         while not all(t.done() for t in tasks):
             await asyncio.sleep(0.5)
-            peak = max(peak, rss_mib(self.pid))
+            peak = max(peak, tree_rss_mib(self.pid))
         for c in clients:
             await c.aclose()
         row = {
@@ -277,6 +295,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--streams-only", action="store_true", help="only the concurrent-streams case")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args()
     total = 300 if args.quick else args.requests
     streams = 200 if args.quick else args.streams
@@ -321,6 +340,7 @@ def main() -> None:
                 "off",
                 "--backlog",
                 "4096",
+                *(["--workers", str(args.workers)] if args.workers > 1 else []),
             ],
             cwd=ROOT,
             env=env,
@@ -333,7 +353,10 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         bench = Bench(fake, service, setup["token"], setup["prompt"], service_proc.pid)
-        print(f"database: {env['DATABASE_URL'].split('@')[-1]}  redis: {env.get('REDIS_URL') or '-'}")
+        print(
+            f"database: {env['DATABASE_URL'].split('@')[-1]}  redis: {env.get('REDIS_URL') or '-'}  "
+            f"workers: {args.workers}"
+        )
 
         async def run_all() -> list[dict]:
             rows = []
@@ -354,12 +377,13 @@ def main() -> None:
         rows = asyncio.run(run_all())
         results = ROOT / "bench" / "results"
         results.mkdir(exist_ok=True)
-        (results / "overhead.json").write_bytes(
+        (results / f"overhead{'' if args.workers == 1 else f'-{args.workers}w'}.json").write_bytes(
             orjson.dumps(
                 {
                     "when": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "database": env["DATABASE_URL"].split("://")[0],
                     "redis": bool(env.get("REDIS_URL")),
+                    "workers": args.workers,
                     "rows": rows,
                 },
                 option=orjson.OPT_INDENT_2,
