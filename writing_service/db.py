@@ -15,6 +15,11 @@ from django.db import close_old_connections, connection
 from django.db.models import Field, Model
 from django.db.models.fields import AutoFieldMixin
 
+try:  # asgiref ≥ 3.9 tags a `Local`'s data with its thread (Django's active language, time zone…)
+    from asgiref.local import _rehome, _Storage
+except ImportError:  # pragma: no cover - older asgiref: the context variables alone carry that data
+    _Storage = None
+
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
@@ -26,6 +31,17 @@ def _threads() -> ThreadPoolExecutor:
             if _executor is None:
                 _executor = ThreadPoolExecutor(max_workers=settings.DB_THREADS, thread_name_prefix="db")
     return _executor
+
+
+def _adopt_locals() -> None:
+    """Make the copied context's asgiref `Local` data (the request's language, time zone) visible in
+    this thread, as asgiref's own `sync_to_async` does: newer asgiref hides `Local` data owned by
+    another thread."""
+    if _Storage is None:
+        return
+    for var, value in contextvars.copy_context().items():
+        if isinstance(value, _Storage):
+            var.set(_rehome(value))
 
 
 def db_sync_to_async[**P, R](fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
@@ -45,6 +61,7 @@ def db_sync_to_async[**P, R](fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     """
 
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        _adopt_locals()
         try:
             return fn(*args, **kwargs)
         finally:

@@ -62,13 +62,14 @@ API_MIDDLEWARE = [
     "writing_service.middleware.ApiLocaleMiddleware",
 ]
 
-# Views that are async end to end (their database work runs in `db_sync_to_async` steps): served
+# Paths whose views are async end to end (database work, if any, in `db_sync_to_async` steps): served
 # without the per-request thread of Django's ASGI handler (writing_service/handlers.py).
 ASYNC_API_PATHS = (
     "/api/v1/generation/writing",
     "/api/v1/generation/writing/stream",
     "/api/v1/generation/roleplay",
     "/api/v1/generation/roleplay/stream",
+    "/healthz",
 )
 
 ROOT_URLCONF = "writing_service.urls"

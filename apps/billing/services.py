@@ -192,8 +192,11 @@ def _member_tier(cursor: Any, user_id: int, at: datetime) -> str | None:
 
 def _async_commit_sql() -> str:
     """A select-list item that makes the current transaction's commit asynchronous (PostgreSQL, unless
-    `BILLING_DURABLE_HOLDS`): used only by `hold_place`."""
+    `BILLING_DURABLE_HOLDS`): used only by `hold_place`, and only when the hold's transaction is the
+    outermost one — a caller's larger transaction keeps its durable commit."""
     if connection.vendor != "postgresql" or settings.BILLING_DURABLE_HOLDS:
+        return ""
+    if not connection.in_atomic_block or connection.savepoint_ids:
         return ""
     return ", set_config('synchronous_commit', 'off', true)"
 

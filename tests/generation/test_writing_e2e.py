@@ -247,6 +247,16 @@ def test_validation_errors_touch_nothing(http, fake_upstream, make_model, writin
     assert Generation.objects.count() == 0 and Hold.objects.count() == 0 and not fake_upstream.completion_requests
 
 
+def test_errors_raised_in_the_database_step_speak_the_requests_language(http, make_model, writing_prompt):
+    """The step runs on another thread: the request's language must follow it there."""
+    make_model()
+    body = {"promptId": writing_prompt.pk, "maxTokens": 5000}
+    english = http.post("/api/v1/generation/writing", json=body, headers={"Accept-Language": "en"}).json()
+    chinese = http.post("/api/v1/generation/writing", json=body).json()
+    assert english["message"] == "maxTokens must be at most 4096 for model gpt-4-turbo."
+    assert chinese["message"] != english["message"] and "4096" in chinese["message"]
+
+
 def test_prompt_errors_are_the_seeds_exact_messages(http, other_user, make_model, fake_upstream):
     from apps.prompts.models import Prompt
 

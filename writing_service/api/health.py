@@ -10,7 +10,9 @@ from django.db import DatabaseError, connections
 from django.http import HttpRequest, JsonResponse
 
 
-def healthz(request: HttpRequest) -> JsonResponse:
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: answered on the event loop (served by the async handler, `settings.ASYNC_API_PATHS`),
+    so a probe every second costs no thread."""
     return JsonResponse({"status": "ok"})
 
 
