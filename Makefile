@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format migrate worker beat messages fuzz
+.PHONY: install run test lint typecheck format migrate worker beat messages fuzz
 
 install:
 	@scripts/bootstrap
@@ -21,6 +21,9 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy apps
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -18,7 +18,7 @@ from django.db.models.fields import AutoFieldMixin
 try:  # asgiref ≥ 3.9 tags a `Local`'s data with its thread (Django's active language, time zone…)
     from asgiref.local import _rehome, _Storage
 except ImportError:  # pragma: no cover - older asgiref: the context variables alone carry that data
-    _Storage = None
+    _Storage = None  # type: ignore[misc,assignment]  # the optional-import fallback
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
@@ -93,7 +93,7 @@ def insert_statement(model: type[Model], values: Mapping[str, Any]) -> Statement
     params = [
         f.get_db_prep_save(values[f.attname] if f.attname in values else f.get_default(), connection) for f in fields
     ]
-    columns = ", ".join(qn(f.column) for f in fields)
+    columns = ", ".join(qn(f.column) for f in fields)  # type: ignore[arg-type]  # concrete fields have a column
     placeholders = ", ".join(["%s"] * len(fields))
     return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({placeholders})", params  # noqa: S608 (names from the model, values as parameters)
 
@@ -104,7 +104,7 @@ def update_statement(model: type[Model], values: Mapping[str, Any], *, where: st
     qn = connection.ops.quote_name
     fields = [meta.get_field(name) for name in values]
     key = meta.get_field(where)
-    assignments = ", ".join(f"{qn(f.column)} = %s" for f in fields)  # type: ignore[union-attr]
+    assignments = ", ".join(f"{qn(f.column)} = %s" for f in fields)  # type: ignore[union-attr,arg-type]
     params = [f.get_db_prep_save(values[name], connection) for name, f in zip(values, fields, strict=True)]  # type: ignore[union-attr]
     params.append(key.get_db_prep_value(equals, connection))  # type: ignore[union-attr]
-    return f"UPDATE {qn(meta.db_table)} SET {assignments} WHERE {qn(key.column)} = %s", params  # type: ignore[union-attr]  # noqa: S608
+    return f"UPDATE {qn(meta.db_table)} SET {assignments} WHERE {qn(key.column)} = %s", params  # type: ignore[union-attr,arg-type]  # noqa: S608

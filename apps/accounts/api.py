@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from apps.accounts import selectors, services
 from apps.accounts.models import ApiToken
+from apps.accounts.selectors import request_user
 from apps.billing.selectors import membership_summary
 from writing_service.api.exceptions import ApiError
 from writing_service.api.pagination import PagePagination
@@ -80,7 +81,7 @@ class TokenListView(APIView):
     @extend_schema(responses=TokenOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         paginator = PagePagination()
-        page = paginator.paginate_queryset(selectors.token_list(user=request.user), request, view=self)
+        page = paginator.paginate_queryset(selectors.token_list(user=request_user(request)), request, view=self)
         return paginator.get_paginated_response(TokenOutputSerializer(page, many=True).data)
 
 
@@ -101,7 +102,7 @@ class MeView(APIView):
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
-        user = request.user
+        user = request_user(request)
         body: dict[str, Any] = {
             "id": user.pk,
             "username": user.get_username(),

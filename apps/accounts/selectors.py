@@ -1,15 +1,26 @@
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from typing import TYPE_CHECKING, cast
+
 from django.db.models import QuerySet
 
 from apps.accounts.models import GENERATION_PERMISSIONS, ApiToken
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from django.http import HttpRequest
+    from rest_framework.request import Request
 
-def token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+
+def request_user(request: Request | HttpRequest) -> User:
+    """``request.user`` in a view that requires authentication: typed as the user model (never anonymous there)."""
+    return cast("User", request.user)
+
+
+def token_list(*, user: User) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
 
 
-def user_permission_strings(*, user: AbstractBaseUser) -> list[str]:
+def user_permission_strings(*, user: User) -> list[str]:
     """The seed permission strings the user holds (direct, through roles, or as superuser)."""
     return [codename for codename, _name in GENERATION_PERMISSIONS if user.has_perm(f"accounts.{codename}")]

@@ -7,17 +7,20 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group, Permission
+from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import GENERATION_PERMISSIONS, ApiToken, GenerationAccess
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 _PREFIX_LEN = 8  # random characters after API_TOKEN_PREFIX used for lookup
 
@@ -42,7 +45,7 @@ def split_token(token: str) -> str | None:
     return token[: len(start) + _PREFIX_LEN]
 
 
-def token_create(*, user: AbstractBaseUser, name: str = "", expires_in_days: int | None = None) -> IssuedToken:
+def token_create(*, user: User, name: str = "", expires_in_days: int | None = None) -> IssuedToken:
     for _attempt in range(5):
         prefix = settings.API_TOKEN_PREFIX + secrets.token_hex(_PREFIX_LEN // 2)
         if not ApiToken.objects.filter(prefix=prefix).exists():
@@ -82,6 +85,7 @@ def token_authenticate(*, token: str) -> ApiToken | None:
         return None
     key = _token_cache_key(prefix)
     cached = cache.get(key)
+    record: ApiToken | None
     if cached is not None:
         record = _record_from_cache(cached)
     else:
@@ -147,9 +151,7 @@ def generation_permissions() -> list[Permission]:
 
 
 @transaction.atomic
-def user_create(
-    *, username: str, password: str | None = None, email: str = "", is_staff: bool = False
-) -> AbstractBaseUser:
+def user_create(*, username: str, password: str | None = None, email: str = "", is_staff: bool = False) -> User:
     """Create a user; the default role is attached by the post-save signal (any creation path)."""
     user_model = get_user_model()
     user = user_model(username=username, email=email, is_staff=is_staff)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -272,7 +272,7 @@ class BulkCodesForm(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = cast("dict[str, Any]", super().clean())  # ModelForm.clean returns cleaned_data
         if not cleaned.get("amount") and not cleaned.get("member_days"):
             raise forms.ValidationError(_("A code must credit characters or membership days."))
         expires_at = cleaned.get("expires_at")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -154,7 +155,7 @@ def usage_by_day(*, user: Any, start: date, end: date) -> dict[str, Any]:
     totals = dict.fromkeys(USAGE_FIELDS, 0)
     current = start
     while current <= end:
-        row = by_day.get(current, {})
+        row: Mapping[str, Any] = by_day.get(current, {})
         entry: dict[str, Any] = {"date": current.isoformat()}
         for name in USAGE_FIELDS:
             value = int(row.get(name) or 0)

@@ -120,7 +120,7 @@ def _wallet_locked(user_id: int) -> Wallet:
     return wallet
 
 
-def _usage_locked(user_id: int, day: date) -> DailyUsage:
+def _usage_locked(user_id: int, day: date | str) -> DailyUsage:
     usage = DailyUsage.objects.select_for_update().filter(user_id=user_id, day=day).first()
     if usage is None:
         DailyUsage.objects.bulk_create([DailyUsage(user_id=user_id, day=day)], ignore_conflicts=True)
@@ -174,7 +174,7 @@ def _dt(value: datetime) -> Any:
 
 
 def _day(value: date | str) -> Any:
-    return connection.ops.adapt_datefield_value(value)
+    return connection.ops.adapt_datefield_value(value)  # type: ignore[arg-type]  # stubs: str is accepted too
 
 
 _MEMBER_TIER_SQL = (

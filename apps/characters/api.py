@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.http import Http404, HttpResponse
 from django.urls import reverse
@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.selectors import request_user
 from apps.characters import selectors, services
 from apps.characters.cards import dumps_card
 from apps.characters.models import Character
@@ -26,7 +27,8 @@ from writing_service.api.pagination import PagePagination
 class CharacterInputSerializer(serializers.Serializer):
     novelId = serializers.IntegerField(min_value=1)
     name = serializers.CharField(max_length=200, required=False)
-    fields = FieldSerializer(many=True, required=False, max_length=200)
+    # DRF stubs: many=True also takes ListSerializer's max_length; a field named `fields` shadows Serializer.fields.
+    fields = FieldSerializer(many=True, required=False, max_length=200)  # type: ignore[call-arg,assignment]
     card = serializers.JSONField(required=False, allow_null=True, help_text="A V1/V2/V3 card document.")
 
 
@@ -34,7 +36,8 @@ class CharacterOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     novelId = serializers.IntegerField(source="novel_id")
     name = serializers.CharField()
-    fields = FieldSerializer(many=True, source="fields.all")
+    # a declared field named `fields` shadows Serializer.fields (the metaclass collects it).
+    fields = FieldSerializer(many=True, source="fields.all")  # type: ignore[assignment]
     card = serializers.SerializerMethodField()
     avatarUrl = serializers.SerializerMethodField()
     createdAt = serializers.DateTimeField(source="created_at")
@@ -98,7 +101,8 @@ class CharacterListCreateView(APIView):
             fields=values.get("fields"),
             card=values.get("card"),
         )
-        return Response(_output(selectors.character_get(user=request.user, character_id=character.pk)), status=201)
+        created = cast(Character, selectors.character_get(user=request.user, character_id=character.pk))  # just created
+        return Response(_output(created), status=201)
 
 
 class CharacterDetailView(APIView):
@@ -159,7 +163,8 @@ class CharacterImportView(APIView):
             content_type=getattr(upload, "content_type", None),
             novel_id=data.validated_data.get("novelId"),
         )
-        return Response(_output(selectors.character_get(user=request.user, character_id=character.pk)), status=201)
+        created = cast(Character, selectors.character_get(user=request.user, character_id=character.pk))  # just created
+        return Response(_output(created), status=201)
 
 
 class CharacterExportView(OwnFormatParamMixin, APIView):
@@ -173,7 +178,7 @@ class CharacterExportView(OwnFormatParamMixin, APIView):
     def get(self, request: Request, pk: int) -> HttpResponse:
         query = ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        character = Character.objects.defer(None).filter(pk=pk, novel__owner=request.user).first()
+        character = Character.objects.defer(None).filter(pk=pk, novel__owner=request_user(request)).first()
         if character is None:
             raise Http404
         fmt, spec = query.validated_data["format"], query.validated_data["spec"]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django import forms
 from django.db import models
@@ -13,6 +13,10 @@ class JSONTextField(models.TextField):
     """A JSON value stored as compact text, so that the document comes back **exactly** as written, key
     order included (PostgreSQL ``jsonb`` re-orders keys). Used for card and lorebook documents, which
     users export, diff and re-import; nothing queries inside them."""
+
+    if TYPE_CHECKING:  # django-stubs: attribute values are any JSON value, not ``str``
+        _pyi_private_set_type: Any
+        _pyi_private_get_type: Any
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         return None if value is None else json.loads(value)
@@ -77,7 +81,7 @@ class Character(NovelEntity):
     source_format = models.CharField(max_length=8, choices=SourceFormat.choices, blank=True, default="")
     fields_from_card = models.BooleanField(default=False)
 
-    objects = CharacterManager()
+    objects: ClassVar[CharacterManager] = CharacterManager()
 
     class Meta(NovelEntity.Meta):
         indexes = [models.Index(fields=["novel", "name"])]

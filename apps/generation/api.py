@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateWriting
+from apps.accounts.selectors import request_user
 from apps.generation import services
 from apps.generation.models import Generation
 from apps.generation.relay import Relay, upstream_api_error
@@ -49,7 +50,8 @@ class WritingInputSerializer(StaticSerializer):
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, default=0.7)
     maxTokens = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True)
     stream = serializers.BooleanField(required=False, default=False)
-    history = HistoryMessageSerializer(many=True, required=False, default=list, max_length=1000)
+    # DRF stubs: many=True also takes ListSerializer's max_length.
+    history = HistoryMessageSerializer(many=True, required=False, default=list, max_length=1000)  # type: ignore[call-arg]
 
     def to_request(self) -> services.WritingRequest:
         data = self.validated_data
@@ -295,7 +297,7 @@ class GenerationListView(APIView):
     def get(self, request: Request) -> Response:
         query = GenerationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        qs = Generation.objects.filter(user=request.user, **query.validated_data).defer("content", "reasoning")
+        qs = Generation.objects.filter(user=request_user(request), **query.validated_data).defer("content", "reasoning")
         paginator = PagePagination()
         page = paginator.paginate_queryset(qs.order_by("-created_at", "-id"), request, view=self)
         return paginator.get_paginated_response(GenerationSummarySerializer(page, many=True).data)

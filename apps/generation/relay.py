@@ -189,6 +189,7 @@ class Relay:
         """The SSE body: primed events, then live deltas with pings, the final event and `[DONE]`."""
         status = Generation.Status.CANCELLED
         error: BaseException | None = None
+        event: bytes | None
         try:
             for event in primed:
                 yield event

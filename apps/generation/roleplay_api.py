@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateRoleplay
+from apps.accounts.selectors import request_user
 from apps.generation import roleplay_services as services
 from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, WritingOutputSerializer
 from apps.generation.models import Chat, ChatMessage, Persona
@@ -64,7 +65,9 @@ class PersonaListCreateView(APIView):
     @extend_schema(operation_id="personas_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         paginator = PagePagination()
-        page = paginator.paginate_queryset(Persona.objects.filter(owner=request.user).order_by("id"), request, self)
+        page = paginator.paginate_queryset(
+            Persona.objects.filter(owner=request_user(request)).order_by("id"), request, self
+        )
         return paginator.get_paginated_response([persona_out(p) for p in page])
 
     @extend_schema(request=PersonaInputSerializer, responses={201: OpenApiTypes.OBJECT})
@@ -138,7 +141,11 @@ class ChatListCreateView(APIView):
     @extend_schema(operation_id="chats_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         paginator = PagePagination()
-        qs = Chat.objects.filter(owner=request.user).prefetch_related("lorebooks").order_by("-updated_at", "-id")
+        qs = (
+            Chat.objects.filter(owner=request_user(request))
+            .prefetch_related("lorebooks")
+            .order_by("-updated_at", "-id")
+        )
         page = paginator.paginate_queryset(qs, request, self)
         return paginator.get_paginated_response([chat_out(c) for c in page])
 

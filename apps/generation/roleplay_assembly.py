@@ -236,7 +236,7 @@ def assemble_turn(sections: Sections, *, limit: int) -> AssembledTurn:
         ("chatHistory", history),
         *tail,
     ]
-    messages: list[ChatMessage] = []
+    messages = []
     names: list[str] = []
     for name, msgs in ordered:
         messages.extend(msgs)

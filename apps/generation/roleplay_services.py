@@ -360,7 +360,7 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
     # world info
     note = {**Chat._meta.get_field("authors_note").get_default(), **(chat.authors_note or {})}
     names = {"user": user_name, "assistant": char_name}
-    lines = [ChatLine(names.get(m.role, m.name), m.content, role=m.role) for m in history]
+    lines = [ChatLine(names.get(m.role, m.name or ""), m.content, role=m.role) for m in history]
     depth_prompt = data.get("extensions", {}).get("depth_prompt") if isinstance(data.get("extensions"), dict) else None
     depth_prompt = depth_prompt if isinstance(depth_prompt, dict) else {}
     activation = activate(
@@ -397,6 +397,7 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
     position = persona.description_position if persona else Persona.Position.IN_PROMPT
     an_top = [by_position.get("ANTop", "")]
     an_bottom = [by_position.get("ANBottom", "")]
+    role: object  # the raw value from the note/depth prompt below (passed through str())
     if persona_text and position == Persona.Position.AN_TOP:
         an_top.insert(0, persona_text)
     elif persona_text and position == Persona.Position.AN_BOTTOM:

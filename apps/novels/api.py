@@ -87,14 +87,16 @@ class FieldSerializer(WholeSerializer):
 class EntityInputSerializer(serializers.Serializer):
     novelId = serializers.IntegerField(min_value=1)
     name = serializers.CharField(max_length=200)
-    fields = FieldSerializer(many=True, required=False, default=list, max_length=200)
+    # DRF stubs: many=True also takes ListSerializer's max_length; a field named `fields` shadows Serializer.fields.
+    fields = FieldSerializer(many=True, required=False, default=list, max_length=200)  # type: ignore[call-arg,assignment]
 
 
 class EntityOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     novelId = serializers.IntegerField(source="novel_id")
     name = serializers.CharField()
-    fields = FieldSerializer(many=True, source="fields.all")
+    # a declared field named `fields` shadows Serializer.fields (the metaclass collects it).
+    fields = FieldSerializer(many=True, source="fields.all")  # type: ignore[assignment]
     createdAt = serializers.DateTimeField(source="created_at")
     updatedAt = serializers.DateTimeField(source="updated_at")
 

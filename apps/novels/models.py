@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar, Self
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -30,6 +32,9 @@ class NovelEntity(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
+    if TYPE_CHECKING:  # django-stubs gives abstract models no manager; every concrete subclass has one
+        objects: ClassVar[models.Manager[Self]]
+
     class Meta:
         abstract = True
         ordering = ("-updated_at", "-id")
@@ -44,6 +49,9 @@ class EntityField(models.Model):
     order = models.PositiveIntegerField(default=0)
     key = models.CharField(max_length=200)
     value = models.TextField(blank=True, default="")
+
+    if TYPE_CHECKING:  # django-stubs gives abstract models no manager; every concrete subclass has one
+        objects: ClassVar[models.Manager[Self]]
 
     class Meta:
         abstract = True

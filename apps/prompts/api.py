@@ -41,7 +41,8 @@ class PromptInputSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(max_length=20000, allow_blank=True, required=False, default="")
     isPublic = serializers.BooleanField(required=False, default=False)
-    contents = ContentSerializer(many=True, required=False, default=list, max_length=MAX_CONTENTS)
+    # DRF stubs: many=True also takes ListSerializer's max_length.
+    contents = ContentSerializer(many=True, required=False, default=list, max_length=MAX_CONTENTS)  # type: ignore[call-arg]
 
     def validate_contents(self, contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seen: dict[int, int] = {}

@@ -92,6 +92,7 @@ def prompt_resolve(*, user: Any, prompt_id: int) -> ResolvedPrompt:
             rendered[(kind, entity.pk)] = render(entity.name, fields)
 
     resolved = []
+    text: str | None
     for content in contents:
         if content.type == PromptContent.Type.TEXT:
             text = content.content

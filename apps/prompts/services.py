@@ -15,7 +15,10 @@ from apps.prompts.models import Prompt, PromptContent
 from apps.prompts.selectors import prompt_cache_key
 from apps.worldviews.models import Worldview
 
-_REFERENCE_MODELS = {PromptContent.Type.CHARACTER: Character, PromptContent.Type.WORLDVIEW: Worldview}
+_REFERENCE_MODELS: dict[str, type[Character] | type[Worldview]] = {
+    PromptContent.Type.CHARACTER: Character,
+    PromptContent.Type.WORLDVIEW: Worldview,
+}
 
 
 def _check_references(*, author: Any, contents: Sequence[dict[str, Any]]) -> None:

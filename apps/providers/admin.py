@@ -7,12 +7,12 @@ upstream through :mod:`apps.providers.diagnostics` and report the result (or a s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Model, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -75,7 +75,7 @@ class ConnectionAdminForm(forms.ModelForm):
         return services.validate_extra_headers(headers)
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = cast("dict[str, Any]", super().clean())  # ModelForm.clean returns cleaned_data
         if cleaned.get("api_key") and cleaned.get("clear_api_key"):
             self.add_error("clear_api_key", _("Either enter a new key or clear the stored one, not both."))
         kind = cleaned.get("kind")
@@ -298,7 +298,7 @@ def _usage(result: Any) -> str:
     }
 
 
-def _limited[T](request: HttpRequest, queryset: QuerySet[T]) -> list[T]:
+def _limited[T: Model](request: HttpRequest, queryset: QuerySet[T]) -> list[T]:
     items = list(queryset[: MAX_ACTION_OBJECTS + 1])
     if len(items) > MAX_ACTION_OBJECTS:
         messages.warning(

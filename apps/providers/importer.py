@@ -518,7 +518,7 @@ def validate(text: str, *, filename: str, environ: Mapping[str, str]) -> tuple[l
     connections = [p for e in conn_entries if (p := _validate_connection(e, environ)) is not None]
     file_names = {e.data["name"] for e in conn_entries if isinstance(e.data.get("name"), str)}
     known_connections = file_names | set(Connection.objects.values_list("name", flat=True))
-    models = [p for e in model_entries if (p := _validate_model(e, known_connections)) is not None]
+    models = [m for e in model_entries if (m := _validate_model(e, known_connections)) is not None]
 
     # Fallbacks: known ids, not self, no duplicates, and no loop in the resulting graph.
     file_ids = {e.data["model_id"] for e in model_entries if isinstance(e.data.get("model_id"), str)}
@@ -589,8 +589,8 @@ def import_models(
                 services.model_set_fallbacks(model=model_results[mplan.model_id].obj, fallback_ids=mplan.fallbacks)
             changing_ids = {m.model_id for m in changing}
             for mplan in model_plans:
-                result = model_results[mplan.model_id]
-                action, changed = result.action, result.changed
+                model_result = model_results[mplan.model_id]
+                action, changed = model_result.action, model_result.changed
                 if mplan.model_id in changing_ids and action != "created":
                     action, changed = "updated", (*changed, "fallbacks")
                 items.append(ItemResult("model", mplan.model_id, action, changed))

@@ -320,13 +320,13 @@ def _forbidden_construct(tree: nodes.Template) -> str | None:
     for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
         keyword = {nodes.Extends: "extends", nodes.Include: "include"}.get(type(node), "import")
         return f"line {node.lineno}: '{keyword}' is not allowed (a template is self-contained)"
-    for node in tree.find_all(nodes.Getattr):
-        if node.attr.startswith("_"):
-            return f"line {node.lineno}: attribute {node.attr!r} is not allowed (names starting with '_')"
-    for node in tree.find_all(nodes.Getitem):
-        key = node.arg
+    for attr_node in tree.find_all(nodes.Getattr):
+        if attr_node.attr.startswith("_"):
+            return f"line {attr_node.lineno}: attribute {attr_node.attr!r} is not allowed (names starting with '_')"
+    for item_node in tree.find_all(nodes.Getitem):
+        key = item_node.arg
         if isinstance(key, nodes.Const) and isinstance(key.value, str) and key.value.startswith("_"):
-            return f"line {node.lineno}: key {key.value!r} is not allowed (names starting with '_')"
+            return f"line {item_node.lineno}: key {key.value!r} is not allowed (names starting with '_')"
     return None
 
 

@@ -10,7 +10,7 @@ is the caller's to report. Rate-limit waits longer than `MAX_RETRY_AFTER` go to 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -89,7 +89,7 @@ class RoutedCall:
     def _may_fall_back(error: UpstreamError) -> bool:
         return error.retryable or isinstance(error, UpstreamAuthError)
 
-    async def stream(self) -> AsyncIterator[Delta]:
+    async def stream(self) -> AsyncGenerator[Delta, None]:
         """Deltas of the first target that produces one; see the module docstring for the rules."""
         last: UpstreamError | ConcurrencyLimited | None = None
         for target in self._plan():

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.selectors import request_user
 from apps.characters.api import OwnFormatParamMixin, filename_stem
 from apps.characters.cards import dumps_card
 from apps.novels.api import SEARCH_PARAM, entity_views
@@ -314,7 +315,8 @@ class ActivationSettingsSerializer(serializers.Serializer):
 class ActivateInputSerializer(serializers.Serializer):
     lorebookIds = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
     entries = serializers.ListField(child=EntryField(), required=False, max_length=services.MAX_ENTRIES)
-    chat = ChatMessageSerializer(many=True, required=False, default=list, max_length=10_000)
+    # DRF stubs: many=True also takes ListSerializer's max_length.
+    chat = ChatMessageSerializer(many=True, required=False, default=list, max_length=10_000)  # type: ignore[call-arg]
     settings = ActivationSettingsSerializer(required=False)
     maxContext = serializers.IntegerField(min_value=1, max_value=10_000_000, default=8192)
     generationType = serializers.ChoiceField(choices=list(services.GENERATION_TYPES), default="normal")
@@ -338,7 +340,7 @@ class LorebookActivateView(APIView):
         entries: list[Entry] = []
         ids = list(dict.fromkeys(values.get("lorebookIds", [])))
         if ids:
-            books = {book.pk: book for book in Lorebook.objects.filter(pk__in=ids, owner=request.user)}
+            books = {book.pk: book for book in Lorebook.objects.filter(pk__in=ids, owner=request_user(request))}
             missing = [i for i in ids if i not in books]
             if missing:
                 raise ApiError(

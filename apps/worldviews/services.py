@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -109,7 +109,7 @@ class _Invalid(Exception):
         self.message = message
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int | float]:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
@@ -319,7 +319,7 @@ def entry_coerce(raw: Mapping[str, Any]) -> dict[str, Any]:
     return _assemble(known, unknown, None)
 
 
-def _free_uids(used: set[int]) -> Iterable[int]:
+def _free_uids(used: set[int]) -> Iterator[int]:
     """Smallest free integers first (ST's `getFreeWorldEntryUid`)."""
     candidate = 0
     while True:
@@ -519,7 +519,7 @@ def _from_book(book: Mapping[str, Any], *, fallback_name: str) -> ImportedBook:
     name = book.get("name") if isinstance(book.get("name"), str) and book.get("name", "").strip() else fallback_name
     description = book.get("description") if isinstance(book.get("description"), str) else ""
     extra = {k: copy.deepcopy(v) for k, v in book.items() if k not in _BOOK_KEYS}
-    return ImportedBook(name, description, character_book_to_st_entries(book), {}, extra)
+    return ImportedBook(cast(str, name), cast(str, description), character_book_to_st_entries(book), {}, extra)
 
 
 def lorebook_read_file(*, data: bytes, filename: str | None, content_type: str | None) -> ImportedBook:

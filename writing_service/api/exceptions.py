@@ -40,7 +40,7 @@ class ApiError(exceptions.APIException):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail=message, code=code)
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # stubs: the base declares a Literal
         self.message = message
         self.extra = extra or {}
         self.headers = headers or {}
@@ -128,8 +128,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         else:
             message = str(detail)
         response = Response(envelope(exc.status_code, message), status=exc.status_code)
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:  # type: ignore[attr-defined]  # stubs lack `wait`
+            response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))  # type: ignore[attr-defined]
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:
             response["WWW-Authenticate"] = auth_header

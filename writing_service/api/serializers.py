@@ -22,7 +22,7 @@ class StaticFieldsMixin:
         cls = type(self)
         cached = cls.__dict__.get("_static_fields")
         if cached is None:
-            cached = BindingDict(self)
+            cached = BindingDict(self)  # type: ignore[arg-type]  # a mixin of Serializer
             for name, field in self.get_fields().items():  # type: ignore[attr-defined]
                 cached[name] = field
             cls._static_fields = cached

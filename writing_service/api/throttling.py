@@ -44,7 +44,7 @@ class WindowRateThrottle(BaseThrottle):
 
     def allow_request(self, request: Any, view: Any) -> bool:
         scope = self.get_scope(request, view)
-        parsed = parse_rate(api_settings.DEFAULT_THROTTLE_RATES.get(scope))
+        parsed = parse_rate(api_settings.DEFAULT_THROTTLE_RATES.get(scope))  # type: ignore[arg-type]  # stubs: rates are "n/period" strings
         if parsed is None:
             return True
         limit, period = parsed

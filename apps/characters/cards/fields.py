@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 # (label, V3 data key), in rendering order. creator_notes, tags, creator, character_version and the
 # prompt overrides never reach a prompt through this path (spec: MUST NOT be used in prompts).
@@ -23,7 +23,7 @@ def card_fields(card_v3: dict[str, Any]) -> list[tuple[str, str]]:
     Accepts the V3 document or just its ``data``. Values are stripped of surrounding whitespace;
     empty (or whitespace-only) fields are skipped; ``creator_notes`` is never included.
     """
-    data = card_v3.get("data") if isinstance(card_v3.get("data"), dict) else card_v3
+    data = cast("dict[str, Any]", card_v3.get("data")) if isinstance(card_v3.get("data"), dict) else card_v3
     pairs: list[tuple[str, str]] = []
     for label, key in CARD_FIELD_LABELS:
         value = data.get(key)

@@ -73,7 +73,7 @@ class Evaluator:
     )
 
     def __init__(self, ctx: MacroContext, source: str) -> None:
-        self.ctx = ctx
+        self.ctx: MacroContext = ctx
         self.source = source
         self.limit = max(int(ctx.max_output_chars), len(source), 0)
         self.work_left = WORK_FACTOR * max(self.limit, 1)
@@ -189,7 +189,7 @@ class Evaluator:
             else:
                 block = pairs.get(i) if pairs else None
                 body = part.parts  # type: ignore[union-attr]
-                hit = memo.get(body[0]) if len(body) == 1 else None  # type: ignore[call-overload]
+                hit = memo.get(body[0]) if len(body) == 1 else None  # type: ignore[arg-type]
                 if block is not None:
                     text = self._eval_block(parts, i, block, depth, pairs)  # type: ignore[arg-type]
                     i = block[0]

@@ -14,7 +14,7 @@ Conversion (after SillyTavern's ``convertClaudeMessages`` with ``use_sysprompt``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -208,7 +208,7 @@ class AnthropicAdapter(Adapter):
         body.update(request.extra)
         return body
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         return stream_deltas(
             self.config,
             self._url,

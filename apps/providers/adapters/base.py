@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import functools
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -92,7 +92,7 @@ class Adapter(abc.ABC):
         self.base_url = normalize_base_url(config.base_url, config.kind)
 
     @abc.abstractmethod
-    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         """Async generator of deltas (see the module docstring for the contract)."""
 
     @abc.abstractmethod

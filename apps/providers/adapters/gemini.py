@@ -8,7 +8,7 @@ blank lines. Key in the ``x-goog-api-key`` header (never in the URL, so it can't
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -167,7 +167,7 @@ class GeminiAdapter(Adapter):
                 body[key] = value
         return body
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         return stream_deltas(
             self.config,
             self._model_url(request.model, "streamGenerateContent") + "?alt=sse",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from apps.providers.adapters import errors
 from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
@@ -74,7 +74,7 @@ class MockAdapter(Adapter):
         usage = Usage.of(math.ceil(prompt_chars / CHARS_PER_TOKEN), estimate_tokens(reasoning + text))
         return text, reasoning, finish, usage
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         text, reasoning, finish, usage = self._plan(request)
         step, delay = self.chunk_chars, self.chunk_delay
         first = True

@@ -6,7 +6,7 @@ The instruct templates live in :mod:`apps.providers.instruct` (imported lazily):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -81,7 +81,7 @@ class OpenAITextAdapter(Adapter):
         body.update(request.extra)
         return body
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
         body = self.body(request, stream=True)  # rendered lazily: template errors surface on iteration
         handler = _TextStream(self.provider, (self.config.api_key,))
         deltas = stream_deltas(self.config, self._url, headers=self._stream_headers, body=body, handler=handler)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -233,7 +233,7 @@ async def stream_deltas(
     headers: Mapping[str, str],
     body: Any,
     handler: StreamHandler,
-) -> AsyncIterator[Delta]:
+) -> AsyncGenerator[Delta, None]:
     """POST ``body`` and relay the SSE answer as deltas (an async generator: nothing is sent until
     it is iterated; closing it closes the upstream response)."""
     provider = handler.provider

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 from .decorators import int_arg, parse_decorators
 from .matching import (
@@ -416,13 +416,13 @@ def _prepare(entry: Entry, index: int, g_cs: bool, g_ww: bool, g_scoring: bool) 
                 has_regex = True
                 break
     dynamic = False
-    for k in raw_primary:
-        if "{{" in k or "<" in k:
+    for raw_key in raw_primary:
+        if "{{" in raw_key or "<" in raw_key:
             dynamic = True
             break
     if not dynamic:
-        for k in raw_secondary + raw_exclude:
-            if "{{" in k or "<" in k:
+        for raw_key in raw_secondary + raw_exclude:
+            if "{{" in raw_key or "<" in raw_key:
                 dynamic = True
                 break
     book = "" if entry.lorebook_id is None else f"{entry.lorebook_id}:"
@@ -486,8 +486,8 @@ def _key_items(
 ) -> tuple[tuple[tuple[bool, int, str], ...], tuple[tuple[bool, int, str], ...]]:
     """``(plain items of all keys, owners keys of the primary keys)`` for :func:`_index_keys`: what
     :func:`_plain_item` gives, inlined (this runs for every entry prepared)."""
-    items = []
-    owner_items = []
+    items: list[tuple[bool, int, str]] = []
+    owner_items: list[tuple[bool, int, str]] = []
     for k in primary:
         tag = k[0]
         if tag == "p":
@@ -500,9 +500,9 @@ def _key_items(
             owner_items.append(item)
     for keys in (secondary, exclude):
         for k in keys:
-            item = _plain_item(k)
-            if item is not None:
-                items.append(item)
+            plain = _plain_item(k)
+            if plain is not None:
+                items.append(plain)
     return tuple(items), tuple(owner_items)
 
 
@@ -540,7 +540,7 @@ class _Compiled:
         _index_keys(self.preps, self.items, self.owners)
         self.frozen_items = {cs_: frozenset(v) for cs_, v in self.items.items()}
         self.dynamic = [p.index for p in self.preps if p.dynamic]
-        self._orders: dict[int, tuple[list[int], list[int]]] = {}
+        self._orders: dict[int, _Ordering] = {}
 
     def patched(
         self,
@@ -1147,7 +1147,7 @@ class _Run:
         if self.timed.is_delayed(entry):
             return "delay", f"delayed until the chat has {entry.delay} messages (now {self.chat_length})"
         if self.timed.is_cooldown(prep.key) and not sticky:
-            end = self.timed.state["cooldown"].get(prep.key, {}).get("end")
+            end = cast("Mapping[str, Any]", self.timed.state["cooldown"].get(prep.key, {})).get("end")
             return "cooldown", f"on cooldown until chat length {end}"
         after = int_arg(prep.decorators.get("activate_only_after"))
         if after is not None and self.chat_length < after:
@@ -1187,7 +1187,7 @@ class _Run:
         for key in timed.active["cooldown"]:
             if timed.is_sticky(key):
                 continue
-            end = timed.state["cooldown"].get(key, {}).get("end")
+            end = cast("Mapping[str, Any]", timed.state["cooldown"].get(key, {})).get("end")
             for i in ordering.indices_by_key.get(key, ()):
                 if i not in blocked:
                     self._reason(preps[i], "cooldown", f"on cooldown until chat length {end}", 0, 99)
@@ -1505,6 +1505,7 @@ class _Run:
         lists: dict[int, list[str]] = {int(p): [] for p in Position}
         depth_groups: dict[tuple[int, int], list[str]] = {}
         outlets: dict[str, list[str]] = {}
+        act: _Activation | None
         for act in descending:
             content = act.content
             if not content:

@@ -21,6 +21,7 @@ import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 MAX_REGEX_LENGTH = 1000
 _TEXT_CACHE_SIZE = 8192
@@ -144,7 +145,7 @@ def max_width(pattern: str, flags: int) -> int | None:
     """The most characters a match of a translated pattern can consume (lookarounds not counted), or
     None when unbounded or unknown. Lets a search start just before new text (see ``_Run._match``)."""
     try:
-        from re import _parser  # the stdlib regex parser (private, stable since 3.11; else no bound)
+        from re import _parser  # type: ignore[attr-defined]  # not in typeshed; the stdlib regex parser (private, stable since 3.11; else no bound)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -428,7 +429,7 @@ def _required_literal(body: str) -> str | None:
             if run:
                 run.pop()  # the previous character is optional or repeated a variable number of times
             close()
-            i = quantifier.end() if c == "{" else i + 1
+            i = cast("re.Match[str]", quantifier).end() if c == "{" else i + 1  # "{": matched above
         elif c in "{}":
             run.append(c)  # JS: a brace that is not a quantifier is a literal
             i += 1
@@ -575,7 +576,7 @@ def plain_matcher(items: frozenset[tuple[int, str]]) -> PlainMatcher:
                 _MATCHERS.popitem(last=False)
         else:
             _MATCHERS.move_to_end(items)
-    return matcher
+    return cast(PlainMatcher, matcher)  # set above whenever it was None
 
 
 def clear_matchers() -> None:

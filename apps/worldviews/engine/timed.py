@@ -25,12 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from .model import Entry, TimedEffect, TimedState
 from .st_format import entry_to_st
 
-EFFECT_TYPES = ("sticky", "cooldown")
+EFFECT_TYPES: tuple[Literal["sticky", "cooldown"], ...] = ("sticky", "cooldown")
 
 
 def entry_hash(entry: Entry) -> str:
