@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from apps.generation.models import Chat, ChatMessage, Generation, Persona
+from apps.generation.models import Chat, ChatMessage, Generation, GlobalVariables, Persona
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -50,3 +50,10 @@ class ChatAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner", "character", "persona")
     filter_horizontal = ("lorebooks",)
     inlines = (ChatMessageInline,)
+
+
+@admin.register(GlobalVariables)
+class GlobalVariablesAdmin(admin.ModelAdmin):
+    list_display = ("user", "updated_at")
+    search_fields = ("user__username",)
+    raw_id_fields = ("user",)

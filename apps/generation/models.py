@@ -169,3 +169,20 @@ class ChatMessage(models.Model):
         if 0 <= self.swipe_id < len(self.swipes):
             return str(self.swipes[self.swipe_id])
         return ""
+
+
+class GlobalVariables(models.Model):
+    """A user's global macro variables (`{{setglobalvar}}` / `{{getglobalvar}}`): shared by all of the
+    user's chats, as SillyTavern keeps them across chats. Written with a paid turn, like chat variables."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="global_variables"
+    )
+    variables = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "global variables"
+
+    def __str__(self) -> str:
+        return f"global variables of user {self.user_id}"

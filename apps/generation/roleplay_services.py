@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 
 from apps.characters.models import Character
 from apps.characters.selectors import character_card_v3, character_lorebook_entries
-from apps.generation.models import Chat, ChatMessage, Generation, Persona
+from apps.generation.models import Chat, ChatMessage, Generation, GlobalVariables, Persona
 from apps.generation.roleplay_assembly import (
     DEFAULT_MAIN_PROMPT,
     IMPERSONATION_PROMPT,
@@ -166,13 +166,17 @@ def chat_create(
             scenario=scenario_override or str(data.get("scenario") or ""),
             persona=persona.description if persona else "",
             local_vars=chat.variables,
+            global_vars=global_variables(user=user),
             tz=ZoneInfo(settings.BILLING_TIMEZONE),
             seed=f"chat:{chat.pk}:0",
         )
+        before = dict(ctx.global_vars)
         swipes = [expand(g, ctx) for g in greetings if g] or [""]
         ChatMessage.objects.create(chat=chat, role="assistant", name=_char_name(character, data), swipes=swipes)
         if chat.variables:
             chat.save(update_fields=["variables"])
+        if ctx.global_vars != before:
+            _global_variables_save(user.pk, dict(ctx.global_vars))
     return chat
 
 
@@ -248,6 +252,8 @@ class Turn:
     target_message_id: int | None  # continued / swiped / regenerated message
     variables: dict[str, Any]
     timed_state: dict[str, Any]
+    user_id: int = 0
+    global_variables: dict[str, Any] | None = None  # None: unchanged by this turn
 
 
 @dataclass(slots=True)
@@ -340,11 +346,12 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         mes_examples=str(data.get("mes_example") or ""),
         model=model_id,
         local_vars=dict(chat.variables or {}),
-        global_vars={},
+        global_vars=global_variables(user=user),
         tz=ZoneInfo(settings.BILLING_TIMEZONE),
         seed=seed,
         input=req.user_input,
     )
+    globals_before = dict(ctx.global_vars)
     user_input = expand(req.user_input, ctx) if kind == "normal" and req.user_input else ""
     history = [Message(m.role, m.content) for m in history_rows]  # type: ignore[arg-type]
     if user_input:
@@ -474,6 +481,8 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         target_message_id=target.pk if target is not None else None,
         variables=dict(ctx.local_vars),
         timed_state=dict(activation.timed_state),
+        user_id=user.pk,
+        global_variables=dict(ctx.global_vars) if ctx.global_vars != globals_before else None,
     )
     return Plan(turn=turn, assembled=assembled, activation=activation)
 
@@ -533,6 +542,16 @@ def roleplay_finish(*, prepared: RoleplayPrepared, outcome: Outcome) -> Finished
     return finished
 
 
+def global_variables(*, user: Any) -> dict[str, Any]:
+    """The user's global macro variables (a fresh dict: the caller may change it)."""
+    row = GlobalVariables.objects.filter(user_id=user.pk).values_list("variables", flat=True).first()
+    return dict(row) if isinstance(row, dict) else {}
+
+
+def _global_variables_save(user_id: int, variables: dict[str, Any]) -> None:
+    GlobalVariables.objects.update_or_create(user_id=user_id, defaults={"variables": variables})
+
+
 def _turn_write(turn: Turn, reply: str, generation_id: str) -> int | None:
     chat = Chat.objects.select_for_update().filter(pk=turn.chat_id).first()
     if chat is None:
@@ -567,4 +586,6 @@ def _turn_write(turn: Turn, reply: str, generation_id: str) -> int | None:
         )
     chat.variables, chat.timed_state = turn.variables, turn.timed_state
     chat.save(update_fields=["variables", "timed_state", "updated_at"])
+    if turn.global_variables is not None:
+        _global_variables_save(turn.user_id, turn.global_variables)
     return message.pk

@@ -397,6 +397,31 @@ def test_chat_variables_across_turns(http, chat, character, fake_upstream):
     assert http.get(f"/api/v1/chats/{chat['id']}").json()["variables"] == {"mood": "happy", "count": 1}
 
 
+def test_global_variables_are_the_users_across_chats(http, chat, character, fake_upstream, make_user):
+    from apps.generation.models import GlobalVariables
+    from apps.generation.roleplay_services import global_variables
+
+    card = {**CARD, "data": {**CARD["data"], "post_history_instructions": "Mood: {{getglobalvar::mood}}"}}
+    http.patch(f"/api/v1/characters/{character.pk}", json={"card": card})
+    assert generate(http, chat["id"], userInput="{{setglobalvar::mood::calm}}Hello").status_code == 200
+    assert sent(fake_upstream)[-1] == {"role": "system", "content": "Mood: calm"}
+    # a second chat of the same user sees it; the chat's own variables stay its own
+    other = http.post("/api/v1/chats", json={"characterId": character.pk}).json()
+    assert generate(http, other["id"], userInput="{{addglobalvar::turns::1}}Hi").status_code == 200
+    assert sent(fake_upstream)[-1] == {"role": "system", "content": "Mood: calm"}
+    assert http.get(f"/api/v1/chats/{other['id']}").json()["variables"] == {}
+    assert GlobalVariables.objects.get().variables == {"mood": "calm", "turns": 1}
+    assert global_variables(user=make_user("someone-else")) == {}
+    # a failed turn does not keep its changes, and the preview never stores anything
+    fake_upstream.default = Reply(status=500)
+    assert generate(http, chat["id"], userInput="{{setglobalvar::mood::angry}}No").status_code == 502
+    preview = http.post(
+        "/api/v1/generation/roleplay/preview", json={"chatId": chat["id"], "userInput": "{{setglobalvar::mood::x}}"}
+    )
+    assert preview.status_code == 200
+    assert GlobalVariables.objects.get().variables == {"mood": "calm", "turns": 1}
+
+
 # -------------------------------------------------------------------------------- failure and cancel
 
 
