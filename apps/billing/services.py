@@ -190,22 +190,24 @@ def _member_tier(cursor: Any, user_id: int, at: datetime) -> str | None:
     return row[0] if row else None
 
 
-def _async_commit_sql() -> str:
-    """A select-list item that makes the current transaction's commit asynchronous (PostgreSQL, unless
-    `BILLING_DURABLE_HOLDS`): used only by `hold_place`, and only when the hold's transaction is the
-    outermost one — a caller's larger transaction keeps its durable commit."""
+_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
+def _async_commit() -> bool:
+    """Whether `hold_place` makes its transaction's commit asynchronous: PostgreSQL, unless
+    `BILLING_DURABLE_HOLDS`, and only when the hold's transaction is the outermost one — a caller's
+    larger transaction keeps its durable commit."""
     if connection.vendor != "postgresql" or settings.BILLING_DURABLE_HOLDS:
-        return ""
-    if not connection.in_atomic_block or connection.savepoint_ids:
-        return ""
-    return ", set_config('synchronous_commit', 'off', true)"
+        return False
+    return connection.in_atomic_block and not connection.savepoint_ids
 
 
 def _hold_rows(cursor: Any, user_id: int, day: date, at: datetime, *, lock: bool) -> tuple[str | None, Any]:
     """The user's membership tier at `at` and, with `lock`, their wallet and day's usage rows locked
     (wallet first) as `_wallet_usage_locked` returns them — one statement in the common case."""
     tier_sql = _MEMBER_TIER_SQL.format(user="%s")
-    extra = _async_commit_sql()
+    async_commit = _async_commit()
+    extra = f", {_ASYNC_COMMIT}" if async_commit else ""
     if not lock:
         cursor.execute(f"SELECT ({tier_sql}){extra}", [user_id, _dt(at), _dt(at)])
         return cursor.fetchone()[0], None
@@ -218,8 +220,8 @@ def _hold_rows(cursor: Any, user_id: int, day: date, at: datetime, *, lock: bool
     if row is not None:
         return row[0], row[1:6]
     # first use (of the wallet or of the day): create the rows, in order
-    if extra:
-        cursor.execute(f"SELECT {extra[2:]}")
+    if async_commit:
+        cursor.execute(f"SELECT {_ASYNC_COMMIT}")
     return _member_tier(cursor, user_id, at), _wallet_usage_locked(cursor, user_id, day)
 
 

@@ -64,17 +64,17 @@ marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="
 
 @pytest.mark.django_db(transaction=True)
 async def test_db_steps_run_off_the_loop_with_the_callers_context_and_close_their_connection():
-    def step(value: int) -> tuple[str, str, str, bool, int]:
+    def step(value: int) -> tuple[str, str, str, int]:
         from django.db import connection as conn
 
         with conn.cursor() as cursor:
             cursor.execute("SELECT %s", [value])
             row = cursor.fetchone()
-        return marker.get(), translation.get_language(), threading.current_thread().name, conn.connection, row[0]
+        return marker.get(), translation.get_language(), threading.current_thread().name, row[0]
 
     marker.set("from-the-request")
     with translation.override("en"):
-        seen, language, thread, _conn, value = await db_sync_to_async(step)(41)
+        seen, language, thread, value = await db_sync_to_async(step)(41)
     assert (seen, language, value) == ("from-the-request", "en", 41)
     assert thread.startswith("db") and thread != threading.current_thread().name
 
@@ -160,7 +160,8 @@ def _commit_mode_during_hold(user, gid: str) -> str:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_hold_commits_without_waiting_for_the_wal_flush_unless_configured(user):
-    assert _commit_mode_during_hold(user, "gen_async") == "off"
+    assert _commit_mode_during_hold(user, "gen_async") == "off"  # first use of the day: rows created
+    assert _commit_mode_during_hold(user, "gen_async_2") == "off"  # the one-statement path
     with override_settings(BILLING_DURABLE_HOLDS=True):
         assert _commit_mode_during_hold(user, "gen_durable") == "on"
     # the setting is local to the hold's transaction: everything after it commits durably

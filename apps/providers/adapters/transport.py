@@ -131,41 +131,39 @@ async def open_response(
     caller reads the body) become taxonomy errors. On exit the connection goes back to the pool if
     the body was read to its end, and is closed at once otherwise."""
     pool = get_pool(config)
-    session = pool.session
-    if session is None or session.closed:
-        session = pool.get()
     data: bytes | BytesPayload | None = content
     if content is not None and len(content) > _UNBUFFERED:
         data = _TimedBody(content, max(float(config.connect_timeout), WRITE_TIMEOUT))
     response: aiohttp.ClientResponse | None = None
-    pool.in_flight += 1
-    try:
+    async with pool.lease() as session:
         try:
-            response = await session.request(
-                method, url, headers=headers, data=data, allow_redirects=False, **pool.request_options
-            )
-        except WriteTimeout:
-            raise UpstreamTimeout(f"{provider}: request timed out (WriteTimeout)", provider=provider) from None
-        except ValueError as exc:  # e.g. a header value with a line break (InvalidURL is a ClientError)
-            if isinstance(exc, aiohttp.ClientError):
-                raise
-            raise UpstreamConnectError(f"{provider}: HTTP error ({type(exc).__name__})", provider=provider) from None
-        status = response.status
-        if status >= 300:
-            body = await _read_limited(response)
-            raise error_from_response(
-                status, body, headers=response.headers, provider=provider, secrets=(config.api_key,)
-            )
-        yield response
-    except aiohttp.ClientError as exc:
-        raise _map_aiohttp(exc, config, provider) from None
-    finally:
-        pool.in_flight -= 1
-        if response is not None:
-            if response.content.is_eof():
-                response.release()
-            else:
-                response.close()
+            try:
+                response = await session.request(
+                    method, url, headers=headers, data=data, allow_redirects=False, **pool.request_options
+                )
+            except WriteTimeout:
+                raise UpstreamTimeout(f"{provider}: request timed out (WriteTimeout)", provider=provider) from None
+            except ValueError as exc:  # e.g. a header value with a line break (InvalidURL is a ClientError)
+                if isinstance(exc, aiohttp.ClientError):
+                    raise
+                raise UpstreamConnectError(
+                    f"{provider}: HTTP error ({type(exc).__name__})", provider=provider
+                ) from None
+            status = response.status
+            if status >= 300:
+                body = await _read_limited(response)
+                raise error_from_response(
+                    status, body, headers=response.headers, provider=provider, secrets=(config.api_key,)
+                )
+            yield response
+        except aiohttp.ClientError as exc:
+            raise _map_aiohttp(exc, config, provider) from None
+        finally:
+            if response is not None:
+                if response.content.is_eof():
+                    response.release()
+                else:
+                    response.close()
 
 
 def loads(data: str | bytes, provider: str) -> Any:
