@@ -17,7 +17,8 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
-from writing_service.handlers import AsyncApiASGIHandler, PathRouter, api_asgi_handler, quickstart_on_startup  # noqa: E402
+from apps.providers.quickstart import quickstart_on_startup  # noqa: E402
+from writing_service.handlers import AsyncApiASGIHandler, PathRouter, api_asgi_handler  # noqa: E402
 
 quickstart_on_startup()
 application = PathRouter(

@@ -28,7 +28,7 @@ class AsyncApiASGIHandler(ApiASGIHandler):
 
     Django runs every request inside a `ThreadSensitiveContext`, which starts a thread for the
     request's synchronous code and joins it at the end — about a millisecond of CPU per request.
-    Async views here do their database work in `writing_service.db.db_sync_to_async` steps, which
+    Async views here do their database work in `apps.core.db.db_sync_to_async` steps, which
     run on a shared thread pool, so that thread is never needed; Django's own short synchronous
     steps (request signals, closing the response) run on asgiref's shared thread.
     """
@@ -142,20 +142,3 @@ class PathRouter:
                 await self.api(scope, receive, send)
                 return
         await self.default(scope, receive, send)
-
-
-def quickstart_on_startup() -> None:
-    """SPEC §2: with `LLM_BASE_URL` set and no connection configured, create one at start-up."""
-    if not settings.LLM_BASE_URL:
-        return
-    import logging
-
-    from django.db import DatabaseError
-
-    from apps.providers.quickstart import quickstart_ensure
-
-    try:
-        for line in quickstart_ensure():
-            logging.getLogger("writing_service.startup").info("providers quick start: %s", line)
-    except DatabaseError:  # not migrated yet: `migrate` first, the next start will do it
-        logging.getLogger("writing_service.startup").warning("providers quick start skipped: database not ready")

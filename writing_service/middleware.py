@@ -18,7 +18,7 @@ from django.utils import translation
 from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 
-from writing_service.api.exceptions import json_error
+from apps.core.api.exceptions import json_error
 from writing_service.logging import request_id_var
 
 logger = logging.getLogger("writing_service.request")

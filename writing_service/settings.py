@@ -113,7 +113,7 @@ if _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgr
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=16),
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
         }
-# Threads for the async views' database steps (writing_service/db.py): one per pooled connection.
+# Threads for the async views' database steps (apps/core/db.py): one per pooled connection.
 DB_THREADS = env.int("DB_THREADS", default=_db.get("OPTIONS", {}).get("pool", {}).get("max_size", 8))
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db.setdefault("OPTIONS", {})
@@ -131,7 +131,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "writing_service.cache.SharedRedisCache",
+            "BACKEND": "apps.core.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="ws"),
         }
@@ -180,16 +180,16 @@ SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.accounts.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["writing_service.api.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["apps.core.api.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "writing_service.api.parsers.JSONParser",
+        "apps.core.api.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",  # uploads (cards, lorebooks); no form-encoded bodies
     ],
-    "DEFAULT_PAGINATION_CLASS": "writing_service.api.pagination.PagePagination",
+    "DEFAULT_PAGINATION_CLASS": "apps.core.api.pagination.PagePagination",
     "PAGE_SIZE": 20,
-    "EXCEPTION_HANDLER": "writing_service.api.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "apps.core.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_CLASSES": ["writing_service.api.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["apps.core.api.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("RATE_LIMIT_USER", default="1200/min"),
         "anon": env.str("RATE_LIMIT_ANON", default="60/min"),

@@ -4,7 +4,7 @@ from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from writing_service.api import exceptions, health
+from apps.core.api import exceptions, health
 
 api_v1 = [
     path("", include("apps.accounts.urls")),
@@ -31,7 +31,7 @@ urlpatterns = [
     re_path(r"^api/", exceptions.handler404),
 ]
 
-handler400 = "writing_service.api.exceptions.handler400"
-handler403 = "writing_service.api.exceptions.handler403"
-handler404 = "writing_service.api.exceptions.handler404"
-handler500 = "writing_service.api.exceptions.handler500"
+handler400 = "apps.core.api.exceptions.handler400"
+handler403 = "apps.core.api.exceptions.handler403"
+handler404 = "apps.core.api.exceptions.handler404"
+handler500 = "apps.core.api.exceptions.handler500"

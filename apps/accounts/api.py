@@ -16,9 +16,9 @@ from apps.accounts import selectors, services
 from apps.accounts.models import ApiToken
 from apps.accounts.selectors import request_user
 from apps.billing.selectors import membership_summary
-from writing_service.api.exceptions import ApiError
-from writing_service.api.pagination import PagePagination
-from writing_service.api.throttling import ScopedRateThrottle
+from apps.core.api.exceptions import ApiError
+from apps.core.api.pagination import PagePagination
+from apps.core.api.throttling import ScopedRateThrottle
 
 
 class TokenOutputSerializer(serializers.Serializer):

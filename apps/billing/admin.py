@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy
 
 from apps.billing import services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, RedemptionCode, Wallet
-from writing_service.api.exceptions import ApiError
+from apps.core.api.exceptions import ApiError
 
 MAX_WALLETS_PER_ACTION = 100
 

@@ -16,8 +16,8 @@ from rest_framework.views import APIView
 
 from apps.billing import selectors, services
 from apps.billing.models import LedgerEntry
-from writing_service.api.pagination import PagePagination
-from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
+from apps.core.api.pagination import PagePagination
+from apps.core.api.throttling import ScopedRateThrottle, UserRateThrottle
 
 USAGE_DEFAULT_DAYS = 30
 USAGE_MAX_DAYS = 366

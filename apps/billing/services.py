@@ -21,8 +21,8 @@ from django.utils.translation import gettext as _
 
 from apps.billing import charges
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, RedemptionCode, Wallet
-from writing_service.api.exceptions import ApiError
-from writing_service.db import Statement
+from apps.core.api.exceptions import ApiError
+from apps.core.db import Statement
 
 DEFAULT_TIER = "default"
 MEMBER_TIER = "member"

@@ -20,8 +20,8 @@ from apps.accounts.selectors import request_user
 from apps.characters import selectors, services
 from apps.characters.cards import dumps_card
 from apps.characters.models import Character
+from apps.core.api.pagination import PagePagination
 from apps.novels.api import SEARCH_PARAM, EntityQuerySerializer, FieldSerializer
-from writing_service.api.pagination import PagePagination
 
 
 class CharacterInputSerializer(serializers.Serializer):

@@ -23,9 +23,9 @@ from rest_framework.exceptions import ValidationError
 
 from apps.characters.cards import CardError, Limits, card_fields, parse_card_bytes, parse_card_json
 from apps.characters.models import Character, CharacterField
+from apps.core.api.exceptions import ApiError
 from apps.novels.models import Novel
 from apps.novels.services import owned_novel_get
-from writing_service.api.exceptions import ApiError
 
 IMPORT_NOVEL_TITLE = "导入的角色卡"
 """Novel that receives imported cards when the request names none (created on demand, per user)."""

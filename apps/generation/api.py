@@ -16,6 +16,13 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateWriting
 from apps.accounts.selectors import request_user
+from apps.core.api.fields import ScalarToString
+from apps.core.api.pagination import PagePagination
+from apps.core.api.renderers import EventStreamRenderer, JSONRenderer, dumps
+from apps.core.api.serializers import StaticSerializer
+from apps.core.api.throttling import ScopedRateThrottle, UserRateThrottle
+from apps.core.api.views import AsyncAPIView
+from apps.core.db import db_sync_to_async
 from apps.generation import services
 from apps.generation.models import Generation
 from apps.generation.relay import Relay, upstream_api_error
@@ -23,13 +30,6 @@ from apps.providers.adapters import UpstreamError
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
 from apps.providers.types import ChatMessage
-from writing_service.api.fields import ScalarToString
-from writing_service.api.pagination import PagePagination
-from writing_service.api.renderers import EventStreamRenderer, JSONRenderer, dumps
-from writing_service.api.serializers import StaticSerializer
-from writing_service.api.throttling import ScopedRateThrottle, UserRateThrottle
-from writing_service.api.views import AsyncAPIView
-from writing_service.db import db_sync_to_async
 
 MAX_TEXT = 200_000
 

@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 from django.utils.translation import gettext as _
 
+from apps.core.api.exceptions import ApiError, envelope
+from apps.core.db import db_sync_to_async
 from apps.generation.models import Generation
 from apps.generation.services import Finished, Outcome, Prepared
 from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
-from writing_service.api.exceptions import ApiError, envelope
-from writing_service.db import db_sync_to_async
 
 PING_INTERVAL = 15.0
 FIRST_TOKEN_WAIT = 15.0

@@ -14,13 +14,13 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateRoleplay
 from apps.accounts.selectors import request_user
+from apps.core.api.fields import WholeSerializer
+from apps.core.api.pagination import PagePagination
+from apps.core.api.serializers import StaticSerializer
 from apps.generation import roleplay_services as services
 from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, WritingOutputSerializer
 from apps.generation.models import Chat, ChatMessage, Persona
 from apps.generation.relay import Relay
-from writing_service.api.fields import WholeSerializer
-from writing_service.api.pagination import PagePagination
-from writing_service.api.serializers import StaticSerializer
 
 POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
 POSITION_VALUES = {label: value for value, label in POSITION_NAMES.items()}

@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 
 from apps.characters.models import Character
 from apps.characters.selectors import character_card_v3, character_lorebook_entries
+from apps.core.api.exceptions import ApiError
 from apps.generation.models import Chat, ChatMessage, Generation, GlobalVariables, Persona
 from apps.generation.roleplay_assembly import (
     DEFAULT_MAIN_PROMPT,
@@ -57,7 +58,6 @@ from apps.worldviews.engine import (
 )
 from apps.worldviews.models import Lorebook
 from apps.worldviews.selectors import attached_lorebooks, engine_entries
-from writing_service.api.exceptions import ApiError
 
 GENERATION_TYPES = ("normal", "continue", "regenerate", "swipe", "impersonate")
 AN_POSITIONS = ("in_chat", "before_main", "after_main")

@@ -16,6 +16,8 @@ from django.utils.translation import gettext as _
 
 from apps.billing import services as billing
 from apps.billing.charges import count_chars, hold_amount
+from apps.core.api.exceptions import ApiError
+from apps.core.db import Statement, insert_statement, update_statement
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
 from apps.generation.tokens import estimate_tokens
@@ -25,8 +27,6 @@ from apps.providers.adapters import ChatRequest, Usage
 from apps.providers.postprocess import postprocess
 from apps.providers.selectors import ModelTarget, model_chain
 from apps.providers.types import ChatMessage
-from writing_service.api.exceptions import ApiError
-from writing_service.db import Statement, insert_statement, update_statement
 
 DEFAULT_MAX_TOKENS = 2048
 

@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.api.fields import ScalarToString
 from apps.macros.engine import MacroContext, expand
-from writing_service.api.fields import ScalarToString
 
 MAX_TEXT = 200_000
 

@@ -9,10 +9,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.api.fields import WholeSerializer
+from apps.core.api.pagination import PagePagination
 from apps.novels import selectors, services
 from apps.novels.models import Novel
-from writing_service.api.fields import WholeSerializer
-from writing_service.api.pagination import PagePagination
 
 
 class NovelOutputSerializer(serializers.Serializer):

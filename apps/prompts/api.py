@@ -11,10 +11,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.api.fields import WholeSerializer
+from apps.core.api.pagination import PagePagination
 from apps.prompts import selectors, services
 from apps.prompts.models import Prompt, PromptContent
-from writing_service.api.fields import WholeSerializer
-from writing_service.api.pagination import PagePagination
 
 MAX_CONTENTS = 500
 MAX_CONTENT_CHARS = 200_000

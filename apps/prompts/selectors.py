@@ -10,10 +10,10 @@ from django.db.models import Prefetch, Q, QuerySet
 from django.utils.translation import gettext as _
 
 from apps.characters.models import Character
+from apps.core.api.exceptions import ApiError
 from apps.prompts.models import Prompt, PromptContent
 from apps.prompts.rendering import render_character, render_worldview
 from apps.worldviews.models import Worldview
-from writing_service.api.exceptions import ApiError
 
 SCOPES = ("mine", "public", "all")
 

@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.api.pagination import PagePagination
 from apps.providers.models import AIModel
-from writing_service.api.pagination import PagePagination
 
 
 def models_visible() -> QuerySet[AIModel]:

@@ -16,10 +16,11 @@ and return human-readable lines describing what they created (never the key).
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 
 from apps.providers import services
 from apps.providers.models import Connection
@@ -28,6 +29,8 @@ QUICKSTART_CONNECTION = "default"
 MOCK_CONNECTION = "mock"
 DEFAULT_CONTEXT_TOKENS = 32768
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+_startup_log = logging.getLogger("writing_service.startup")
 
 
 def _model_ids() -> list[str]:
@@ -108,3 +111,14 @@ def mock_ensure() -> list[str]:
         f"Created connection {MOCK_CONNECTION!r} (mock: offline deterministic text) and model {model_id!r}.",
         "Set LLM_BASE_URL (and LLM_API_KEY, LLM_MODELS) or run import_models to use a real LLM.",
     ]
+
+
+def quickstart_on_startup() -> None:
+    """SPEC §2: with `LLM_BASE_URL` set and no connection configured, create one at start-up."""
+    if not settings.LLM_BASE_URL:
+        return
+    try:
+        for line in quickstart_ensure():
+            _startup_log.info("providers quick start: %s", line)
+    except DatabaseError:  # not migrated yet: `migrate` first, the next start will do it
+        _startup_log.warning("providers quick start skipped: database not ready")

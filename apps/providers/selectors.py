@@ -8,9 +8,9 @@ from decimal import Decimal
 
 from django.utils.translation import gettext as _
 
+from apps.core.api.exceptions import ApiError
 from apps.providers.adapters.base import ConnectionConfig
 from apps.providers.models import AIModel, ModelFallback
-from writing_service.api.exceptions import ApiError
 
 
 @dataclass(frozen=True, slots=True)

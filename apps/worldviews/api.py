@@ -19,12 +19,12 @@ from rest_framework.views import APIView
 from apps.accounts.selectors import request_user
 from apps.characters.api import OwnFormatParamMixin, filename_stem
 from apps.characters.cards import dumps_card
+from apps.core.api.exceptions import ApiError
+from apps.core.api.pagination import PagePagination
 from apps.novels.api import SEARCH_PARAM, entity_views
 from apps.worldviews import selectors, services
 from apps.worldviews.engine import ActivationSettings, Entry, entry_from_st
 from apps.worldviews.models import Lorebook, LorebookEntry, Worldview
-from writing_service.api.exceptions import ApiError
-from writing_service.api.pagination import PagePagination
 
 WorldviewListCreateView, WorldviewDetailView = entity_views(Worldview)
 

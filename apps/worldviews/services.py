@@ -33,8 +33,8 @@ from apps.characters.cards import (
 )
 from apps.characters.models import Character
 from apps.characters.services import card_error, card_limits, card_too_large_error
+from apps.core.api.exceptions import ApiError
 from apps.worldviews.models import Lorebook, LorebookEntry
-from writing_service.api.exceptions import ApiError
 
 MAX_ENTRIES = 20_000
 MAX_UID = 2_147_483_647

@@ -1,7 +1,7 @@
 import pytest
 from django.db.utils import ConnectionHandler
 
-from writing_service.api import health
+from apps.core.api import health
 
 pytestmark = pytest.mark.django_db
 

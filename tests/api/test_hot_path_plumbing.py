@@ -16,9 +16,9 @@ from django.test import override_settings
 from django.utils import timezone, translation
 
 from apps.billing import services as billing
+from apps.core.db import db_sync_to_async, insert_statement, update_statement
 from apps.generation.api import WritingInputSerializer
 from apps.generation.models import Generation
-from writing_service.db import db_sync_to_async, insert_statement, update_statement
 from writing_service.handlers import PathRouter
 
 pytestmark = pytest.mark.django_db

@@ -32,10 +32,10 @@ from django.db.models import Count, Sum
 
 from apps.billing import services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Wallet
+from apps.core.api.exceptions import ApiError
 from apps.generation.models import Generation
 from tests.fakes.upstream import Reply
 from tests.generation.conftest import make_model, token, writing_prompt  # noqa: F401 (fixtures used below)
-from writing_service.api.exceptions import ApiError
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

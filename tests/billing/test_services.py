@@ -18,8 +18,8 @@ from django.utils import translation
 from apps.billing import services, tasks
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
 from apps.billing.selectors import membership_summary
+from apps.core.api.exceptions import ApiError
 from apps.generation.models import Generation
-from writing_service.api.exceptions import ApiError
 
 pytestmark = pytest.mark.django_db
 

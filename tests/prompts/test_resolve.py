@@ -1,12 +1,12 @@
 import pytest
 
 from apps.characters.models import Character, CharacterField
+from apps.core.api.exceptions import ApiError
 from apps.novels.models import Novel
 from apps.prompts.models import Prompt, PromptContent
 from apps.prompts.rendering import render_character, render_worldview
 from apps.prompts.selectors import ResolvedContent, prompt_resolve
 from apps.worldviews.models import Worldview, WorldviewField
-from writing_service.api.exceptions import ApiError
 
 pytestmark = pytest.mark.django_db
 

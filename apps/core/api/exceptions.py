@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-logger = logging.getLogger("writing_service.api")
+logger = logging.getLogger("apps.core.api")
 
 
 class ApiError(exceptions.APIException):

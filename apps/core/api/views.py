@@ -12,8 +12,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from writing_service.api.renderers import JSONRenderer
-from writing_service.db import db_sync_to_async
+from apps.core.api.renderers import JSONRenderer
+from apps.core.db import db_sync_to_async
 
 
 class AsyncAPIView(APIView):

@@ -27,13 +27,15 @@ class _ReusingClient(RedisCacheClient):
         self._redis_clients: dict[int, Any] = {}
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
-        index = self._get_connection_pool_index(write)
+        # Django's private helpers (untyped in django-stubs): the pool index and the client class.
+        base: Any = self
+        index = base._get_connection_pool_index(write)
         client = self._redis_clients.get(index)
         if client is None:
             with _lock:
                 client = self._redis_clients.get(index)
                 if client is None:
-                    client = self._redis_clients[index] = self._client(connection_pool=self._get_connection_pool(write))
+                    client = self._redis_clients[index] = base._client(connection_pool=base._get_connection_pool(write))
         return client
 
 
@@ -47,11 +49,13 @@ class SharedRedisCache(RedisCache):
 
     @cached_property
     def _cache(self) -> RedisCacheClient:
-        key = (tuple(self._servers), self._class, tuple(sorted((k, repr(v)) for k, v in self._options.items())))
+        base: Any = self  # `_servers` and `_options` are RedisCache's private, untyped attributes
+        servers, options = base._servers, base._options
+        key = (tuple(servers), self._class, tuple(sorted((k, repr(v)) for k, v in options.items())))
         client = _clients.get(key)
         if client is None:
             with _lock:
                 client = _clients.get(key)
                 if client is None:
-                    client = _clients[key] = self._class(self._servers, **self._options)
+                    client = _clients[key] = self._class(servers, **options)
         return client
