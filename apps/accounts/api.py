@@ -16,9 +16,9 @@ from apps.accounts import selectors, services
 from apps.accounts.models import ApiToken
 from apps.accounts.selectors import request_user
 from apps.billing.selectors import membership_summary
-from apps.core.api.exceptions import ApiError
 from apps.core.api.pagination import PagePagination
 from apps.core.api.throttling import ScopedRateThrottle
+from apps.core.errors import ApplicationError
 
 
 class TokenOutputSerializer(serializers.Serializer):
@@ -61,7 +61,7 @@ class TokenCreateView(APIView):
         data.is_valid(raise_exception=True)
         user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
         if user is None:
-            raise ApiError(_("Incorrect username or password."), status_code=401, code="invalid_credentials")
+            raise ApplicationError(_("Incorrect username or password."), status_code=401, code="invalid_credentials")
         issued = services.token_create(
             user=user, name=data.validated_data["name"], expires_in_days=data.validated_data["expiresInDays"]
         )

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy
 
 from apps.billing import services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, RedemptionCode, Wallet
-from apps.core.api.exceptions import ApiError
+from apps.core.errors import ApplicationError
 
 MAX_WALLETS_PER_ACTION = 100
 
@@ -157,7 +157,7 @@ class WalletAdmin(ReadOnlyAdmin):
                     entry = services.wallet_grant(user=wallet.user, amount=amount, note=note, created_by=request.user)
                 else:
                     entry = services.wallet_adjust(user=wallet.user, amount=amount, note=note, created_by=request.user)
-            except (ApiError, ValueError) as exc:
+            except (ApplicationError, ValueError) as exc:
                 self.message_user(
                     request,
                     _("%(user)s: %(error)s") % {"user": wallet.user, "error": getattr(exc, "message", str(exc))},

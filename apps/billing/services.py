@@ -21,8 +21,8 @@ from django.utils.translation import gettext as _
 
 from apps.billing import charges
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, RedemptionCode, Wallet
-from apps.core.api.exceptions import ApiError
 from apps.core.db import Statement
+from apps.core.errors import ApplicationError
 
 DEFAULT_TIER = "default"
 MEMBER_TIER = "member"
@@ -134,7 +134,7 @@ def _ledger(
     """Apply `amount` to the locked wallet and write its ledger entry."""
     new_balance = wallet.paid_balance + amount
     if new_balance < 0:
-        raise ApiError(_("The balance cannot become negative."), status_code=400, code="negative_balance")
+        raise ApplicationError(_("The balance cannot become negative."), status_code=400, code="negative_balance")
     Wallet.objects.filter(pk=wallet.pk).update(paid_balance=new_balance, updated_at=timezone.now())
     wallet.paid_balance = new_balance
     return LedgerEntry.objects.create(
@@ -314,7 +314,7 @@ def hold_place(
                     is_free_model=pricing.is_free,
                     cap=pricing.max_output_tokens,
                 )
-                raise ApiError(
+                raise ApplicationError(
                     _(
                         "Not enough characters: this request may cost %(need)s, you have %(have)s. "
                         "Lower maxTokens to %(tokens)s or top up."
@@ -508,7 +508,9 @@ def charge_settle(
             if paid_used:
                 new_balance = hold.paid_balance - paid_used
                 if new_balance < 0:
-                    raise ApiError(_("The balance cannot become negative."), status_code=400, code="negative_balance")
+                    raise ApplicationError(
+                        _("The balance cannot become negative."), status_code=400, code="negative_balance"
+                    )
                 hold.paid_balance = new_balance
                 wallet_set["paid_balance"] = new_balance
                 wallet_set["updated_at"] = _dt(now)
@@ -616,7 +618,7 @@ def wallet_adjust(*, user: Any, amount: int, note: str, created_by: Any = None) 
     with transaction.atomic():
         wallet = _wallet_locked(user.pk)
         if wallet.paid_balance + amount < wallet.paid_held:
-            raise ApiError(_("The balance cannot become negative."), status_code=400, code="negative_balance")
+            raise ApplicationError(_("The balance cannot become negative."), status_code=400, code="negative_balance")
         return _ledger(wallet, kind=LedgerEntry.Kind.ADJUST, amount=amount, note=note, created_by=created_by)
 
 
@@ -662,12 +664,12 @@ def code_redeem(*, user: Any, code: str) -> RedemptionCode:
     with transaction.atomic():
         record = RedemptionCode.objects.filter(code=code.strip()).first()
         if record is None or (record.expires_at is not None and record.expires_at <= now):
-            raise ApiError(_("This code does not exist or has expired."), status_code=400, code="invalid_code")
+            raise ApplicationError(_("This code does not exist or has expired."), status_code=400, code="invalid_code")
         won = RedemptionCode.objects.filter(pk=record.pk, redeemed_at__isnull=True).update(
             redeemed_by=user, redeemed_at=now
         )
         if not won:
-            raise ApiError(_("This code has already been used."), status_code=400, code="code_used")
+            raise ApplicationError(_("This code has already been used."), status_code=400, code="code_used")
         if record.amount:
             _ledger(_wallet_locked(user.pk), kind=LedgerEntry.Kind.REDEEM, amount=record.amount, note=f"code {record}")
         if record.member_days:

@@ -23,7 +23,7 @@ from rest_framework.exceptions import ValidationError
 
 from apps.characters.cards import CardError, Limits, card_fields, parse_card_bytes, parse_card_json
 from apps.characters.models import Character, CharacterField
-from apps.core.api.exceptions import ApiError
+from apps.core.errors import ApplicationError
 from apps.novels.models import Novel
 from apps.novels.services import owned_novel_get
 
@@ -67,19 +67,19 @@ def card_error_message(code: str, fallback: str) -> str:
     return str(message) if message is not None else fallback
 
 
-def card_error(exc: CardError) -> ApiError:
+def card_error(exc: CardError) -> ApplicationError:
     """A codec error as the 400 envelope: translated ``message``, stable ``code``, and the codec's exact
     English sentence in ``reason`` (it names the chunk, the size, the member …)."""
     code = exc.code.value
-    return ApiError(
+    return ApplicationError(
         card_error_message(code, exc.message), status_code=400, code=code, extra={"code": code, "reason": exc.message}
     )
 
 
-def card_too_large_error() -> ApiError:
+def card_too_large_error() -> ApplicationError:
     """The upload is over ``CARD_MAX_BYTES`` (checked before the file is read)."""
     size = _size_text(card_limits())
-    return ApiError(
+    return ApplicationError(
         _("The file is larger than %(size)s.") % {"size": size},
         code="too_large",
         extra={"code": "too_large", "reason": f"The file is larger than {size}."},
@@ -242,7 +242,7 @@ def character_import(
 ) -> Character:
     """A card file (PNG/APNG, JSON, CHARX) → a new character in ``novel_id`` (or the import novel).
 
-    Raises ``ApiError`` 400 with the codec's ``code`` on any bad file; nothing is written then."""
+    Raises ``ApplicationError`` 400 with the codec's ``code`` on any bad file; nothing is written then."""
     limits = card_limits()
     if len(data) > limits.max_file_bytes:
         raise card_too_large_error()

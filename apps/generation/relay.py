@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 from django.utils.translation import gettext as _
 
-from apps.core.api.exceptions import ApiError, envelope
+from apps.core.api.exceptions import envelope
 from apps.core.db import db_sync_to_async
+from apps.core.errors import ApplicationError
 from apps.generation.models import Generation
 from apps.generation.services import Finished, Outcome, Prepared
 from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited
@@ -33,10 +34,10 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def upstream_api_error(exc: BaseException) -> ApiError:
+def upstream_api_error(exc: BaseException) -> ApplicationError:
     """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy)."""
     if isinstance(exc, ConcurrencyLimited):
-        return ApiError(
+        return ApplicationError(
             _("The model is busy right now; please retry shortly."),
             status_code=503,
             code="busy",
@@ -52,7 +53,7 @@ def upstream_api_error(exc: BaseException) -> ApiError:
         message = _("The model provider is rate limiting requests; please retry later.")
     else:
         message = _("The model provider failed: %(reason)s") % {"reason": exc.message}
-    return ApiError(message, status_code=exc.client_status, code=exc.code, headers=headers)
+    return ApplicationError(message, status_code=exc.client_status, code=exc.code, headers=headers)
 
 
 class Relay:
@@ -152,7 +153,7 @@ class Relay:
 
     async def prime(self) -> list[bytes]:
         """Wait (up to FIRST_TOKEN_WAIT) for the first text so that a call failing before its first
-        token is answered as a plain JSON error. Raises `ApiError` in that case (record finished)."""
+        token is answered as a plain JSON error. Raises `ApplicationError` in that case (record finished)."""
         events: list[bytes] = []
         deadline = time.perf_counter() + FIRST_TOKEN_WAIT
         try:

@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 
 from apps.characters.models import Character
 from apps.characters.selectors import character_card_v3, character_lorebook_entries
-from apps.core.api.exceptions import ApiError
+from apps.core.errors import ApplicationError
 from apps.generation.models import Chat, ChatMessage, Generation, GlobalVariables, Persona
 from apps.generation.roleplay_assembly import (
     DEFAULT_MAIN_PROMPT,
@@ -64,8 +64,8 @@ AN_POSITIONS = ("in_chat", "before_main", "after_main")
 ROLES = ("system", "user", "assistant")
 
 
-def _not_found(message: str) -> ApiError:
-    return ApiError(message, status_code=404, code="not_found")
+def _not_found(message: str) -> ApplicationError:
+    return ApplicationError(message, status_code=404, code="not_found")
 
 
 # ------------------------------------------------------------------------------------------ personas
@@ -208,7 +208,7 @@ def message_update(
     """Choose the current swipe, then edit its text; hide or unhide (hidden messages are not sent)."""
     if swipe_id is not None:
         if swipe_id >= len(message.swipes):
-            raise ApiError(
+            raise ApplicationError(
                 _("swipeId must be less than %(count)s.") % {"count": len(message.swipes)},
                 status_code=400,
                 code="invalid",
@@ -265,7 +265,7 @@ class Plan:
 
 def _max_tokens(req: RoleplayRequest, primary: ModelTarget) -> int:
     if req.max_tokens is not None and req.max_tokens > primary.max_output_tokens:
-        raise ApiError(
+        raise ApplicationError(
             _("maxTokens must be at most %(max)s for model %(model)s.")
             % {"max": primary.max_output_tokens, "model": primary.model_id},
             status_code=400,
@@ -306,8 +306,8 @@ def _with_original(override: str, original: str, ctx: MacroContext) -> str:
         ctx.original = ""
 
 
-def _bad_type(generation_type: str) -> ApiError:
-    return ApiError(
+def _bad_type(generation_type: str) -> ApplicationError:
+    return ApplicationError(
         _("There is no assistant message to %(type)s.") % {"type": generation_type},
         status_code=400,
         code="invalid",
@@ -465,7 +465,7 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
     try:
         assembled = assemble_turn(sections, limit=limit)
     except BudgetExceeded as exc:
-        raise ApiError(
+        raise ApplicationError(
             _("The mandatory prompts need %(needed)s tokens, more than the %(budget)s tokens available.")
             % {"needed": exc.needed, "budget": exc.budget},
             status_code=400,

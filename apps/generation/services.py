@@ -16,8 +16,8 @@ from django.utils.translation import gettext as _
 
 from apps.billing import services as billing
 from apps.billing.charges import count_chars, hold_amount
-from apps.core.api.exceptions import ApiError
 from apps.core.db import Statement, insert_statement, update_statement
+from apps.core.errors import ApplicationError
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
 from apps.generation.tokens import estimate_tokens
@@ -123,14 +123,14 @@ def _macro_context(*, user: Any, req: WritingRequest, model_id: str) -> MacroCon
 def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
     """Resolve, assemble, budget, then create the record and place the hold in one transaction.
 
-    Raises `ApiError` (404/400 prompt, 400 model/maxTokens/budget, 402 funds) before anything is
+    Raises `ApplicationError` (404/400 prompt, 400 model/maxTokens/budget, 402 funds) before anything is
     written: an invalid request never touches the wallet.
     """
     resolved = prompt_resolve(user=user, prompt_id=req.prompt_id)
     targets = model_chain(model_id=req.model_id)
     primary = targets[0]
     if req.max_tokens is not None and req.max_tokens > primary.max_output_tokens:
-        raise ApiError(
+        raise ApplicationError(
             _("maxTokens must be at most %(max)s for model %(model)s.")
             % {"max": primary.max_output_tokens, "model": primary.model_id},
             status_code=400,
@@ -157,7 +157,7 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
     try:
         assembled = fit_budget(head=head, history=history, tail=tail, budget=budget)
     except BudgetExceeded as exc:
-        raise ApiError(
+        raise ApplicationError(
             _(
                 "The prompt and the input need %(needed)s tokens, more than the %(budget)s tokens available "
                 "(context %(context)s − maxTokens %(max)s)."

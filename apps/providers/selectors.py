@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from django.utils.translation import gettext as _
 
-from apps.core.api.exceptions import ApiError
+from apps.core.errors import ApplicationError
 from apps.providers.adapters.base import ConnectionConfig
 from apps.providers.models import AIModel, ModelFallback
 
@@ -81,7 +81,7 @@ def chains_forget() -> None:
 def _load_chain(model_id: str) -> list[ModelTarget]:
     model = AIModel.objects.select_related("connection").filter(model_id=model_id).first()
     if model is None or not model.enabled or not model.connection.enabled:
-        raise ApiError(
+        raise ApplicationError(
             _("Model %(model)s does not exist or is disabled.") % {"model": model_id},
             status_code=400,
             code="invalid_model",

@@ -19,8 +19,8 @@ from rest_framework.views import APIView
 from apps.accounts.selectors import request_user
 from apps.characters.api import OwnFormatParamMixin, filename_stem
 from apps.characters.cards import dumps_card
-from apps.core.api.exceptions import ApiError
 from apps.core.api.pagination import PagePagination
+from apps.core.errors import ApplicationError
 from apps.novels.api import SEARCH_PARAM, entity_views
 from apps.worldviews import selectors, services
 from apps.worldviews.engine import ActivationSettings, Entry, entry_from_st
@@ -343,7 +343,7 @@ class LorebookActivateView(APIView):
             books = {book.pk: book for book in Lorebook.objects.filter(pk__in=ids, owner=request_user(request))}
             missing = [i for i in ids if i not in books]
             if missing:
-                raise ApiError(
+                raise ApplicationError(
                     _("Lorebook %(id)s does not exist.") % {"id": missing[0]}, status_code=404, code="not_found"
                 )
             entries.extend(selectors.engine_entries(lorebooks=[books[i] for i in ids]))

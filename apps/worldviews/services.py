@@ -33,7 +33,7 @@ from apps.characters.cards import (
 )
 from apps.characters.models import Character
 from apps.characters.services import card_error, card_limits, card_too_large_error
-from apps.core.api.exceptions import ApiError
+from apps.core.errors import ApplicationError
 from apps.worldviews.models import Lorebook, LorebookEntry
 
 MAX_ENTRIES = 20_000
@@ -524,7 +524,7 @@ def _from_book(book: Mapping[str, Any], *, fallback_name: str) -> ImportedBook:
 
 def lorebook_read_file(*, data: bytes, filename: str | None, content_type: str | None) -> ImportedBook:
     """Decode an uploaded lorebook: ST world-info JSON, ``lorebook_v3``, or a card (PNG/APNG, JSON,
-    CHARX) whose ``character_book`` is taken. Raises ``ApiError`` 400 with a ``code``."""
+    CHARX) whose ``character_book`` is taken. Raises ``ApplicationError`` 400 with a ``code``."""
     limits = card_limits()
     if len(data) > limits.max_file_bytes:
         raise card_too_large_error()
@@ -547,7 +547,7 @@ def lorebook_read_file(*, data: bytes, filename: str | None, content_type: str |
         raise card_error(exc) from None
     book = parsed.card_v3["data"].get("character_book")
     if not isinstance(book, dict):
-        raise ApiError(
+        raise ApplicationError(
             _("The character card has no embedded lorebook (character_book)."),
             code="no_character_book",
             extra={"code": "no_character_book"},
@@ -556,8 +556,8 @@ def lorebook_read_file(*, data: bytes, filename: str | None, content_type: str |
     return _from_book(book, fallback_name=_("%(name)s's Lorebook") % {"name": char_name})
 
 
-def _not_a_lorebook() -> ApiError:
-    return ApiError(
+def _not_a_lorebook() -> ApplicationError:
+    return ApplicationError(
         _("The file is not a lorebook (expected SillyTavern world-info JSON, lorebook_v3 or a character card)."),
         code="not_a_lorebook",
         extra={"code": "not_a_lorebook"},

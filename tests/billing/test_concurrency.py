@@ -32,7 +32,7 @@ from django.db.models import Count, Sum
 
 from apps.billing import services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Wallet
-from apps.core.api.exceptions import ApiError
+from apps.core.errors import ApplicationError
 from apps.generation.models import Generation
 from tests.fakes.upstream import Reply
 from tests.generation.conftest import make_model, token, writing_prompt  # noqa: F401 (fixtures used below)
@@ -142,7 +142,7 @@ def test_200_concurrent_generations_on_one_wallet(user):
                 services.hold_place(
                     user=user, generation_id=gid, pricing=PAID, input_chars=input_chars, max_tokens=max_tokens
                 )
-        except ApiError as exc:
+        except ApplicationError as exc:
             go[i].set()  # its companion has nothing to do
             assert exc.status_code == 402
             note("refused")
@@ -180,7 +180,7 @@ def test_200_concurrent_generations_on_one_wallet(user):
             else:
                 services.wallet_adjust(user=user, amount=-700, note=f"op {i}")
                 note("adjusted")
-        except ApiError:
+        except ApplicationError:
             note("adjust refused")
 
     started = time.monotonic()
@@ -231,7 +231,7 @@ def test_concurrent_redemption_of_one_code_has_one_winner(make_user):
         try:
             services.code_redeem(user=users[i], code=code.code)
             results.append("ok")
-        except ApiError as exc:
+        except ApplicationError as exc:
             results.append(exc.get_codes())
 
     run_threads(redeem, len(users))

@@ -18,7 +18,7 @@ from django.utils import translation
 from apps.billing import services, tasks
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
 from apps.billing.selectors import membership_summary
-from apps.core.api.exceptions import ApiError
+from apps.core.errors import ApplicationError
 from apps.generation.models import Generation
 
 pytestmark = pytest.mark.django_db
@@ -228,7 +228,7 @@ def test_unknown_generation_settles_and_releases_to_nothing(user):
 
 def test_not_enough_funds_is_402_with_affordable_tokens_and_writes_nothing(user):
     services.wallet_grant(user=user, amount=1000)
-    with pytest.raises(ApiError) as exc:
+    with pytest.raises(ApplicationError) as exc:
         place(user, "g1", max_tokens=1000)  # hold 4 000 > 2 000 free + 1 000 paid
     assert exc.value.status_code == 402
     assert exc.value.extra == {"required": 4000, "available": 3000, "maxAffordableTokens": 750}
@@ -240,7 +240,7 @@ def test_holds_are_counted_against_later_requests(user):
     services.wallet_grant(user=user, amount=1000)
     place(user, "g1", max_tokens=500)  # 2 000 free
     place(user, "g2", max_tokens=250)  # 1 000 paid
-    with pytest.raises(ApiError) as exc:
+    with pytest.raises(ApplicationError) as exc:
         place(user, "g3", max_tokens=1)
     assert exc.value.extra["available"] == 0 and exc.value.extra["maxAffordableTokens"] == 0
     services.hold_release(generation_id="g2")
@@ -352,7 +352,7 @@ def test_grant_and_adjust_write_ledger_entries_with_balance_after(user, other_us
 
 def test_adjust_cannot_go_negative_and_writes_nothing(user):
     services.wallet_grant(user=user, amount=100)
-    with pytest.raises(ApiError) as exc:
+    with pytest.raises(ApplicationError) as exc:
         services.wallet_adjust(user=user, amount=-101, note="too much")
     assert exc.value.status_code == 400 and exc.value.message == "The balance cannot become negative."
     assert wallet(user) == (100, 0) and LedgerEntry.objects.count() == 1
@@ -362,7 +362,7 @@ def test_adjust_cannot_take_away_what_is_held(user, settings):
     settings.BILLING_DAILY_FREE_QUOTA = 0
     services.wallet_grant(user=user, amount=100)
     place(user, "g1", max_tokens=20)  # 80 held
-    with pytest.raises(ApiError):
+    with pytest.raises(ApplicationError):
         services.wallet_adjust(user=user, amount=-30, note="x")
     assert services.wallet_adjust(user=user, amount=-20, note="ok").balance_after == 80
     assert wallet(user) == (80, 80)
@@ -431,7 +431,7 @@ def test_redeem_credits_once(user, other_user):
     assert membership_summary(user=user)["active"] is True
 
     for who in (user, other_user):
-        with pytest.raises(ApiError) as exc:
+        with pytest.raises(ApplicationError) as exc:
             services.code_redeem(user=who, code=code.code)
         assert exc.value.message == "This code has already been used."
     assert LedgerEntry.objects.count() == 1 and Membership.objects.count() == 1
@@ -441,7 +441,7 @@ def test_redeem_credits_once(user, other_user):
 def test_redeem_unknown_or_expired_code_writes_nothing(user):
     (expired,) = services.codes_create(count=1, amount=500, expires_at=datetime(2020, 1, 1, tzinfo=UTC))
     for code in ("NOPE", expired.code):
-        with pytest.raises(ApiError) as exc:
+        with pytest.raises(ApplicationError) as exc:
             services.code_redeem(user=user, code=code)
         assert exc.value.status_code == 400 and exc.value.message == "This code does not exist or has expired."
     assert not LedgerEntry.objects.exists() and not Wallet.objects.exists()

@@ -1,7 +1,7 @@
 import pytest
 
 from apps.characters.models import Character, CharacterField
-from apps.core.api.exceptions import ApiError
+from apps.core.errors import ApplicationError
 from apps.novels.models import Novel
 from apps.prompts.models import Prompt, PromptContent
 from apps.prompts.rendering import render_character, render_worldview
@@ -67,14 +67,14 @@ def test_resolve_orders_contents_and_renders_references(user):
 
 
 def test_missing_prompt_is_404_with_exact_message(user):
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ApplicationError) as err:
         prompt_resolve(user=user, prompt_id=999)
     assert (err.value.status_code, err.value.message) == (404, "提示词 ID=999 不存在")
 
 
 def test_someone_elses_private_prompt_is_400_with_exact_message(user, other_user):
     prompt = Prompt.objects.create(author=other_user, title="p")
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ApplicationError) as err:
         prompt_resolve(user=user, prompt_id=prompt.pk)
     assert (err.value.status_code, err.value.message) == (400, "无权使用此提示词")
 
@@ -122,9 +122,9 @@ def test_resolve_messages_in_english(user, other_user, settings):
 
     prompt = Prompt.objects.create(author=other_user, title="p")
     with translation.override("en"):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(ApplicationError) as err:
             prompt_resolve(user=user, prompt_id=prompt.pk)
         assert err.value.message == "No permission to use this prompt"
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(ApplicationError) as err:
             prompt_resolve(user=user, prompt_id=12345)
         assert err.value.message == "Prompt ID=12345 does not exist"

@@ -15,35 +15,12 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 
+from apps.core.errors import ApplicationError, InvalidInput
+
 logger = logging.getLogger("apps.core.api")
-
-
-class ApiError(exceptions.APIException):
-    """A domain error with an exact, user-facing message (e.g. `400 无权使用此提示词`).
-
-    `extra` keys are merged into the envelope (e.g. `maxAffordableTokens` on a 402).
-    """
-
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int = 400,
-        code: str = "error",
-        extra: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail=message, code=code)
-        self.status_code = status_code  # type: ignore[assignment]  # stubs: the base declares a Literal
-        self.message = message
-        self.extra = extra or {}
-        self.headers = headers or {}
 
 
 def reason_phrase(status_code: int) -> str:
@@ -112,7 +89,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
 
-    if isinstance(exc, ApiError):
+    if isinstance(exc, InvalidInput):
+        return Response(validation_envelope(exc.errors), status=400)
+
+    if isinstance(exc, ApplicationError):
         response = Response(envelope(exc.status_code, exc.message, **exc.extra), status=exc.status_code)
         for name, value in exc.headers.items():
             response[name] = value
