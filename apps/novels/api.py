@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.shortcuts import get_object_or_404
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -49,7 +49,10 @@ class NovelListCreateView(APIView):
 
 class NovelDetailView(APIView):
     def _get(self, request: Request, novel_id: int) -> Novel:
-        return get_object_or_404(Novel, pk=novel_id, owner=request.user)
+        novel = selectors.novel_get_owned(user=request.user, pk=novel_id)
+        if novel is None:
+            raise Http404
+        return novel
 
     @extend_schema(responses=NovelOutputSerializer)
     def get(self, request: Request, novel_id: int) -> Response:
@@ -140,7 +143,10 @@ def entity_views(
 
     class Detail(APIView):
         def _get(self, request: Request, pk: int) -> Any:
-            return get_object_or_404(model.objects.prefetch_related("fields"), pk=pk, novel__owner=request.user)
+            entity = selectors.entity_get_owned(model=model, user=request.user, pk=pk)
+            if entity is None:
+                raise Http404
+            return entity
 
         @extend_schema(responses=output_cls)
         def get(self, request: Request, pk: int) -> Response:

@@ -14,6 +14,11 @@ def novel_list(*, user: Any, search: str | None = None) -> QuerySet[Novel]:
     return qs.order_by("-updated_at", "-id")
 
 
+def novel_get_owned(*, user: Any, pk: int) -> Novel | None:
+    """The caller's novel, or None (someone else's looks like a missing one; the caller picks 404 or 400)."""
+    return Novel.objects.filter(pk=pk, owner=user).first()
+
+
 def entity_list[E: NovelEntity](
     *, model: type[E], user: Any, novel_id: int | None = None, search: str | None = None
 ) -> QuerySet[E]:
@@ -24,3 +29,8 @@ def entity_list[E: NovelEntity](
     if search:
         qs = qs.filter(name__icontains=search)
     return qs.prefetch_related("fields").order_by("-updated_at", "-id")
+
+
+def entity_get_owned[E: NovelEntity](*, model: type[E], user: Any, pk: int) -> E | None:
+    """An entity (character, worldview) in one of the caller's novels, with its fields; None otherwise."""
+    return model.objects.prefetch_related("fields").filter(pk=pk, novel__owner=user).first()

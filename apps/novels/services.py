@@ -7,9 +7,10 @@ from typing import Any
 
 from django.db import transaction
 from django.utils.translation import gettext as _
-from rest_framework.exceptions import ValidationError
 
+from apps.core.errors import InvalidInput
 from apps.novels.models import EntityField, Novel, NovelEntity
+from apps.novels.selectors import novel_get_owned
 
 
 def novel_create(*, owner: Any, title: str, description: str = "") -> Novel:
@@ -31,9 +32,9 @@ def novel_delete(*, novel: Novel) -> None:
 
 def owned_novel_get(*, user: Any, novel_id: int) -> Novel:
     """The caller's novel, or a validation error on `novelId` (someone else's looks like a missing one)."""
-    novel = Novel.objects.filter(pk=novel_id, owner=user).first()
+    novel = novel_get_owned(user=user, pk=novel_id)
     if novel is None:
-        raise ValidationError({"novelId": [_("Novel %(id)s does not exist.") % {"id": novel_id}]})
+        raise InvalidInput({"novelId": [_("Novel %(id)s does not exist.") % {"id": novel_id}]})
     return novel
 
 

@@ -55,6 +55,21 @@ class PromptInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(errors)
         return contents
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "contents" in attrs:
+            attrs["contents"] = [
+                services.ContentSpec(
+                    order=c["order"],
+                    type=c["type"],
+                    role=c.get("role") or PromptContent.Role.SYSTEM,
+                    content=c.get("content") or "",
+                    reference_id=c.get("referenceId"),
+                    name=c.get("name") or "",
+                )
+                for c in attrs["contents"]
+            ]
+        return attrs
+
 
 class ContentOutputSerializer(serializers.Serializer):
     order = serializers.IntegerField()

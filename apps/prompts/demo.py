@@ -18,13 +18,13 @@ def demo_setup(*, user: Any, stdout: Any) -> None:
             title=DEMO_TITLE,
             description="make run 创建的示例提示词",
             contents=[
-                {"order": 1, "type": "text", "role": "system", "content": "你是一名专业的小说作家。"},
-                {
-                    "order": 2,
-                    "type": "text",
-                    "role": "system",
-                    "content": "情节设定：{{故事背景}}，主角名为{{主角名字}}。现在是{{date}}。",
-                },
+                services.ContentSpec(order=1, type="text", role="system", content="你是一名专业的小说作家。"),
+                services.ContentSpec(
+                    order=2,
+                    type="text",
+                    role="system",
+                    content="情节设定：{{故事背景}}，主角名为{{主角名字}}。现在是{{date}}。",
+                ),
             ],
         )
     stdout.write(f"Demo prompt: id {prompt.pk} ({DEMO_TITLE})")
