@@ -232,7 +232,7 @@ def test_concurrent_redemption_of_one_code_has_one_winner(make_user):
             services.code_redeem(user=users[i], code=code.code)
             results.append("ok")
         except ApplicationError as exc:
-            results.append(exc.get_codes())
+            results.append(exc.code)
 
     run_threads(redeem, len(users))
     assert results.count("ok") == 1
