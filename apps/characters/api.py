@@ -17,8 +17,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.selectors import request_user
+from apps.cards import dumps_card
+from apps.cards.messages import card_limits, card_too_large_error
 from apps.characters import selectors, services
-from apps.characters.cards import dumps_card
 from apps.characters.models import Character
 from apps.core.api.pagination import PagePagination
 from apps.novels.api import SEARCH_PARAM, EntityQuerySerializer, FieldSerializer
@@ -154,8 +155,8 @@ class CharacterImportView(APIView):
         data = ImportInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
-        if upload.size > services.card_limits().max_file_bytes:  # refuse before reading it into memory
-            raise services.card_too_large_error()
+        if upload.size > card_limits().max_file_bytes:  # refuse before reading it into memory
+            raise card_too_large_error()
         character = services.character_import(
             user=request.user,
             data=upload.read(),

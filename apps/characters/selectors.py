@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from django.db.models import QuerySet
 
-from apps.characters.cards import (
+from apps.cards import (
     character_book_to_st_entries,
     export_card_json,
     export_card_png,

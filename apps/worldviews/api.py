@@ -17,8 +17,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.selectors import request_user
+from apps.cards import dumps_card
+from apps.cards.messages import card_limits, card_too_large_error
 from apps.characters.api import OwnFormatParamMixin, filename_stem
-from apps.characters.cards import dumps_card
 from apps.core.api.pagination import PagePagination
 from apps.core.errors import ApplicationError
 from apps.novels.api import SEARCH_PARAM, entity_views
@@ -229,8 +230,8 @@ class LorebookImportView(APIView):
         data = LorebookImportSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
-        if upload.size > services.card_limits().max_file_bytes:
-            raise services.card_too_large_error()
+        if upload.size > card_limits().max_file_bytes:
+            raise card_too_large_error()
         lorebook = services.lorebook_import(
             owner=request.user,
             data=upload.read(),

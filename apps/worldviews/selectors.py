@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from django.db.models import Count, Q, QuerySet
 
-from apps.characters.cards import st_entries_to_character_book, st_entries_to_lorebook_v3
+from apps.cards import st_entries_to_character_book, st_entries_to_lorebook_v3
 from apps.worldviews.engine import (
     ActivationResult,
     ActivationSettings,

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ValidationError
 
-from apps.characters.cards import (
+from apps.cards import (
     CardError,
     character_book_to_st_entries,
     is_lorebook_v3,
@@ -31,8 +31,8 @@ from apps.characters.cards import (
     parse_card_json,
     st_world_entries,
 )
+from apps.cards.messages import card_error, card_limits, card_too_large_error
 from apps.characters.models import Character
-from apps.characters.services import card_error, card_limits, card_too_large_error
 from apps.core.errors import ApplicationError
 from apps.worldviews.models import Lorebook, LorebookEntry
 

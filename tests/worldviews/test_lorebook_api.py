@@ -7,7 +7,7 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from apps.characters.cards import export_card_png, minimal_png, normalize_card_v3
+from apps.cards import export_card_png, minimal_png, normalize_card_v3
 from apps.characters.models import Character
 from apps.novels.models import Novel
 from apps.worldviews.models import Lorebook, LorebookEntry
