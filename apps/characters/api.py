@@ -22,6 +22,7 @@ from apps.cards.messages import card_limits, card_too_large_error
 from apps.characters import selectors, services
 from apps.characters.models import Character
 from apps.core.api.pagination import PagePagination
+from apps.core.api.views import OwnFormatParamMixin, filename_stem
 from apps.novels.api import SEARCH_PARAM, EntityQuerySerializer, FieldSerializer
 
 
@@ -68,14 +69,6 @@ NOVEL_PARAM = OpenApiParameter("novelId", int, description="Only characters of t
 
 def _output(character: Character) -> dict[str, Any]:
     return CharacterOutputSerializer(character).data
-
-
-class OwnFormatParamMixin:
-    """`?format=` is this endpoint's own parameter, not DRF's renderer override (which would 404 on
-    `format=png`): content negotiation ignores it."""
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        return super().perform_content_negotiation(request, force=True)  # type: ignore[misc]
 
 
 class CharacterListCreateView(APIView):
@@ -211,9 +204,3 @@ class CharacterAvatarView(APIView):
         response["ETag"] = etag
         response["Cache-Control"] = "private, max-age=3600"
         return response
-
-
-def filename_stem(name: str) -> str:
-    """The card name as a safe file name (no path separators or control characters)."""
-    cleaned = "".join(ch for ch in name if ch.isprintable() and ch not in '/\\:*?"<>|').strip(" .")
-    return cleaned[:100] or "character"

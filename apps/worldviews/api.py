@@ -19,8 +19,8 @@ from rest_framework.views import APIView
 from apps.accounts.selectors import request_user
 from apps.cards import dumps_card
 from apps.cards.messages import card_limits, card_too_large_error
-from apps.characters.api import OwnFormatParamMixin, filename_stem
 from apps.core.api.pagination import PagePagination
+from apps.core.api.views import OwnFormatParamMixin, filename_stem
 from apps.core.errors import ApplicationError
 from apps.novels.api import SEARCH_PARAM, entity_views
 from apps.worldviews import selectors, services
