@@ -19,12 +19,14 @@ from rest_framework.views import APIView
 from apps.accounts.selectors import request_user
 from apps.cards import dumps_card
 from apps.cards.messages import card_limits, card_too_large_error
+from apps.cards.uids import uids_smallest_free
 from apps.core.api.pagination import PagePagination
 from apps.core.api.views import OwnFormatParamMixin, filename_stem
 from apps.core.errors import ApplicationError
 from apps.novels.api import SEARCH_PARAM, entity_views
 from apps.worldviews import selectors, services
-from apps.worldviews.engine import ActivationSettings, Entry, entry_from_st
+from apps.worldviews.engine import GENERATION_TYPES, ActivationSettings, Entry, entry_from_st
+from apps.worldviews.engine.entry_schema import MAX_ENTRIES
 from apps.worldviews.models import Lorebook, LorebookEntry, Worldview
 
 WorldviewListCreateView, WorldviewDetailView = entity_views(Worldview)
@@ -42,7 +44,7 @@ class LorebookInputSerializer(serializers.Serializer):
     description = serializers.CharField(max_length=20000, required=False, allow_blank=True, trim_whitespace=False)
     characterId = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     isGlobal = serializers.BooleanField(required=False)
-    entries = serializers.ListField(child=EntryField(), required=False, max_length=services.MAX_ENTRIES)
+    entries = serializers.ListField(child=EntryField(), required=False, max_length=MAX_ENTRIES)
 
 
 class LorebookOutputSerializer(serializers.Serializer):
@@ -315,12 +317,12 @@ class ActivationSettingsSerializer(serializers.Serializer):
 
 class ActivateInputSerializer(serializers.Serializer):
     lorebookIds = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
-    entries = serializers.ListField(child=EntryField(), required=False, max_length=services.MAX_ENTRIES)
+    entries = serializers.ListField(child=EntryField(), required=False, max_length=MAX_ENTRIES)
     # DRF stubs: many=True also takes ListSerializer's max_length.
     chat = ChatMessageSerializer(many=True, required=False, default=list, max_length=10_000)  # type: ignore[call-arg]
     settings = ActivationSettingsSerializer(required=False)
     maxContext = serializers.IntegerField(min_value=1, max_value=10_000_000, default=8192)
-    generationType = serializers.ChoiceField(choices=list(services.GENERATION_TYPES), default="normal")
+    generationType = serializers.ChoiceField(choices=list(GENERATION_TYPES), default="normal")
     seed = serializers.IntegerField(min_value=0, max_value=2**53, required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -350,7 +352,7 @@ class LorebookActivateView(APIView):
             entries.extend(selectors.engine_entries(lorebooks=[books[i] for i in ids]))
         if "entries" in values:
             validated = services.entries_validate(values["entries"])
-            uids = services.assign_uids([uid for _data, uid in validated])
+            uids = uids_smallest_free([uid for _data, uid in validated])
             entries.extend(
                 entry_from_st({**entry, "uid": uid}, lorebook_id=None, source="global")
                 for (entry, _uid), uid in zip(validated, uids, strict=True)

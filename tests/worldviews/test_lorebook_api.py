@@ -10,8 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.cards import export_card_png, minimal_png, normalize_card_v3
 from apps.characters.models import Character
 from apps.novels.models import Novel
+from apps.worldviews.engine.entry_schema import entry_defaults
 from apps.worldviews.models import Lorebook, LorebookEntry
-from apps.worldviews.services import entry_defaults
 
 pytestmark = pytest.mark.django_db
 
