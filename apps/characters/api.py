@@ -16,7 +16,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.selectors import request_user
 from apps.cards import dumps_card
 from apps.cards.messages import card_limits, card_too_large_error
 from apps.characters import selectors, services
@@ -95,13 +94,13 @@ class CharacterListCreateView(APIView):
             fields=values.get("fields"),
             card=values.get("card"),
         )
-        created = cast(Character, selectors.character_get(user=request.user, character_id=character.pk))  # just created
+        created = cast(Character, selectors.character_get_owned(user=request.user, pk=character.pk))  # just created
         return Response(_output(created), status=201)
 
 
 class CharacterDetailView(APIView):
     def _get(self, request: Request, pk: int) -> Character:
-        character = selectors.character_get(user=request.user, character_id=pk)
+        character = selectors.character_get_owned(user=request.user, pk=pk)
         if character is None:
             raise Http404
         return character
@@ -157,7 +156,7 @@ class CharacterImportView(APIView):
             content_type=getattr(upload, "content_type", None),
             novel_id=data.validated_data.get("novelId"),
         )
-        created = cast(Character, selectors.character_get(user=request.user, character_id=character.pk))  # just created
+        created = cast(Character, selectors.character_get_owned(user=request.user, pk=character.pk))  # just created
         return Response(_output(created), status=201)
 
 
@@ -172,7 +171,7 @@ class CharacterExportView(OwnFormatParamMixin, APIView):
     def get(self, request: Request, pk: int) -> HttpResponse:
         query = ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        character = Character.objects.defer(None).filter(pk=pk, novel__owner=request_user(request)).first()
+        character = selectors.character_get_owned(user=request.user, pk=pk, full=True)
         if character is None:
             raise Http404
         fmt, spec = query.validated_data["format"], query.validated_data["spec"]

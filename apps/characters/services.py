@@ -17,11 +17,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.translation import gettext as _
-from rest_framework.exceptions import ValidationError
 
 from apps.cards import CardError, card_fields, parse_card_bytes, parse_card_json
 from apps.cards.messages import card_error, card_error_message, card_limits, card_too_large_error
 from apps.characters.models import Character, CharacterField
+from apps.core.errors import InvalidInput
 from apps.novels.models import Novel
 from apps.novels.services import owned_novel_get
 
@@ -59,13 +59,13 @@ def card_validate(doc: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
     """A card sent over REST → ``(card_v3, original, spec)``; V1/V2/V3/hybrid documents (or a bare V3
     ``data`` object) are accepted. Errors are validation errors on ``card``."""
     if not isinstance(doc, dict):
-        raise ValidationError({"card": [_("Must be a character card object.")]})
+        raise InvalidInput({"card": [_("Must be a character card object.")]})
     if "spec" not in doc and "data" not in doc and "name" not in doc and "char_name" not in doc:
-        raise ValidationError({"card": [_("Must be a character card object.")]})
+        raise InvalidInput({"card": [_("Must be a character card object.")]})
     try:
         parsed = parse_card_json(doc)
     except CardError as exc:
-        raise ValidationError({"card": [card_error_message(exc.code.value, exc.message)]}) from None
+        raise InvalidInput({"card": [card_error_message(exc.code.value, exc.message)]}) from None
     return parsed.card_v3, parsed.original, parsed.spec
 
 
@@ -89,7 +89,7 @@ def character_create(
         character.source_format = Character.SourceFormat.API
     name = name or (character.card.get("data", {}).get("name") if character.card else "") or ""
     if not name.strip():
-        raise ValidationError({"name": [_("This field is required.")]})
+        raise InvalidInput({"name": [_("This field is required.")]})
     character.name = name[:200]
     if character.card:
         character.card = _sync_name(character.card, character.name)

@@ -16,13 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.selectors import request_user
 from apps.cards import dumps_card
 from apps.cards.messages import card_limits, card_too_large_error
 from apps.cards.uids import uids_smallest_free
 from apps.core.api.pagination import PagePagination
 from apps.core.api.views import OwnFormatParamMixin, filename_stem
-from apps.core.errors import ApplicationError
+from apps.core.errors import NotFound
 from apps.novels.api import SEARCH_PARAM, entity_views
 from apps.worldviews import selectors, services
 from apps.worldviews.engine import GENERATION_TYPES, ActivationSettings, Entry, entry_from_st
@@ -85,7 +84,7 @@ def _detail(lorebook: Lorebook) -> dict[str, Any]:
 
 
 def _owned(request: Request, lorebook_id: int) -> Lorebook:
-    lorebook = selectors.lorebook_get(user=request.user, lorebook_id=lorebook_id)
+    lorebook = selectors.lorebook_get_owned(user=request.user, pk=lorebook_id)
     if lorebook is None:
         raise Http404
     return lorebook
@@ -190,7 +189,7 @@ class LorebookEntryListCreateView(APIView):
 
 class LorebookEntryDetailView(APIView):
     def _get(self, request: Request, pk: int, uid: int) -> LorebookEntry:
-        entry = selectors.entry_get(user=request.user, lorebook_id=pk, uid=uid)
+        entry = selectors.entry_get_owned(user=request.user, lorebook_id=pk, uid=uid)
         if entry is None:
             raise Http404
         return entry
@@ -343,12 +342,10 @@ class LorebookActivateView(APIView):
         entries: list[Entry] = []
         ids = list(dict.fromkeys(values.get("lorebookIds", [])))
         if ids:
-            books = {book.pk: book for book in Lorebook.objects.filter(pk__in=ids, owner=request_user(request))}
+            books = selectors.lorebooks_get_owned(user=request.user, ids=ids)
             missing = [i for i in ids if i not in books]
             if missing:
-                raise ApplicationError(
-                    _("Lorebook %(id)s does not exist.") % {"id": missing[0]}, status_code=404, code="not_found"
-                )
+                raise NotFound(_("Lorebook %(id)s does not exist.") % {"id": missing[0]})
             entries.extend(selectors.engine_entries(lorebooks=[books[i] for i in ids]))
         if "entries" in values:
             validated = services.entries_validate(values["entries"])

@@ -14,7 +14,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -32,7 +32,7 @@ from apps.cards import (
 )
 from apps.cards.messages import card_error, card_limits, card_too_large_error
 from apps.cards.uids import smallest_free_uid, uids_smallest_free
-from apps.characters.models import Character
+from apps.characters.selectors import character_get_owned
 from apps.core.errors import ApplicationError, InvalidInput
 from apps.worldviews.engine import entry_schema
 from apps.worldviews.engine.entry_schema import (
@@ -45,6 +45,9 @@ from apps.worldviews.engine.entry_schema import (
     uid_coerce,
 )
 from apps.worldviews.models import Lorebook, LorebookEntry
+
+if TYPE_CHECKING:  # the type of Lorebook.character
+    from apps.characters.models import Character
 
 
 def _row(lorebook: Lorebook, uid: int, data: dict[str, Any]) -> LorebookEntry:
@@ -76,8 +79,9 @@ def _translated(message: Message) -> str:
 # ---------------------------------------------------------------------------------------- lorebooks
 
 
-def owned_character_get(*, user: Any, character_id: int) -> Character:
-    character = Character.objects.filter(pk=character_id, novel__owner=user).first()
+def _linked_character(*, user: Any, character_id: int) -> Character:
+    """The caller's character for ``characterId``; someone else's is a 400 on that field, as a missing one."""
+    character = character_get_owned(user=user, pk=character_id)
     if character is None:
         raise InvalidInput({"characterId": [_("Character %(id)s does not exist.") % {"id": character_id}]})
     return character
@@ -123,7 +127,7 @@ def lorebook_create(
     st_extra: Mapping[str, Any] | None = None,
     book_extra: Mapping[str, Any] | None = None,
 ) -> Lorebook:
-    character = owned_character_get(user=owner, character_id=character_id) if character_id is not None else None
+    character = _linked_character(user=owner, character_id=character_id) if character_id is not None else None
     lorebook = Lorebook.objects.create(
         owner=owner,
         name=name,
@@ -154,7 +158,7 @@ def lorebook_update(
         lorebook.is_global = changes["is_global"]
     if "character_id" in changes:
         cid = changes["character_id"]
-        lorebook.character = None if cid is None else owned_character_get(user=lorebook.owner, character_id=cid)
+        lorebook.character = None if cid is None else _linked_character(user=lorebook.owner, character_id=cid)
     lorebook.save()
     if entries is not None:
         _replace_entries(lorebook, entries)
