@@ -16,11 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.selectors import request_user
+from apps.cards import dumps_card
+from apps.cards.messages import card_limits, card_too_large_error
 from apps.characters import selectors, services
-from apps.characters.cards import dumps_card
 from apps.characters.models import Character
 from apps.core.api.pagination import PagePagination
+from apps.core.api.views import OwnFormatParamMixin, filename_stem
 from apps.novels.api import SEARCH_PARAM, EntityQuerySerializer, FieldSerializer
 
 
@@ -69,14 +70,6 @@ def _output(character: Character) -> dict[str, Any]:
     return CharacterOutputSerializer(character).data
 
 
-class OwnFormatParamMixin:
-    """`?format=` is this endpoint's own parameter, not DRF's renderer override (which would 404 on
-    `format=png`): content negotiation ignores it."""
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
-        return super().perform_content_negotiation(request, force=True)  # type: ignore[misc]
-
-
 class CharacterListCreateView(APIView):
     @extend_schema(parameters=[NOVEL_PARAM, SEARCH_PARAM], responses=CharacterOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -101,13 +94,13 @@ class CharacterListCreateView(APIView):
             fields=values.get("fields"),
             card=values.get("card"),
         )
-        created = cast(Character, selectors.character_get(user=request.user, character_id=character.pk))  # just created
+        created = cast(Character, selectors.character_get_owned(user=request.user, pk=character.pk))  # just created
         return Response(_output(created), status=201)
 
 
 class CharacterDetailView(APIView):
     def _get(self, request: Request, pk: int) -> Character:
-        character = selectors.character_get(user=request.user, character_id=pk)
+        character = selectors.character_get_owned(user=request.user, pk=pk)
         if character is None:
             raise Http404
         return character
@@ -154,8 +147,8 @@ class CharacterImportView(APIView):
         data = ImportInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
-        if upload.size > services.card_limits().max_file_bytes:  # refuse before reading it into memory
-            raise services.card_too_large_error()
+        if upload.size > card_limits().max_file_bytes:  # refuse before reading it into memory
+            raise card_too_large_error()
         character = services.character_import(
             user=request.user,
             data=upload.read(),
@@ -163,7 +156,7 @@ class CharacterImportView(APIView):
             content_type=getattr(upload, "content_type", None),
             novel_id=data.validated_data.get("novelId"),
         )
-        created = cast(Character, selectors.character_get(user=request.user, character_id=character.pk))  # just created
+        created = cast(Character, selectors.character_get_owned(user=request.user, pk=character.pk))  # just created
         return Response(_output(created), status=201)
 
 
@@ -178,7 +171,7 @@ class CharacterExportView(OwnFormatParamMixin, APIView):
     def get(self, request: Request, pk: int) -> HttpResponse:
         query = ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        character = Character.objects.defer(None).filter(pk=pk, novel__owner=request_user(request)).first()
+        character = selectors.character_get_owned(user=request.user, pk=pk, full=True)
         if character is None:
             raise Http404
         fmt, spec = query.validated_data["format"], query.validated_data["spec"]
@@ -210,9 +203,3 @@ class CharacterAvatarView(APIView):
         response["ETag"] = etag
         response["Cache-Control"] = "private, max-age=3600"
         return response
-
-
-def filename_stem(name: str) -> str:
-    """The card name as a safe file name (no path separators or control characters)."""
-    cleaned = "".join(ch for ch in name if ch.isprintable() and ch not in '/\\:*?"<>|').strip(" .")
-    return cleaned[:100] or "character"

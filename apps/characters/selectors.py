@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from django.db.models import QuerySet
 
-from apps.characters.cards import (
+from apps.cards import (
     character_book_to_st_entries,
     export_card_json,
     export_card_png,
@@ -26,9 +26,13 @@ def character_list(*, user: Any, novel_id: int | None = None, search: str | None
     return qs.prefetch_related("fields").order_by("-updated_at", "-id")
 
 
-def character_get(*, user: Any, character_id: int) -> Character | None:
-    """The caller's character or None (someone else's looks missing)."""
-    return Character.objects.filter(pk=character_id, novel__owner=user).prefetch_related("fields").first()
+def character_get_owned(*, user: Any, pk: int, full: bool = False) -> Character | None:
+    """The caller's character, or None (someone else's looks missing; the caller picks 404 or 400).
+    The avatar bytes and the original card stay deferred unless ``full`` (card export needs them)."""
+    characters = Character.objects.all()
+    if full:
+        characters = characters.defer(None)
+    return characters.filter(pk=pk, novel__owner=user).first()
 
 
 def character_avatar(*, user: Any, character_id: int) -> tuple[bytes, str] | None:

@@ -14,16 +14,14 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
-from rest_framework.exceptions import ValidationError
 
-from apps.characters.cards import CardError, Limits, card_fields, parse_card_bytes, parse_card_json
+from apps.cards import CardError, card_fields, parse_card_bytes, parse_card_json
+from apps.cards.messages import card_error, card_error_message, card_limits, card_too_large_error
 from apps.characters.models import Character, CharacterField
-from apps.core.errors import ApplicationError
+from apps.core.errors import InvalidInput
 from apps.novels.models import Novel
 from apps.novels.services import owned_novel_get
 
@@ -32,58 +30,6 @@ IMPORT_NOVEL_TITLE = "导入的角色卡"
 
 UNSET: Any = object()
 """Marks an optional argument that the request did not send (``None`` means "send null")."""
-
-
-def card_limits() -> Limits:
-    return Limits(max_file_bytes=int(getattr(settings, "CARD_MAX_BYTES", 20 * 1024 * 1024)))
-
-
-def _size_text(limits: Limits) -> str:
-    size = limits.max_file_bytes
-    if size >= 1024 * 1024:
-        return f"{round(size / (1024 * 1024), 1):g} MB"
-    if size >= 1024:
-        return f"{round(size / 1024, 1):g} KB"
-    return f"{size} bytes"
-
-
-_CARD_MESSAGES = {
-    "not_a_card": gettext_lazy("The file is not a character card (expected a PNG/APNG, JSON or CHARX card)."),
-    "unsupported_format": gettext_lazy("This file format is not supported; upload a PNG/APNG, JSON or CHARX card."),
-    "bad_png": gettext_lazy("The PNG file is corrupt."),
-    "no_card_chunk": gettext_lazy("The PNG image has no character card data (no 'ccv3' or 'chara' text chunk)."),
-    "bad_base64": gettext_lazy("The card data in the PNG is not valid base64."),
-    "bad_json": gettext_lazy("The card JSON is invalid."),
-    "bad_zip": gettext_lazy("The CHARX archive is corrupt or uses an unsupported zip feature."),
-    "zip_bomb": gettext_lazy("The CHARX archive is suspiciously large when unpacked."),
-    "too_many_entries": gettext_lazy("The CHARX archive has too many entries."),
-    "too_large": gettext_lazy("The card data is too large."),
-}
-
-
-def card_error_message(code: str, fallback: str) -> str:
-    """The translated sentence for a codec error code (the codec's own English sentence as fallback)."""
-    message = _CARD_MESSAGES.get(code)
-    return str(message) if message is not None else fallback
-
-
-def card_error(exc: CardError) -> ApplicationError:
-    """A codec error as the 400 envelope: translated ``message``, stable ``code``, and the codec's exact
-    English sentence in ``reason`` (it names the chunk, the size, the member …)."""
-    code = exc.code.value
-    return ApplicationError(
-        card_error_message(code, exc.message), status_code=400, code=code, extra={"code": code, "reason": exc.message}
-    )
-
-
-def card_too_large_error() -> ApplicationError:
-    """The upload is over ``CARD_MAX_BYTES`` (checked before the file is read)."""
-    size = _size_text(card_limits())
-    return ApplicationError(
-        _("The file is larger than %(size)s.") % {"size": size},
-        code="too_large",
-        extra={"code": "too_large", "reason": f"The file is larger than {size}."},
-    )
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -113,13 +59,13 @@ def card_validate(doc: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
     """A card sent over REST → ``(card_v3, original, spec)``; V1/V2/V3/hybrid documents (or a bare V3
     ``data`` object) are accepted. Errors are validation errors on ``card``."""
     if not isinstance(doc, dict):
-        raise ValidationError({"card": [_("Must be a character card object.")]})
+        raise InvalidInput({"card": [_("Must be a character card object.")]})
     if "spec" not in doc and "data" not in doc and "name" not in doc and "char_name" not in doc:
-        raise ValidationError({"card": [_("Must be a character card object.")]})
+        raise InvalidInput({"card": [_("Must be a character card object.")]})
     try:
         parsed = parse_card_json(doc)
     except CardError as exc:
-        raise ValidationError({"card": [card_error_message(exc.code.value, exc.message)]}) from None
+        raise InvalidInput({"card": [card_error_message(exc.code.value, exc.message)]}) from None
     return parsed.card_v3, parsed.original, parsed.spec
 
 
@@ -143,7 +89,7 @@ def character_create(
         character.source_format = Character.SourceFormat.API
     name = name or (character.card.get("data", {}).get("name") if character.card else "") or ""
     if not name.strip():
-        raise ValidationError({"name": [_("This field is required.")]})
+        raise InvalidInput({"name": [_("This field is required.")]})
     character.name = name[:200]
     if character.card:
         character.card = _sync_name(character.card, character.name)

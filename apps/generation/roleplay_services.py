@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.characters.models import Character
-from apps.characters.selectors import character_card_v3, character_lorebook_entries
+from apps.characters.selectors import character_card_v3, character_get_owned, character_lorebook_entries
 from apps.core.errors import ApplicationError
 from apps.generation.models import Chat, ChatMessage, Generation, GlobalVariables, Persona
 from apps.generation.roleplay_assembly import (
@@ -57,7 +57,7 @@ from apps.worldviews.engine import (
     entry_from_st,
 )
 from apps.worldviews.models import Lorebook
-from apps.worldviews.selectors import attached_lorebooks, engine_entries
+from apps.worldviews.selectors import attached_lorebooks, engine_entries, lorebooks_get_owned
 
 GENERATION_TYPES = ("normal", "continue", "regenerate", "swipe", "impersonate")
 AN_POSITIONS = ("in_chat", "before_main", "after_main")
@@ -102,7 +102,7 @@ def chat_get(*, user: Any, chat_id: int) -> Chat:
 
 
 def _owned_character(user: Any, character_id: int) -> Character:
-    character = Character.objects.filter(pk=character_id, novel__owner=user).first()
+    character = character_get_owned(user=user, pk=character_id)
     if character is None:
         raise _not_found(_("Character %(id)s does not exist.") % {"id": character_id})
     return character
@@ -110,7 +110,7 @@ def _owned_character(user: Any, character_id: int) -> Character:
 
 def _owned_lorebooks(user: Any, ids: Sequence[int]) -> list[Lorebook]:
     ids = list(dict.fromkeys(ids))
-    books = {b.pk: b for b in Lorebook.objects.filter(pk__in=ids, owner=user)}
+    books = lorebooks_get_owned(user=user, ids=ids)
     for i in ids:
         if i not in books:
             raise _not_found(_("Lorebook %(id)s does not exist.") % {"id": i})

@@ -94,7 +94,7 @@ class LorebookEntryAdmin(admin.ModelAdmin):
         return format_html("<pre>{}</pre>", json.dumps(obj.data, ensure_ascii=False, indent=2))
 
     def save_model(self, request, obj: LorebookEntry, form, change) -> None:  # type: ignore[no-untyped-def]
-        from apps.worldviews.services import entry_coerce
+        from apps.worldviews.engine.entry_schema import entry_coerce
 
         if isinstance(obj.data, dict):
             data = {"uid": obj.uid, **entry_coerce(obj.data)}

@@ -16,14 +16,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.selectors import request_user
-from apps.characters.api import OwnFormatParamMixin, filename_stem
-from apps.characters.cards import dumps_card
+from apps.cards import dumps_card
+from apps.cards.messages import card_limits, card_too_large_error
+from apps.cards.uids import uids_smallest_free
 from apps.core.api.pagination import PagePagination
-from apps.core.errors import ApplicationError
+from apps.core.api.views import OwnFormatParamMixin, filename_stem
+from apps.core.errors import NotFound
 from apps.novels.api import SEARCH_PARAM, entity_views
 from apps.worldviews import selectors, services
-from apps.worldviews.engine import ActivationSettings, Entry, entry_from_st
+from apps.worldviews.engine import GENERATION_TYPES, ActivationSettings, Entry, entry_from_st
+from apps.worldviews.engine.entry_schema import MAX_ENTRIES
 from apps.worldviews.models import Lorebook, LorebookEntry, Worldview
 
 WorldviewListCreateView, WorldviewDetailView = entity_views(Worldview)
@@ -41,7 +43,7 @@ class LorebookInputSerializer(serializers.Serializer):
     description = serializers.CharField(max_length=20000, required=False, allow_blank=True, trim_whitespace=False)
     characterId = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     isGlobal = serializers.BooleanField(required=False)
-    entries = serializers.ListField(child=EntryField(), required=False, max_length=services.MAX_ENTRIES)
+    entries = serializers.ListField(child=EntryField(), required=False, max_length=MAX_ENTRIES)
 
 
 class LorebookOutputSerializer(serializers.Serializer):
@@ -82,7 +84,7 @@ def _detail(lorebook: Lorebook) -> dict[str, Any]:
 
 
 def _owned(request: Request, lorebook_id: int) -> Lorebook:
-    lorebook = selectors.lorebook_get(user=request.user, lorebook_id=lorebook_id)
+    lorebook = selectors.lorebook_get_owned(user=request.user, pk=lorebook_id)
     if lorebook is None:
         raise Http404
     return lorebook
@@ -187,7 +189,7 @@ class LorebookEntryListCreateView(APIView):
 
 class LorebookEntryDetailView(APIView):
     def _get(self, request: Request, pk: int, uid: int) -> LorebookEntry:
-        entry = selectors.entry_get(user=request.user, lorebook_id=pk, uid=uid)
+        entry = selectors.entry_get_owned(user=request.user, lorebook_id=pk, uid=uid)
         if entry is None:
             raise Http404
         return entry
@@ -229,8 +231,8 @@ class LorebookImportView(APIView):
         data = LorebookImportSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upload = data.validated_data["file"]
-        if upload.size > services.card_limits().max_file_bytes:
-            raise services.card_too_large_error()
+        if upload.size > card_limits().max_file_bytes:
+            raise card_too_large_error()
         lorebook = services.lorebook_import(
             owner=request.user,
             data=upload.read(),
@@ -314,12 +316,12 @@ class ActivationSettingsSerializer(serializers.Serializer):
 
 class ActivateInputSerializer(serializers.Serializer):
     lorebookIds = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
-    entries = serializers.ListField(child=EntryField(), required=False, max_length=services.MAX_ENTRIES)
+    entries = serializers.ListField(child=EntryField(), required=False, max_length=MAX_ENTRIES)
     # DRF stubs: many=True also takes ListSerializer's max_length.
     chat = ChatMessageSerializer(many=True, required=False, default=list, max_length=10_000)  # type: ignore[call-arg]
     settings = ActivationSettingsSerializer(required=False)
     maxContext = serializers.IntegerField(min_value=1, max_value=10_000_000, default=8192)
-    generationType = serializers.ChoiceField(choices=list(services.GENERATION_TYPES), default="normal")
+    generationType = serializers.ChoiceField(choices=list(GENERATION_TYPES), default="normal")
     seed = serializers.IntegerField(min_value=0, max_value=2**53, required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -340,16 +342,14 @@ class LorebookActivateView(APIView):
         entries: list[Entry] = []
         ids = list(dict.fromkeys(values.get("lorebookIds", [])))
         if ids:
-            books = {book.pk: book for book in Lorebook.objects.filter(pk__in=ids, owner=request_user(request))}
+            books = selectors.lorebooks_get_owned(user=request.user, ids=ids)
             missing = [i for i in ids if i not in books]
             if missing:
-                raise ApplicationError(
-                    _("Lorebook %(id)s does not exist.") % {"id": missing[0]}, status_code=404, code="not_found"
-                )
+                raise NotFound(_("Lorebook %(id)s does not exist.") % {"id": missing[0]})
             entries.extend(selectors.engine_entries(lorebooks=[books[i] for i in ids]))
         if "entries" in values:
             validated = services.entries_validate(values["entries"])
-            uids = services.assign_uids([uid for _data, uid in validated])
+            uids = uids_smallest_free([uid for _data, uid in validated])
             entries.extend(
                 entry_from_st({**entry, "uid": uid}, lorebook_id=None, source="global")
                 for (entry, _uid), uid in zip(validated, uids, strict=True)

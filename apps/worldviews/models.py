@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.characters.models import JSONTextField
+from apps.core.fields import JSONTextField
 from apps.novels.models import EntityField, Novel, NovelEntity
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from django.db.models import Count, Q, QuerySet
 
-from apps.characters.cards import st_entries_to_character_book, st_entries_to_lorebook_v3
+from apps.cards import st_entries_to_character_book, st_entries_to_lorebook_v3
 from apps.worldviews.engine import (
     ActivationResult,
     ActivationSettings,
@@ -34,16 +34,23 @@ def lorebook_list(*, user: Any, search: str | None = None, character_id: int | N
     return qs.annotate(entry_count=Count("entries")).order_by("-updated_at", "-id")
 
 
-def lorebook_get(*, user: Any, lorebook_id: int) -> Lorebook | None:
-    """The caller's lorebook or None (someone else's is indistinguishable from a missing one)."""
-    return Lorebook.objects.filter(pk=lorebook_id, owner=user).first()
+def lorebook_get_owned(*, user: Any, pk: int) -> Lorebook | None:
+    """The caller's lorebook or None (someone else's is indistinguishable from a missing one; the caller
+    picks 404 or 400)."""
+    return Lorebook.objects.filter(pk=pk, owner=user).first()
+
+
+def lorebooks_get_owned(*, user: Any, ids: Iterable[int]) -> dict[int, Lorebook]:
+    """The caller's lorebooks among ``ids``, by id: someone else's and missing ones are absent alike."""
+    return {book.pk: book for book in Lorebook.objects.filter(pk__in=ids, owner=user)}
 
 
 def lorebook_entries(*, lorebook: Lorebook) -> QuerySet[LorebookEntry]:
     return LorebookEntry.objects.filter(lorebook=lorebook).order_by("uid")
 
 
-def entry_get(*, user: Any, lorebook_id: int, uid: int) -> LorebookEntry | None:
+def entry_get_owned(*, user: Any, lorebook_id: int, uid: int) -> LorebookEntry | None:
+    """An entry of one of the caller's lorebooks, or None."""
     return (
         LorebookEntry.objects.select_related("lorebook")
         .filter(lorebook_id=lorebook_id, lorebook__owner=user, uid=uid)

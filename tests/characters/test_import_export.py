@@ -11,7 +11,7 @@ import zipfile
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from apps.characters.cards import export_card_json, export_card_png, minimal_png, parse_card_bytes, parse_card_json
+from apps.cards import export_card_json, export_card_png, minimal_png, parse_card_bytes, parse_card_json
 from apps.characters.models import Character, CharacterField
 from apps.characters.selectors import character_lorebook_entries
 from apps.characters.services import IMPORT_NOVEL_TITLE

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from apps.worldviews.engine.entry_schema import entry_coerce
 from apps.worldviews.models import Lorebook, LorebookEntry
-from apps.worldviews.services import entry_coerce
 
 pytestmark = pytest.mark.django_db
 

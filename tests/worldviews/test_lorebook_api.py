@@ -7,11 +7,11 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from apps.characters.cards import export_card_png, minimal_png, normalize_card_v3
+from apps.cards import export_card_png, minimal_png, normalize_card_v3
 from apps.characters.models import Character
 from apps.novels.models import Novel
+from apps.worldviews.engine.entry_schema import entry_defaults
 from apps.worldviews.models import Lorebook, LorebookEntry
-from apps.worldviews.services import entry_defaults
 
 pytestmark = pytest.mark.django_db
 

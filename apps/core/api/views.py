@@ -1,7 +1,11 @@
-"""`AsyncAPIView`: DRF's authentication, permissions, throttling, content negotiation, exception
+"""Shared view pieces.
+
+`AsyncAPIView`: DRF's authentication, permissions, throttling, content negotiation, exception
 handling and OpenAPI schema, with `async def` handlers that can await upstream calls without holding
 a thread. The synchronous DRF checks run in one `sync_to_async` hop; the response is rendered here so
 Django does not need another hop to render it.
+
+`OwnFormatParamMixin` and `filename_stem`: for download endpoints (card and lorebook export).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -61,3 +66,18 @@ def _rendered(response: HttpResponseBase) -> HttpResponseBase:
     for name, value in response.items():
         plain[name] = value
     return plain
+
+
+class OwnFormatParamMixin:
+    """`?format=` is this endpoint's own parameter, not DRF's renderer override (which would 404 on
+    `format=png`): content negotiation ignores it."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        return super().perform_content_negotiation(request, force=True)  # type: ignore[misc]
+
+
+def filename_stem(name: str) -> str:
+    """A download's name (a card's, a lorebook's) as a safe file name: no path separators or control
+    characters, at most 100 characters, ``character`` when nothing is left."""
+    cleaned = "".join(ch for ch in name if ch.isprintable() and ch not in '/\\:*?"<>|').strip(" .")
+    return cleaned[:100] or "character"

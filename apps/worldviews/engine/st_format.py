@@ -8,8 +8,10 @@ clear (``"true"``, ``"12"``, ``12.0``) and otherwise falls back to the default. 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
+
+from apps.cards.values import key_items, text
 
 from .model import (
     DEFAULT_DEPTH,
@@ -131,30 +133,6 @@ def _positive_or_none(value: Any) -> int | None:
     return number if number is not None and number > 0 else None
 
 
-def _str(value: Any, default: str = "") -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return default
-    if isinstance(value, int | float):
-        return str(value)
-    return default
-
-
-def _str_tuple(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(part for part in (p.strip() for p in value.split(",")) if part)
-    if isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
-        out = []
-        for item in value:
-            if isinstance(item, str):
-                out.append(item)
-            elif isinstance(item, int | float) and not isinstance(item, bool):
-                out.append(str(item))
-        return tuple(out)
-    return ()
-
-
 def _enum(value: Any, enum: type, default: int) -> int:
     number = _opt_int(value)
     try:
@@ -188,8 +166,8 @@ def _character_filter(value: Any) -> CharacterFilter | None:
         return None
     return CharacterFilter(
         is_exclude=_bool(value.get("isExclude"), False),
-        names=_str_tuple(value.get("names")),
-        tags=_str_tuple(value.get("tags")),
+        names=tuple(key_items(value.get("names"))),
+        tags=tuple(key_items(value.get("tags"))),
     )
 
 
@@ -206,10 +184,10 @@ def entry_from_st(d: Mapping[str, Any], *, lorebook_id: int | str | None = None,
     extra = {k: v for k, v in d.items() if isinstance(k, str) and k not in _ST_FIELDS and k not in _ALIASES}
     return Entry(
         uid=_uid(uid, 0),
-        key=_str_tuple(keys),
-        keysecondary=_str_tuple(secondary),
-        comment=_str(get("comment")),
-        content=_str(get("content")),
+        key=tuple(key_items(keys)),
+        keysecondary=tuple(key_items(secondary)),
+        comment=text(get("comment")),
+        content=text(get("content")),
         constant=_bool(get("constant"), False),
         vectorized=_bool(get("vectorized"), False),
         selective=_bool(get("selective"), True),
@@ -225,15 +203,15 @@ def entry_from_st(d: Mapping[str, Any], *, lorebook_id: int | str | None = None,
         probability=_num(get("probability"), 100),
         use_probability=_bool(get("useProbability"), True),
         depth=_int(get("depth"), DEFAULT_DEPTH),
-        outlet_name=_str(get("outletName")),
-        group=_str(get("group")),
+        outlet_name=text(get("outletName")),
+        group=text(get("group")),
         group_override=_bool(get("groupOverride"), False),
         group_weight=_num(get("groupWeight"), DEFAULT_WEIGHT),
         scan_depth=_opt_int(get("scanDepth")),
         case_sensitive=_opt_bool(get("caseSensitive")),
         match_whole_words=_opt_bool(get("matchWholeWords")),
         use_group_scoring=_opt_bool(get("useGroupScoring")),
-        automation_id=_str(get("automationId")),
+        automation_id=text(get("automationId")),
         role=_enum(get("role"), Role, Role.SYSTEM),
         sticky=_positive_or_none(get("sticky")),
         cooldown=_positive_or_none(get("cooldown")),
@@ -245,7 +223,7 @@ def entry_from_st(d: Mapping[str, Any], *, lorebook_id: int | str | None = None,
         match_scenario=_bool(get("matchScenario"), False),
         match_creator_notes=_bool(get("matchCreatorNotes"), False),
         character_filter=_character_filter(get("characterFilter")),
-        triggers=_str_tuple(get("triggers")),
+        triggers=tuple(key_items(get("triggers"))),
         display_index=_opt_int(get("displayIndex")),
         source=source if source in Source.ALL else Source.GLOBAL,
         lorebook_id=lorebook_id,

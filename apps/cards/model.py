@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from .book import normalize_character_book
 from .errors import CardError, CardErrorCode
+from .values import text
 
 V3_SPEC = "chara_card_v3"
 V2_SPEC = "chara_card_v2"
@@ -91,16 +92,6 @@ Spec = Literal["v1", "v2", "v3"]
 # ---- coercion -------------------------------------------------------------------------------------------
 
 
-def _as_str(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return ""
-    if isinstance(value, int | float):
-        return str(value)
-    return ""
-
-
 def _as_str_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value] if value else []
@@ -136,7 +127,7 @@ def _as_assets(value: Any) -> list[dict[str, Any]]:
             continue
         asset = copy.deepcopy(item)
         for key in ("type", "uri", "name", "ext"):
-            asset[key] = _as_str(asset.get(key))
+            asset[key] = text(asset.get(key))
         assets.append(asset)
     return assets
 
@@ -189,7 +180,7 @@ def _v1_source(doc: dict[str, Any]) -> dict[str, Any]:
             src[field] = doc[legacy]
     notes = doc.get("creatorcomment")
     if notes is None:
-        notes = _as_str(doc.get("creator_notes")).replace(_ST_NOTES_PLACEHOLDER, "")
+        notes = text(doc.get("creator_notes")).replace(_ST_NOTES_PLACEHOLDER, "")
     src["creator_notes"] = notes
     for key in ("system_prompt", "post_history_instructions", "alternate_greetings", "tags", "creator"):
         if key in doc:
@@ -222,7 +213,7 @@ def _build_data(src: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key in V3_DATA_KEYS:
         if key in _STRING_FIELDS or key == "nickname":
-            data[key] = _as_str(src.get(key))
+            data[key] = text(src.get(key))
         elif key in ("alternate_greetings", "group_only_greetings", "source"):
             data[key] = _as_str_list(src.get(key))
         elif key == "tags":

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from apps.characters.cards import CardError, Limits, export_card_json, minimal_png, parse_card_bytes
-from apps.characters.cards.charx import CharxReader, safe_member_path
+from apps.cards import CardError, Limits, export_card_json, minimal_png, parse_card_bytes
+from apps.cards.charx import CharxReader, safe_member_path
 
 ICON = minimal_png(2, 2, (200, 30, 30, 255))
 BG = minimal_png(1, 1, (0, 0, 255, 255))

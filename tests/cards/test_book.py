@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from apps.characters.cards import (
+from apps.cards import (
     book_to_lorebook_v3,
     character_book_to_st_entries,
     character_book_to_st_world,

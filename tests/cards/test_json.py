@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apps.characters.cards import (
+from apps.cards import (
     CardError,
     Limits,
     card_fields,

@@ -1,7 +1,8 @@
 """Character card codec: SillyTavern-compatible V1/V2/V3 cards in PNG/APNG, JSON and CHARX.
 
-Pure Python (stdlib only), no Django imports. See ``docs/cards.md`` for formats, mapping decisions,
-limits and error codes.
+Pure Python (stdlib only), no Django imports; ``messages.py`` is the Django side (settings and translated
+errors) and is not imported here. See ``docs/cards.md`` for formats, mapping decisions, limits and error
+codes.
 """
 
 from .book import (

@@ -9,7 +9,7 @@ The mapping follows SillyTavern 1.15 ``convertCharacterBook`` (book → entries)
 * ``uid``: ST uses ``entry.id`` (index if missing) as the key of an object, so duplicate ids silently
   overwrite each other. Here every entry is kept: integer ids (or digit strings) are used when unique;
   a missing, non-numeric or duplicate id gets the entry's index if that is free, else the smallest
-  unused integer.
+  unused integer (:func:`apps.cards.uids.uids_by_index`).
 * ``keys`` given as a comma-separated string are split; ``content: null`` becomes ``""``;
   a missing ``insertion_order`` becomes 100 (ST's new-entry default); a missing ``enabled`` means
   enabled (ST: ``disable = !undefined`` = disabled).
@@ -29,6 +29,9 @@ import copy
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from .uids import uids_by_index
+from .values import card_keys, text
 
 DEFAULT_DEPTH = 4
 DEFAULT_WEIGHT = 100
@@ -76,64 +79,9 @@ _EXPORT_DEFAULTS: dict[str, Any] = {
     "groupWeight": None,
 }
 
-_DIGITS = re.compile(r"\d{1,15}")
-
-
-def _as_str(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None or isinstance(value, bool | dict | list):
-        return ""
-    if isinstance(value, int | float):
-        return str(value)
-    return ""
-
-
-def _as_keys(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, list):
-        return [k if isinstance(k, str) else str(k) for k in value if isinstance(k, str | int | float)]
-    return []
-
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return copy.deepcopy(value) if isinstance(value, dict) else {}
-
-
-def _id_as_int(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        return int(value)
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
-
-
-def _assign_uids(ids: list[Any]) -> list[int]:
-    wanted = [_id_as_int(i) for i in ids]
-    used: set[int] = set()
-    result: list[int | None] = []
-    for uid in wanted:
-        if uid is not None and uid not in used:
-            used.add(uid)
-            result.append(uid)
-        else:
-            result.append(None)
-    next_free = 0
-    final: list[int] = []
-    for index, uid in enumerate(result):
-        if uid is None:
-            if index not in used:  # ST 1.15: a missing id becomes the entry's index
-                uid = index
-            else:
-                while next_free in used:
-                    next_free += 1
-                uid = next_free
-            used.add(uid)
-        final.append(uid)
-    return final
 
 
 def normalize_character_book(book: Any, *, v3: bool = True) -> dict[str, Any] | None:
@@ -154,10 +102,10 @@ def normalize_character_book(book: Any, *, v3: bool = True) -> dict[str, Any] | 
         if not isinstance(raw, dict):
             continue
         entry = dict(raw)
-        entry["keys"] = _as_keys(entry.get("keys"))
+        entry["keys"] = card_keys(entry.get("keys"))
         if "secondary_keys" in entry:
-            entry["secondary_keys"] = _as_keys(entry.get("secondary_keys"))
-        entry["content"] = _as_str(entry.get("content"))
+            entry["secondary_keys"] = card_keys(entry.get("secondary_keys"))
+        entry["content"] = text(entry.get("content"))
         entry["extensions"] = _as_dict(entry.get("extensions"))
         enabled = entry.get("enabled", True)
         entry["enabled"] = enabled if isinstance(enabled, bool) else bool(enabled)
@@ -179,12 +127,12 @@ def character_book_to_st_entries(book: Mapping[str, Any]) -> list[dict[str, Any]
     if isinstance(raw_entries, dict):
         raw_entries = list(raw_entries.values())
     items = [e for e in raw_entries if isinstance(e, dict)] if isinstance(raw_entries, list) else []
-    uids = _assign_uids([e.get("id") for e in items])
+    uids = uids_by_index([e.get("id") for e in items])
     result: list[dict[str, Any]] = []
     for index, (entry, uid) in enumerate(zip(items, uids, strict=True)):
         ext = entry.get("extensions")
         ext = ext if isinstance(ext, dict) else {}
-        comment = _as_str(entry.get("comment"))
+        comment = text(entry.get("comment"))
         position = ext.get("position")
         if position is None:
             position = POSITION_BEFORE if entry.get("position") == "before_char" else POSITION_AFTER
@@ -193,10 +141,10 @@ def character_book_to_st_entries(book: Mapping[str, Any]) -> list[dict[str, Any]
             order = DEFAULT_ORDER
         st: dict[str, Any] = {
             "uid": uid,
-            "key": _as_keys(entry.get("keys")),
-            "keysecondary": _as_keys(entry.get("secondary_keys")),
+            "key": card_keys(entry.get("keys")),
+            "keysecondary": card_keys(entry.get("secondary_keys")),
             "comment": comment,
-            "content": _as_str(entry.get("content")),
+            "content": text(entry.get("content")),
             "constant": bool(entry.get("constant") or False),
             "selective": bool(entry.get("selective") or False),
             "order": order,
@@ -282,10 +230,10 @@ def st_entries_to_character_book(
         out_entries.append(
             {
                 "id": entry.get("uid", index),
-                "keys": _as_keys(entry.get("key")),
-                "secondary_keys": _as_keys(entry.get("keysecondary")),
-                "comment": _as_str(entry.get("comment")),
-                "content": _as_str(entry.get("content")),
+                "keys": card_keys(entry.get("key")),
+                "secondary_keys": card_keys(entry.get("keysecondary")),
+                "comment": text(entry.get("comment")),
+                "content": text(entry.get("content")),
                 "constant": bool(entry.get("constant", False)),
                 "selective": bool(entry.get("selective", True)),
                 "insertion_order": entry.get("order", DEFAULT_ORDER),

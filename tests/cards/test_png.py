@@ -9,14 +9,14 @@ import zlib
 
 import pytest
 
-from apps.characters.cards import (
+from apps.cards import (
     CardError,
     export_card_json,
     export_card_png,
     minimal_png,
     parse_card_bytes,
 )
-from apps.characters.cards import png as pngmod
+from apps.cards import png as pngmod
 
 SIG = b"\x89PNG\r\n\x1a\n"
 
@@ -333,7 +333,7 @@ def test_corrupt_compressed_card_chunk() -> None:
 
 
 def test_compressed_card_chunk_bomb_is_too_large() -> None:
-    from apps.characters.cards import Limits
+    from apps.cards import Limits
 
     data = build_png(ztxt_chunk("chara", b"A" * 5_000_000))
 
