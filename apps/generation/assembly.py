@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from apps.generation.tokens import estimate_tokens
+from apps.providers.tokens import estimate_tokens
 from apps.providers.types import ChatMessage, Role
 
 

@@ -13,7 +13,7 @@ Budget (ST ``populateChatCompletion``): ``limit = context − maxTokens``. Manda
 (everything except history and examples); if they alone exceed the limit, :class:`BudgetExceeded`.
 Then history newest → oldest, stopping at the first message that does not fit; then example
 blocks (each with its ``[Example Chat]`` header) in order until the first that does not fit.
-Tokens are the character estimate of :mod:`apps.generation.tokens`, with no per-message overhead.
+Tokens are the character estimate of :mod:`apps.providers.tokens`, with no per-message overhead.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from apps.generation.assembly import BudgetExceeded
-from apps.generation.tokens import estimate_tokens
+from apps.providers.tokens import estimate_tokens
 from apps.providers.types import ChatMessage
 
 __all__ = [

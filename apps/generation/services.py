@@ -20,7 +20,7 @@ from apps.core.db import Statement, insert_statement, update_statement
 from apps.core.errors import ApplicationError
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
-from apps.generation.tokens import estimate_tokens
+from apps.providers.tokens import estimate_tokens
 from apps.macros.engine import MacroContext, expand
 from apps.prompts.selectors import prompt_resolve
 from apps.providers.adapters import ChatRequest, Usage

@@ -15,7 +15,7 @@ from apps.generation.roleplay_assembly import (
     inject_depth,
     parse_examples,
 )
-from apps.generation.tokens import estimate_tokens
+from apps.providers.tokens import estimate_tokens
 from apps.providers.types import ChatMessage as M
 
 

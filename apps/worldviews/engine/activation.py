@@ -12,6 +12,8 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import Any, cast
 
+from apps.providers.tokens import estimate_length, estimate_tokens
+
 from .decorators import int_arg, parse_decorators
 from .matching import (
     PWORD,
@@ -80,11 +82,6 @@ _POSITIONS_BY_DECORATOR = {
 }
 _VALID_POSITIONS = frozenset(int(p) for p in Position)
 _ROLES_BY_NAME = {"system": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
-
-
-def estimate_tokens(text: str) -> int:
-    """ST's guesstimate: ⌈characters / 3.35⌉."""
-    return math.ceil(len(text) / 3.35)
 
 
 _MAX_BUDGET = 10**12
@@ -1298,7 +1295,7 @@ class _Run:
             # far, each + "\n") with the budget. The default estimate only needs lengths; a custom counter
             # is applied once per content and summed (no quadratic re-counting of growing text).
             custom = self.count_tokens is not None
-            prev_tokens = self.custom_used if custom else math.ceil(all_length / 3.35)
+            prev_tokens = self.custom_used if custom else estimate_length(all_length)
             new_length = 0
             new_tokens = 0
             loop_success: list[_Activation] = []
@@ -1324,7 +1321,7 @@ class _Run:
                     new_tokens += piece_tokens
                 else:
                     new_length += len(content) + 1
-                    new_tokens = math.ceil(new_length / 3.35)
+                    new_tokens = estimate_length(new_length)
                 if not ignore_budget and prev_tokens + new_tokens >= self.budget:
                     overflowed = True
                     self._reason(prep, "budget", f"would reach the budget of {self.budget} tokens", step, _GROUP)
@@ -1607,7 +1604,7 @@ class _Run:
             timed_state=self.timed.state,
             trace=trace,
             budget_limit=self.budget,
-            budget_used=self.custom_used if self.count_tokens is not None else math.ceil(all_length / 3.35),
+            budget_used=self.custom_used if self.count_tokens is not None else estimate_length(all_length),
             budget_overflowed=overflowed,
             steps=steps,
         )

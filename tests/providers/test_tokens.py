@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.generation.tokens import CHARS_PER_TOKEN_X100, estimate_messages_tokens, estimate_tokens
+from apps.providers.tokens import CHARS_PER_TOKEN_X100, estimate_messages_tokens, estimate_tokens
 from apps.providers.types import ChatMessage
 
 

@@ -25,6 +25,11 @@ CHARS_PER_TOKEN_X100 = 335
 """Characters per token × 100 (3.35 characters per token)."""
 
 
+def estimate_length(chars: int) -> int:
+    """⌈chars / 3.35⌉, exactly, for a length already counted; 0 for 0."""
+    return -(-chars * 100 // CHARS_PER_TOKEN_X100)
+
+
 def estimate_tokens(text: str) -> int:
     """⌈code points / 3.35⌉, exactly; 0 for the empty string."""
     return -(-len(text) * 100 // CHARS_PER_TOKEN_X100)
