@@ -113,7 +113,7 @@ def _as_timestamp(value: Any) -> int | float:
         return value
     if isinstance(value, float):
         return int(value) if value.is_integer() else value
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 15:
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 15:
         return int(value.strip())
     return 0
 

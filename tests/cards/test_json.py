@@ -638,3 +638,13 @@ def test_png_export_replaces_unpaired_surrogates_from_edits() -> None:
     again = parse_card_bytes(export_card_png(card, None, None))
 
     assert again.card_v3["data"]["name"] == "坏\ufffd字"
+
+
+@pytest.mark.parametrize("stamp", ["¹²", "١٢", "²" * 20])
+def test_non_ascii_digits_in_a_date_are_not_numbers(stamp: str) -> None:
+    # str.isdigit() accepts superscripts, which int() refuses: a card must not crash the import.
+    doc = {"spec": "chara_card_v3", "data": {"name": "x", "creation_date": stamp}}
+
+    data = parse_card_json(doc).card_v3["data"]
+
+    assert data["creation_date"] == 0

@@ -135,6 +135,10 @@ def test_defaults_are_st_new_entry_defaults():
         ({"keys": ["k"]}, "key", ("k",)),
         ({"uid": "12"}, "uid", 12),
         ({"uid": "abc"}, "uid", "abc"),
+        ({"uid": "-7"}, "uid", -7),
+        ({"uid": "¹"}, "uid", "¹"),  # isdigit() but not int(): kept as text
+        ({"uid": "--5"}, "uid", "--5"),
+        ({"uid": "9" * 5000}, "uid", "9" * 5000),  # beyond int()'s digit limit
         ({"uid": True}, "uid", 0),
         ({"content": None}, "content", ""),
         ({"characterFilter": "nope"}, "character_filter", None),

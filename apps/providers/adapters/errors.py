@@ -264,7 +264,7 @@ def _class_for(status: int | None, kind: str | None, message: str) -> type[Upstr
         # An error event inside a 200 stream: classify by its type/status/code.
         if kind in _GOOGLE_STATUSES:
             return _GOOGLE_STATUSES[kind]
-        if kind and kind.isdigit():
+        if kind and kind.isascii() and kind.isdigit():
             return _class_for(int(kind), None, message)
         if kind in ("rate_limit_exceeded", "insufficient_quota"):
             return UpstreamRateLimited

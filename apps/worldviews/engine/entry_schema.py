@@ -370,6 +370,7 @@ def uid_coerce(value: Any) -> int | None:
     ``None`` (the lorebook then gives it the smallest free one)."""
     if is_int(value) and 0 <= int(value) <= MAX_UID:
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and int(value.strip()) <= MAX_UID:
-        return int(value.strip())
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_UID)) and int(text) <= MAX_UID:
+        return int(text)
     return None

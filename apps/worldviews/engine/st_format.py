@@ -150,7 +150,9 @@ def _uid(value: Any, default: int | str) -> int | str:
         return int(value)
     if isinstance(value, str) and value.strip():
         text = value.strip()
-        return int(text) if text.lstrip("-").isdigit() else text
+        digits = text[1:] if text.startswith("-") else text
+        # ASCII digits only (JS Number() semantics; int() refuses "¹"), within int()'s digit limit.
+        return int(text) if digits.isascii() and digits.isdigit() and len(digits) <= 4300 else text
     return default
 
 
