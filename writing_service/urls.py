@@ -16,7 +16,7 @@ api_v1 = [
     path("", include("apps.macros.urls")),
     path("", include("apps.providers.urls")),
     path("", include("apps.billing.urls")),
-    path("", include("apps.generation.roleplay_urls")),
+    path("", include("apps.generation.roleplay.urls")),
 ]
 
 urlpatterns = [

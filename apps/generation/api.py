@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import abc
-import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -23,12 +21,9 @@ from apps.core.api.serializers import StaticSerializer
 from apps.core.api.throttling import ScopedRateThrottle, UserRateThrottle
 from apps.core.api.views import AsyncAPIView
 from apps.core.db import db_sync_to_async
-from apps.generation import services
+from apps.generation import selectors, services
 from apps.generation.models import Generation
-from apps.generation.relay import Relay, upstream_api_error
-from apps.providers.adapters import UpstreamError
-from apps.providers.limits import ConcurrencyLimited
-from apps.providers.routing import RoutedCall
+from apps.generation.relay import respond
 from apps.providers.types import ChatMessage
 
 MAX_TEXT = 200_000
@@ -102,59 +97,20 @@ SSE_DESCRIPTION = (
 )
 
 
-async def respond(
-    prepared: Any, finish: Any, *, stream: bool, relay_class: type[Relay] = Relay
-) -> StreamingHttpResponse | dict[str, Any]:
-    """Call the model for a prepared generation and answer: an SSE stream, or the JSON body at the end.
+class GenerationRequest(Protocol):
+    """What an input serializer's ``to_request()`` builds (`WritingRequest`, `RoleplayRequest`)."""
 
-    `finish` completes the record and the billing (and, for roleplay, the chat) exactly once.
-    """
-    routed = RoutedCall(
-        targets=prepared.targets,
-        build=prepared.request_for,
-        redis_url=settings.REDIS_URL,
-        can_use=prepared.covered_by_hold,
-    )
-    relay = relay_class(prepared, routed, finish)
-    if stream:
-        primed = await relay.prime()
-        response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
-    return await _complete(relay)
+    @property
+    def stream(self) -> bool: ...
 
 
-async def _complete(relay: Relay) -> dict[str, Any]:
-    try:
-        completion = await relay.routed.complete()
-    except (UpstreamError, ConcurrencyLimited) as exc:
-        await relay.settle(Generation.Status.FAILED, exc)
-        raise upstream_api_error(exc) from None
-    except asyncio.CancelledError:
-        await relay.settle(Generation.Status.CANCELLED)
-        raise
-    except Exception as exc:  # a bug of ours: release the hold now rather than at the sweep, then 500
-        await relay.settle(Generation.Status.FAILED, exc)
-        raise
-    relay.content, relay.reasoning = [completion.content], [completion.reasoning] if completion.reasoning else []
-    relay.finish_reason, relay.usage = completion.finish_reason, completion.usage
-    finished = await relay.settle(Generation.Status.SUCCEEDED)
-    body: dict[str, Any] = {"content": completion.content}
-    if completion.reasoning:
-        body["reasoning"] = completion.reasoning
-    body.update(
-        generationId=relay.prepared.generation_id,
-        model=finished.model,
-        usage=finished.usage,
-        finishReason=completion.finish_reason,
-        duration=finished.duration_ms,
-        consumption=finished.consumption,
-    )
-    return body
+class RequestSerializer[ReqT: GenerationRequest](Protocol):
+    def __init__(self, *, data: Any) -> None: ...
+    def is_valid(self, *, raise_exception: bool = ...) -> bool: ...
+    def to_request(self) -> ReqT: ...
 
 
-class GenerationView(AsyncAPIView, abc.ABC):
+class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPIView, abc.ABC):
     """Common to the generation endpoints: the `generation` rate limit, SSE content negotiation, and
     the request path — authentication, permission, rate limit, validation and `open` (prompt or chat,
     assembly, hold, record) in one synchronous step, then the upstream call on the event loop.
@@ -164,45 +120,40 @@ class GenerationView(AsyncAPIView, abc.ABC):
     throttle_scope = "generation"
     renderer_classes = (JSONRenderer, EventStreamRenderer)
     initial_in_handler = frozenset({"post"})
-    input_serializer: type[StaticSerializer]
-    relay_class: type[Relay] = Relay
+    input_serializer: type[RequestSerializer[ReqT]]
     stream = False  # the `/stream` endpoints always stream; the others when the body says so
 
     @abc.abstractmethod
-    def open(self, user: Any, req: Any) -> Any:
+    def open(self, user: Any, req: ReqT) -> PrepT:
         """Validate against the database, assemble, place the hold, create the record (synchronous)."""
 
     @abc.abstractmethod
-    def finish(self, *, prepared: Any, outcome: services.Outcome) -> services.Finished:
+    def finish(self, *, prepared: PrepT, outcome: services.Outcome) -> services.Finished:
         """Settle or release, complete the record (and the chat): exactly once (synchronous)."""
 
-    def _checked_open(self, request: Request) -> tuple[Any, bool]:
+    def _checked_open(self, request: Request) -> tuple[PrepT, bool]:
         self.initial(request)
         data = self.input_serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        req = data.to_request()  # type: ignore[attr-defined]
+        req = data.to_request()
         return self.open(request.user, req), req.stream
 
-    async def generate(self, request: Request) -> Any:
+    async def generate(self, request: Request) -> HttpResponse | StreamingHttpResponse:
         prepared, wants_stream = await db_sync_to_async(self._checked_open)(request)
-        answer = await respond(prepared, self.finish, stream=self.stream or wants_stream, relay_class=self.relay_class)
+        answer = await respond(prepared, self.finish, stream=self.stream or wants_stream)
         if isinstance(answer, dict):  # rendered here: no DRF Response, renderer and second HttpResponse
-            return HttpResponse(dumps(self.answered(prepared, answer)), content_type=JSONRenderer.media_type)
+            return HttpResponse(dumps(answer), content_type=JSONRenderer.media_type)
         return answer
 
-    def answered(self, prepared: Any, body: dict[str, Any]) -> dict[str, Any]:
-        """The JSON body of a non-streamed answer (subclasses add to it)."""
-        return body
 
-
-class WritingView(GenerationView):
+class WritingView(GenerationView[services.WritingRequest, services.Prepared]):
     permission_classes = (CanGenerateWriting,)
     input_serializer = WritingInputSerializer
 
     def open(self, user: Any, req: services.WritingRequest) -> services.Prepared:
         return services.writing_prepare(user=user, req=req)
 
-    def finish(self, *, prepared: Any, outcome: services.Outcome) -> services.Finished:
+    def finish(self, *, prepared: services.Prepared, outcome: services.Outcome) -> services.Finished:
         return services.generation_finish(prepared=prepared, outcome=outcome)
 
 
@@ -297,14 +248,16 @@ class GenerationListView(APIView):
     def get(self, request: Request) -> Response:
         query = GenerationQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        qs = Generation.objects.filter(user=request_user(request), **query.validated_data).defer("content", "reasoning")
+        qs = selectors.generation_list(user=request_user(request), **query.validated_data)
         paginator = PagePagination()
-        page = paginator.paginate_queryset(qs.order_by("-created_at", "-id"), request, view=self)
+        page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(GenerationSummarySerializer(page, many=True).data)
 
 
 class GenerationDetailView(APIView):
     @extend_schema(responses=GenerationDetailSerializer)
     def get(self, request: Request, generation_id: str) -> Response:
-        record = get_object_or_404(Generation, public_id=generation_id, user=request.user)
+        record = selectors.generation_get_owned(user=request.user, public_id=generation_id)
+        if record is None:
+            raise Http404
         return Response(GenerationDetailSerializer(record).data)

@@ -1,17 +1,23 @@
-"""Relaying an upstream call to the client: SSE framing, keep-alive pings, and finishing the record
-exactly once whatever happens (success, upstream failure, client disconnect). No ORM here: the one
-synchronous step, `finish`, runs as a database step (`db_sync_to_async`) shielded from cancellation.
+"""Relaying an upstream call to the client: the JSON answer or SSE framing, keep-alive pings, and
+finishing the record exactly once whatever happens (success, upstream failure, client disconnect).
+No ORM here: the one synchronous step, `finish`, runs as a database step (`db_sync_to_async`)
+shielded from cancellation.
+
+:func:`respond` is the entry point: a prepared generation (hold placed, record created) in, the
+answer out — a `StreamingHttpResponse` of SSE, or the JSON body once the call has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+from django.conf import settings
+from django.http import StreamingHttpResponse
 from django.utils.translation import gettext as _
 
 from apps.core.api.exceptions import envelope
@@ -56,10 +62,38 @@ def upstream_api_error(exc: BaseException) -> ApplicationError:
     return ApplicationError(message, status_code=exc.client_status, code=exc.code, headers=headers)
 
 
+class Finish(Protocol):
+    """Settles or releases and completes the record (and, for roleplay, the chat): synchronous,
+    idempotent per generation (`generation_finish`, `roleplay_finish`)."""
+
+    def __call__(self, *, prepared: Any, outcome: Outcome) -> Finished: ...
+
+
+async def respond(prepared: Prepared, finish: Finish, *, stream: bool) -> StreamingHttpResponse | dict[str, Any]:
+    """Call the model for a prepared generation and answer: an SSE stream, or the JSON body at the end.
+
+    `finish` completes the record and the billing (and, for roleplay, the chat) exactly once.
+    """
+    routed = RoutedCall(
+        targets=prepared.targets,
+        build=prepared.request_for,
+        redis_url=settings.REDIS_URL,
+        can_use=prepared.covered_by_hold,
+    )
+    relay = Relay(prepared, routed, finish)
+    if stream:
+        primed = await relay.prime()
+        response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    return await relay.complete()
+
+
 class Relay:
     """Drives one routed upstream call and collects what it produced."""
 
-    def __init__(self, prepared: Prepared, routed: RoutedCall, finish: Callable[..., Finished]) -> None:
+    def __init__(self, prepared: Prepared, routed: RoutedCall, finish: Finish) -> None:
         self.prepared = prepared
         self.routed = routed
         self.finish = finish
@@ -141,7 +175,41 @@ class Relay:
             "usage": self.finished.usage,
             "duration": self.finished.duration_ms,
             "consumption": self.finished.consumption,
+            **self.prepared.answer_fields(),
         }
+
+    # -- the non-streamed answer -------------------------------------------------------------------
+    async def complete(self) -> dict[str, Any]:
+        """One non-streamed call: the JSON body of the answer once the record is finished. An upstream
+        failure finishes the record (released, not charged) and raises the client-facing error."""
+        try:
+            completion = await self.routed.complete()
+        except (UpstreamError, ConcurrencyLimited) as exc:
+            await self.settle(Generation.Status.FAILED, exc)
+            raise upstream_api_error(exc) from None
+        except asyncio.CancelledError:
+            await self.settle(Generation.Status.CANCELLED)
+            raise
+        except Exception as exc:  # a bug of ours: release the hold now rather than at the sweep, then 500
+            await self.settle(Generation.Status.FAILED, exc)
+            raise
+        self.content = [completion.content]
+        self.reasoning = [completion.reasoning] if completion.reasoning else []
+        self.finish_reason, self.usage = completion.finish_reason, completion.usage
+        finished = await self.settle(Generation.Status.SUCCEEDED)
+        body: dict[str, Any] = {"content": completion.content}
+        if completion.reasoning:
+            body["reasoning"] = completion.reasoning
+        body.update(
+            generationId=self.prepared.generation_id,
+            model=finished.model,
+            usage=finished.usage,
+            finishReason=completion.finish_reason,
+            duration=finished.duration_ms,
+            consumption=finished.consumption,
+        )
+        body.update(self.prepared.answer_fields())
+        return body
 
     def delta_event(self, delta: Delta) -> bytes | None:
         if not delta.content and not delta.reasoning:

@@ -17,15 +17,15 @@ from django.utils.translation import gettext as _
 from apps.billing import services as billing
 from apps.billing.charges import count_chars, hold_amount
 from apps.core.db import Statement, insert_statement, update_statement
-from apps.core.errors import ApplicationError
+from apps.core.errors import ContextExceeded, MaxTokensTooLarge
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
-from apps.providers.tokens import estimate_tokens
 from apps.macros.engine import MacroContext, expand
 from apps.prompts.selectors import prompt_resolve
 from apps.providers.adapters import ChatRequest, Usage
 from apps.providers.postprocess import postprocess
 from apps.providers.selectors import ModelTarget, model_chain
+from apps.providers.tokens import estimate_tokens
 from apps.providers.types import ChatMessage
 
 DEFAULT_MAX_TOKENS = 2048
@@ -85,6 +85,10 @@ class Prepared:
             cached = self._requests[target.model_id] = (request, sum(count_chars(m.content) for m in messages))
         return cached
 
+    def answer_fields(self) -> dict[str, Any]:
+        """Fields the answer (JSON body or final SSE event) carries besides the common ones."""
+        return {}
+
     def covered_by_hold(self, target: ModelTarget) -> bool:
         """A fallback is used only when its worst case fits in the hold placed for the primary model."""
         if target is self.targets[0]:
@@ -100,6 +104,29 @@ class Prepared:
             input_free_threshold=settings.BILLING_INPUT_FREE_THRESHOLD,
         )
         return worst <= self.hold_amount
+
+
+def max_tokens_check(target: ModelTarget, requested: int | None) -> int:
+    """The call's ``maxTokens``: the request's when the model can write that much (else
+    ``MaxTokensTooLarge``, a 400 on the field), or the default capped by the model."""
+    if requested is None:
+        return min(DEFAULT_MAX_TOKENS, target.max_output_tokens)
+    if requested > target.max_output_tokens:
+        raise MaxTokensTooLarge(
+            _("maxTokens must be at most %(max)s for model %(model)s.")
+            % {"max": target.max_output_tokens, "model": target.model_id},
+            limit=target.max_output_tokens,
+            model=target.model_id,
+            extra={
+                "details": {
+                    "maxTokens": [
+                        _("Ensure this value is less than or equal to %(limit_value)s.")
+                        % {"limit_value": target.max_output_tokens}
+                    ]
+                }
+            },
+        )
+    return requested
 
 
 def _macro_context(*, user: Any, req: WritingRequest, model_id: str) -> MacroContext:
@@ -129,22 +156,7 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
     resolved = prompt_resolve(user=user, prompt_id=req.prompt_id)
     targets = model_chain(model_id=req.model_id)
     primary = targets[0]
-    if req.max_tokens is not None and req.max_tokens > primary.max_output_tokens:
-        raise ApplicationError(
-            _("maxTokens must be at most %(max)s for model %(model)s.")
-            % {"max": primary.max_output_tokens, "model": primary.model_id},
-            status_code=400,
-            code="invalid",
-            extra={
-                "details": {
-                    "maxTokens": [
-                        _("Ensure this value is less than or equal to %(limit_value)s.")
-                        % {"limit_value": primary.max_output_tokens}
-                    ]
-                }
-            },
-        )
-    max_tokens = req.max_tokens or min(DEFAULT_MAX_TOKENS, primary.max_output_tokens)
+    max_tokens = max_tokens_check(primary, req.max_tokens)
 
     ctx = _macro_context(user=user, req=req, model_id=primary.model_id)
     head, history, tail = assemble(
@@ -157,14 +169,14 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
     try:
         assembled = fit_budget(head=head, history=history, tail=tail, budget=budget)
     except BudgetExceeded as exc:
-        raise ApplicationError(
+        raise ContextExceeded(
             _(
                 "The prompt and the input need %(needed)s tokens, more than the %(budget)s tokens available "
                 "(context %(context)s − maxTokens %(max)s)."
             )
             % {"needed": exc.needed, "budget": exc.budget, "context": primary.context_tokens, "max": max_tokens},
-            status_code=400,
-            code="context_exceeded",
+            needed=exc.needed,
+            budget=exc.budget,
             extra={"neededTokens": exc.needed, "budgetTokens": exc.budget},
         ) from None
 

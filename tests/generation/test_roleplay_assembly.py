@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.generation.roleplay_assembly import (
+from apps.generation.roleplay.assembly import (
     NEW_CHAT,
     NEW_EXAMPLE_CHAT,
     BudgetExceeded,

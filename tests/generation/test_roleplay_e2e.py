@@ -399,7 +399,7 @@ def test_chat_variables_across_turns(http, chat, character, fake_upstream):
 
 def test_global_variables_are_the_users_across_chats(http, chat, character, fake_upstream, make_user):
     from apps.generation.models import GlobalVariables
-    from apps.generation.roleplay_services import global_variables
+    from apps.generation.roleplay.services import global_variables
 
     card = {**CARD, "data": {**CARD["data"], "post_history_instructions": "Mood: {{getglobalvar::mood}}"}}
     http.patch(f"/api/v1/characters/{character.pk}", json={"card": card})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,26 +23,24 @@ from django.utils.translation import gettext as _
 
 from apps.characters.models import Character
 from apps.characters.selectors import character_card_v3, character_get_owned, character_lorebook_entries
-from apps.core.errors import ApplicationError
+from apps.core.errors import ApplicationError, ContextExceeded, NotFound
+from apps.generation import selectors
 from apps.generation.models import Chat, ChatMessage, Generation, GlobalVariables, Persona
-from apps.generation.roleplay_assembly import (
-    DEFAULT_MAIN_PROMPT,
-    IMPERSONATION_PROMPT,
+from apps.generation.roleplay.assembly import (
     AssembledTurn,
     BudgetExceeded,
-    Injection,
-    Sections,
+    PersonaPrompt,
     assemble_turn,
-    authors_note_due,
-    parse_examples,
+    build_sections,
 )
+from apps.generation.selectors import global_variables
 from apps.generation.services import (
-    DEFAULT_MAX_TOKENS,
     Finished,
     Outcome,
     Prepared,
     generation_finish,
     generation_open,
+    max_tokens_check,
 )
 from apps.macros.engine import MacroContext, expand
 from apps.providers.selectors import ModelTarget, model_chain
@@ -62,19 +60,17 @@ from apps.worldviews.selectors import attached_lorebooks, engine_entries, lorebo
 GENERATION_TYPES = ("normal", "continue", "regenerate", "swipe", "impersonate")
 AN_POSITIONS = ("in_chat", "before_main", "after_main")
 ROLES = ("system", "user", "assistant")
-
-
-def _not_found(message: str) -> ApplicationError:
-    return ApplicationError(message, status_code=404, code="not_found")
+_POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
 
 
 # ------------------------------------------------------------------------------------------ personas
 
 
 def persona_get(*, user: Any, persona_id: int) -> Persona:
-    persona = Persona.objects.filter(pk=persona_id, owner=user).first()
+    """The caller's persona, or ``NotFound`` (a path id, or a chat's ``personaId``)."""
+    persona = selectors.persona_get_owned(user=user, pk=persona_id)
     if persona is None:
-        raise _not_found(_("Persona %(id)s does not exist.") % {"id": persona_id})
+        raise NotFound(_("Persona %(id)s does not exist.") % {"id": persona_id})
     return persona
 
 
@@ -90,21 +86,31 @@ def persona_save(*, user: Any, persona: Persona | None = None, **fields: Any) ->
     return persona
 
 
+def persona_delete(*, persona: Persona) -> None:
+    """Chats that used it keep going without a persona (the user's name stands for ``{{user}}``)."""
+    persona.delete()
+
+
 # --------------------------------------------------------------------------------------------- chats
 
 
 def chat_get(*, user: Any, chat_id: int) -> Chat:
-    """The caller's chat; someone else's is a 404 like a missing one."""
-    chat = Chat.objects.filter(pk=chat_id, owner=user).select_related("persona").first()
+    """The caller's chat, or ``NotFound``: someone else's looks missing."""
+    chat = selectors.chat_get_owned(user=user, pk=chat_id)
     if chat is None:
-        raise _not_found(_("Chat %(id)s does not exist.") % {"id": chat_id})
+        raise NotFound(_("Chat %(id)s does not exist.") % {"id": chat_id})
     return chat
+
+
+def chat_delete(*, chat: Chat) -> None:
+    """The chat and its messages (the generation records stay: they are the billing history)."""
+    chat.delete()
 
 
 def _owned_character(user: Any, character_id: int) -> Character:
     character = character_get_owned(user=user, pk=character_id)
     if character is None:
-        raise _not_found(_("Character %(id)s does not exist.") % {"id": character_id})
+        raise NotFound(_("Character %(id)s does not exist.") % {"id": character_id})
     return character
 
 
@@ -113,7 +119,7 @@ def _owned_lorebooks(user: Any, ids: Sequence[int]) -> list[Lorebook]:
     books = lorebooks_get_owned(user=user, ids=ids)
     for i in ids:
         if i not in books:
-            raise _not_found(_("Lorebook %(id)s does not exist.") % {"id": i})
+            raise NotFound(_("Lorebook %(id)s does not exist.") % {"id": i})
     return [books[i] for i in ids]
 
 
@@ -147,7 +153,7 @@ def chat_create(
     if persona_id is not None:
         persona: Persona | None = persona_get(user=user, persona_id=persona_id)
     else:
-        persona = Persona.objects.filter(owner=user, is_default=True).first()
+        persona = selectors.persona_default(user=user)
     books = _owned_lorebooks(user, lorebook_ids)
     note = Chat._meta.get_field("authors_note").get_default()
     note.update(authors_note or {})
@@ -196,10 +202,15 @@ def chat_update(*, user: Any, chat: Chat, **changes: Any) -> Chat:
 
 
 def message_get(*, user: Any, chat_id: int, message_id: int) -> ChatMessage:
-    message = ChatMessage.objects.filter(pk=message_id, chat_id=chat_id, chat__owner=user).first()
+    """A message of the caller's chat, or ``NotFound``."""
+    message = selectors.message_get_owned(user=user, chat_id=chat_id, pk=message_id)
     if message is None:
-        raise _not_found(_("Message %(id)s does not exist.") % {"id": message_id})
+        raise NotFound(_("Message %(id)s does not exist.") % {"id": message_id})
     return message
+
+
+def message_delete(*, message: ChatMessage) -> None:
+    message.delete()
 
 
 def message_update(
@@ -263,25 +274,6 @@ class Plan:
     activation: ActivationResult
 
 
-def _max_tokens(req: RoleplayRequest, primary: ModelTarget) -> int:
-    if req.max_tokens is not None and req.max_tokens > primary.max_output_tokens:
-        raise ApplicationError(
-            _("maxTokens must be at most %(max)s for model %(model)s.")
-            % {"max": primary.max_output_tokens, "model": primary.model_id},
-            status_code=400,
-            code="invalid",
-            extra={
-                "details": {
-                    "maxTokens": [
-                        _("Ensure this value is less than or equal to %(limit_value)s.")
-                        % {"limit_value": primary.max_output_tokens}
-                    ]
-                }
-            },
-        )
-    return req.max_tokens or min(DEFAULT_MAX_TOKENS, primary.max_output_tokens)
-
-
 def _world_entries(*, user: Any, chat: Chat, character: Character) -> list[Entry]:
     """Chat books (source chat), the card's embedded book (character, active by default), then the
     user's character-linked and global books."""
@@ -295,17 +287,6 @@ def _world_entries(*, user: Any, chat: Chat, character: Character) -> list[Entry
     return entries
 
 
-def _with_original(override: str, original: str, ctx: MacroContext) -> str:
-    """ST character overrides: a non-empty card prompt replaces the default, ``{{original}}`` = it."""
-    if not override.strip():
-        return expand(original, ctx)
-    ctx.original = expand(original, ctx)
-    try:
-        return expand(override, ctx)
-    finally:
-        ctx.original = ""
-
-
 def _bad_type(generation_type: str) -> ApplicationError:
     return ApplicationError(
         _("There is no assistant message to %(type)s.") % {"type": generation_type},
@@ -313,6 +294,13 @@ def _bad_type(generation_type: str) -> ApplicationError:
         code="invalid",
         extra={"details": {"generationType": [_("The chat does not end with an assistant message.")]}},
     )
+
+
+def _persona_prompt(persona: Persona | None) -> PersonaPrompt | None:
+    if persona is None:
+        return None
+    position = _POSITION_NAMES.get(persona.description_position, "none")
+    return PersonaPrompt(persona.description, position, persona.depth, persona.role)
 
 
 def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, model_id: str) -> Plan:
@@ -391,85 +379,25 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         character_name=character.name,
         character_tags=[str(t) for t in data.get("tags") or []],
     )
-    ctx.outlets = dict(activation.outlets)
-    by_position = activation.by_position
-
-    # sections, expanded in prompt order so {{setvar}} early is seen later
-    main = _with_original(ctx.char_prompt, DEFAULT_MAIN_PROMPT, ctx)
-    injections: list[Injection] = [
-        Injection(d.depth, d.role, d.content, f"customDepthWI_{d.depth}_{ROLES.index(d.role)}")
-        for d in activation.depth_injections
-    ]
-    persona_text = expand(persona.description, ctx) if persona else ""
-    position = persona.description_position if persona else Persona.Position.IN_PROMPT
-    an_top = [by_position.get("ANTop", "")]
-    an_bottom = [by_position.get("ANBottom", "")]
-    role: object  # the raw value from the note/depth prompt below (passed through str())
-    if persona_text and position == Persona.Position.AN_TOP:
-        an_top.insert(0, persona_text)
-    elif persona_text and position == Persona.Position.AN_BOTTOM:
-        an_bottom.append(persona_text)
-    elif persona_text and position == Persona.Position.AT_DEPTH and persona is not None:
-        role = persona.role if persona.role in ROLES else "system"
-        injections.append(Injection(persona.depth, role, persona_text, "PERSONA_DESCRIPTION"))
-    user_messages = sum(1 for m in history if m.role == "user")
-    before_main = after_main = ""
-    if authors_note_due(int(note.get("frequency") or 0), user_messages):
-        text = "\n".join([*an_top, expand(str(note.get("text") or ""), ctx), *an_bottom]).strip("\n")
-        if text.strip():
-            an_position = note.get("position")
-            if an_position == "before_main":
-                before_main = text
-            elif an_position == "after_main":
-                after_main = text
-            else:
-                role = note.get("role") if note.get("role") in ROLES else "system"
-                injections.append(Injection(int(note.get("depth") or 0), str(role), text, "2_floating_prompt"))
-    if depth_prompt.get("prompt"):
-        role = depth_prompt.get("role") if depth_prompt.get("role") in ROLES else "system"
-        depth = depth_prompt.get("depth")
-        injections.append(
-            Injection(
-                int(depth) if isinstance(depth, int) else 4,
-                str(role),
-                expand(str(depth_prompt["prompt"]), ctx),
-                "DEPTH_PROMPT",
-            )
-        )
-    examples = [
-        *[block for text in activation.examples_top for block in parse_examples(text, user=user_name, char=char_name)],
-        *parse_examples(expand(ctx.mes_examples, ctx), user=user_name, char=char_name),
-        *[
-            block
-            for text in activation.examples_bottom
-            for block in parse_examples(text, user=user_name, char=char_name)
-        ],
-    ]
-    sections = Sections(
-        main=main,
-        world_info_before=by_position.get("before", ""),
-        persona=persona_text if position == Persona.Position.IN_PROMPT else "",
-        description=expand(ctx.description, ctx),
-        personality=expand(ctx.personality, ctx),
-        scenario=expand(scenario, ctx),
-        world_info_after=by_position.get("after", ""),
-        examples=examples,
+    sections = build_sections(
+        ctx=ctx,
+        activation=activation,
+        generation_type=kind,
         history=history,
-        post_history=_with_original(ctx.char_instruction, "", ctx),
-        injections=injections,
-        before_main=before_main,
-        after_main=after_main,
-        control=expand(IMPERSONATION_PROMPT, ctx) if kind == "impersonate" else "",
         prefill=prefill,
+        scenario=scenario,
+        persona=_persona_prompt(persona),
+        authors_note=note,
+        depth_prompt=depth_prompt,
     )
     try:
         assembled = assemble_turn(sections, limit=limit)
     except BudgetExceeded as exc:
-        raise ApplicationError(
+        raise ContextExceeded(
             _("The mandatory prompts need %(needed)s tokens, more than the %(budget)s tokens available.")
             % {"needed": exc.needed, "budget": exc.budget},
-            status_code=400,
-            code="context_exceeded",
+            needed=exc.needed,
+            budget=exc.budget,
             extra={"neededTokens": exc.needed, "budgetTokens": exc.budget},
         ) from None
     turn = Turn(
@@ -490,7 +418,7 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
 def roleplay_preview(*, user: Any, req: RoleplayRequest) -> tuple[Plan, ModelTarget]:
     chat = chat_get(user=user, chat_id=req.chat_id)
     primary = model_chain(model_id=req.model_id)[0]
-    limit = primary.context_tokens - _max_tokens(req, primary)
+    limit = primary.context_tokens - max_tokens_check(primary, req.max_tokens)
     return roleplay_plan(user=user, chat=chat, req=req, limit=limit, model_id=primary.model_id), primary
 
 
@@ -498,7 +426,9 @@ def roleplay_preview(*, user: Any, req: RoleplayRequest) -> tuple[Plan, ModelTar
 class RoleplayPrepared(Prepared):
     turn: Turn | None = None
     message_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def answer_fields(self) -> dict[str, Any]:
+        return {"messageId": self.message_id}  # null for impersonate (nothing is stored)
 
 
 def roleplay_prepare(*, user: Any, req: RoleplayRequest) -> RoleplayPrepared:
@@ -507,7 +437,7 @@ def roleplay_prepare(*, user: Any, req: RoleplayRequest) -> RoleplayPrepared:
     chat = chat_get(user=user, chat_id=req.chat_id)
     targets = model_chain(model_id=req.model_id)
     primary = targets[0]
-    max_tokens = _max_tokens(req, primary)
+    max_tokens = max_tokens_check(primary, req.max_tokens)
     plan = roleplay_plan(
         user=user, chat=chat, req=req, limit=primary.context_tokens - max_tokens, model_id=primary.model_id
     )
@@ -540,12 +470,6 @@ def roleplay_finish(*, prepared: RoleplayPrepared, outcome: Outcome) -> Finished
         if pays and prepared.turn is not None:
             prepared.message_id = _turn_write(prepared.turn, outcome.content, prepared.generation_id)
     return finished
-
-
-def global_variables(*, user: Any) -> dict[str, Any]:
-    """The user's global macro variables (a fresh dict: the caller may change it)."""
-    row = GlobalVariables.objects.filter(user_id=user.pk).values_list("variables", flat=True).first()
-    return dict(row) if isinstance(row, dict) else {}
 
 
 def _global_variables_save(user_id: int, variables: dict[str, Any]) -> None:

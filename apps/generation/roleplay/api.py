@@ -17,10 +17,11 @@ from apps.accounts.selectors import request_user
 from apps.core.api.fields import WholeSerializer
 from apps.core.api.pagination import PagePagination
 from apps.core.api.serializers import StaticSerializer
-from apps.generation import roleplay_services as services
+from apps.generation import selectors
 from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, WritingOutputSerializer
 from apps.generation.models import Chat, ChatMessage, Persona
-from apps.generation.relay import Relay
+from apps.generation.roleplay import services
+from apps.generation.services import Finished, Outcome
 
 POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
 POSITION_VALUES = {label: value for value, label in POSITION_NAMES.items()}
@@ -65,9 +66,7 @@ class PersonaListCreateView(APIView):
     @extend_schema(operation_id="personas_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         paginator = PagePagination()
-        page = paginator.paginate_queryset(
-            Persona.objects.filter(owner=request_user(request)).order_by("id"), request, self
-        )
+        page = paginator.paginate_queryset(selectors.persona_list(user=request_user(request)), request, self)
         return paginator.get_paginated_response([persona_out(p) for p in page])
 
     @extend_schema(request=PersonaInputSerializer, responses={201: OpenApiTypes.OBJECT})
@@ -93,7 +92,7 @@ class PersonaDetailView(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
-        services.persona_get(user=request.user, persona_id=pk).delete()
+        services.persona_delete(persona=services.persona_get(user=request.user, persona_id=pk))
         return Response(status=204)
 
 
@@ -141,12 +140,7 @@ class ChatListCreateView(APIView):
     @extend_schema(operation_id="chats_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         paginator = PagePagination()
-        qs = (
-            Chat.objects.filter(owner=request_user(request))
-            .prefetch_related("lorebooks")
-            .order_by("-updated_at", "-id")
-        )
-        page = paginator.paginate_queryset(qs, request, self)
+        page = paginator.paginate_queryset(selectors.chat_list(user=request_user(request)), request, self)
         return paginator.get_paginated_response([chat_out(c) for c in page])
 
     @extend_schema(request=ChatInputSerializer, responses={201: OpenApiTypes.OBJECT})
@@ -188,7 +182,7 @@ class ChatDetailView(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int) -> Response:
-        services.chat_get(user=request.user, chat_id=pk).delete()
+        services.chat_delete(chat=services.chat_get(user=request.user, chat_id=pk))
         return Response(status=204)
 
 
@@ -219,7 +213,7 @@ class ChatMessageListView(APIView):
     def get(self, request: Request, pk: int) -> Response:
         chat = services.chat_get(user=request.user, chat_id=pk)
         paginator = PagePagination()
-        page = paginator.paginate_queryset(ChatMessage.objects.filter(chat=chat).order_by("id"), request, self)
+        page = paginator.paginate_queryset(selectors.message_list(chat=chat), request, self)
         return paginator.get_paginated_response([message_out(m) for m in page])
 
 
@@ -240,7 +234,7 @@ class ChatMessageDetailView(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, pk: int, message_id: int) -> Response:
-        services.message_get(user=request.user, chat_id=pk, message_id=message_id).delete()
+        services.message_delete(message=services.message_get(user=request.user, chat_id=pk, message_id=message_id))
         return Response(status=204)
 
 
@@ -275,29 +269,20 @@ class RoleplayOutputSerializer(WritingOutputSerializer):
     messageId = serializers.IntegerField(allow_null=True, help_text="null for impersonate (nothing is stored)")
 
 
-class RoleplayRelay(Relay):
-    """Writing mode's relay; the final event also names the chat message written."""
-
-    def final_event(self) -> dict[str, Any]:
-        return {**super().final_event(), "messageId": self.prepared.message_id}  # type: ignore[attr-defined]
-
-
 ROLEPLAY_SSE = SSE_DESCRIPTION + " The final event also carries `messageId`."
 
 
-class RoleplayView(GenerationView):
+class RoleplayView(GenerationView[services.RoleplayRequest, services.RoleplayPrepared]):
+    """The answer (JSON body or final SSE event) also carries `messageId` (`RoleplayPrepared`)."""
+
     permission_classes = (CanGenerateRoleplay,)
     input_serializer = RoleplayInputSerializer
-    relay_class = RoleplayRelay
 
-    def open(self, user: Any, req: services.RoleplayRequest) -> Any:
+    def open(self, user: Any, req: services.RoleplayRequest) -> services.RoleplayPrepared:
         return services.roleplay_prepare(user=user, req=req)
 
-    def finish(self, *, prepared: Any, outcome: Any) -> Any:
+    def finish(self, *, prepared: services.RoleplayPrepared, outcome: Outcome) -> Finished:
         return services.roleplay_finish(prepared=prepared, outcome=outcome)
-
-    def answered(self, prepared: Any, body: dict[str, Any]) -> dict[str, Any]:
-        return {**body, "messageId": prepared.message_id}
 
 
 class RoleplayGenerateView(RoleplayView):

@@ -14,17 +14,24 @@ Budget (ST ``populateChatCompletion``): ``limit = context − maxTokens``. Manda
 Then history newest → oldest, stopping at the first message that does not fit; then example
 blocks (each with its ``[Example Chat]`` header) in order until the first that does not fit.
 Tokens are the character estimate of :mod:`apps.providers.tokens`, with no per-message overhead.
+
+:func:`build_sections` turns one turn's inputs (the macro context, the world-info activation, the
+persona, the author's note, the card's depth prompt) into those :class:`Sections`, expanding macros in
+prompt order so that ``{{setvar}}`` early is seen later.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from apps.generation.assembly import BudgetExceeded
+from apps.macros.engine import MacroContext, expand
 from apps.providers.tokens import estimate_tokens
-from apps.providers.types import ChatMessage
+from apps.providers.types import ROLES, ChatMessage
+from apps.worldviews.engine import ActivationResult
 
 __all__ = [
     "CONTINUE_NUDGE",
@@ -36,9 +43,11 @@ __all__ = [
     "Block",
     "BudgetExceeded",
     "Injection",
+    "PersonaPrompt",
     "Sections",
     "assemble_turn",
     "authors_note_due",
+    "build_sections",
     "inject_depth",
     "parse_examples",
 ]
@@ -90,6 +99,17 @@ class Sections:
     after_main: str = ""  # author's note "after main prompt"
     control: str = ""  # impersonation prompt (system, last but the prefill)
     prefill: str = ""  # continue: the assistant text the reply continues
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaPrompt:
+    """The user's persona as the prompt uses it; ``position`` is ST's placement by name (``in_prompt``,
+    ``an_top``, ``an_bottom``, ``at_depth``, ``none``), anything else is treated as ``none``."""
+
+    description: str
+    position: str = "in_prompt"
+    depth: int = 2
+    role: str = "system"
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,4 +270,107 @@ def assemble_turn(sections: Sections, *, limit: int) -> AssembledTurn:
         history_dropped=history_dropped,
         examples_dropped=examples_dropped,
         names=tuple(names),
+    )
+
+
+def _with_original(override: str, original: str, ctx: MacroContext) -> str:
+    """ST character overrides: a non-empty card prompt replaces the default, ``{{original}}`` = it."""
+    if not override.strip():
+        return expand(original, ctx)
+    ctx.original = expand(original, ctx)
+    try:
+        return expand(override, ctx)
+    finally:
+        ctx.original = ""
+
+
+def _role(value: object) -> str:
+    return str(value) if value in ROLES else "system"
+
+
+def build_sections(
+    *,
+    ctx: MacroContext,
+    activation: ActivationResult,
+    generation_type: str,
+    history: Sequence[ChatMessage],
+    prefill: str,
+    scenario: str,
+    persona: PersonaPrompt | None,
+    authors_note: Mapping[str, Any],
+    depth_prompt: Mapping[str, Any],
+) -> Sections:
+    """The expanded sections of one turn, in ST's prompt order.
+
+    ``ctx`` already holds the card, persona and chat values (``ctx.user``/``ctx.char`` are the names);
+    its ``outlets`` are set from the activation and its variables change as macros run. ``history`` is
+    the visible history the reply follows, the expanded user input included. ``authors_note`` has every
+    key of the chat's note (defaults filled); ``depth_prompt`` is the card's
+    ``extensions.depth_prompt`` (``{}`` when absent).
+    """
+    ctx.outlets = dict(activation.outlets)
+    by_position = activation.by_position
+    main = _with_original(ctx.char_prompt, DEFAULT_MAIN_PROMPT, ctx)
+    injections: list[Injection] = [
+        Injection(d.depth, d.role, d.content, f"customDepthWI_{d.depth}_{ROLES.index(d.role)}")
+        for d in activation.depth_injections
+    ]
+    persona_text = expand(persona.description, ctx) if persona else ""
+    position = persona.position if persona else "in_prompt"
+    an_top = [by_position.get("ANTop", "")]
+    an_bottom = [by_position.get("ANBottom", "")]
+    if persona_text and position == "an_top":
+        an_top.insert(0, persona_text)
+    elif persona_text and position == "an_bottom":
+        an_bottom.append(persona_text)
+    elif persona_text and position == "at_depth" and persona is not None:
+        injections.append(Injection(persona.depth, _role(persona.role), persona_text, "PERSONA_DESCRIPTION"))
+    user_messages = sum(1 for m in history if m.role == "user")
+    before_main = after_main = ""
+    if authors_note_due(int(authors_note.get("frequency") or 0), user_messages):
+        text = "\n".join([*an_top, expand(str(authors_note.get("text") or ""), ctx), *an_bottom]).strip("\n")
+        if text.strip():
+            an_position = authors_note.get("position")
+            if an_position == "before_main":
+                before_main = text
+            elif an_position == "after_main":
+                after_main = text
+            else:
+                injections.append(
+                    Injection(
+                        int(authors_note.get("depth") or 0), _role(authors_note.get("role")), text, "2_floating_prompt"
+                    )
+                )
+    if depth_prompt.get("prompt"):
+        depth = depth_prompt.get("depth")
+        injections.append(
+            Injection(
+                int(depth) if isinstance(depth, int) else 4,
+                _role(depth_prompt.get("role")),
+                expand(str(depth_prompt["prompt"]), ctx),
+                "DEPTH_PROMPT",
+            )
+        )
+    user, char = ctx.user, ctx.char
+    examples = [
+        *[block for text in activation.examples_top for block in parse_examples(text, user=user, char=char)],
+        *parse_examples(expand(ctx.mes_examples, ctx), user=user, char=char),
+        *[block for text in activation.examples_bottom for block in parse_examples(text, user=user, char=char)],
+    ]
+    return Sections(
+        main=main,
+        world_info_before=by_position.get("before", ""),
+        persona=persona_text if position == "in_prompt" else "",
+        description=expand(ctx.description, ctx),
+        personality=expand(ctx.personality, ctx),
+        scenario=expand(scenario, ctx),
+        world_info_after=by_position.get("after", ""),
+        examples=examples,
+        history=history,
+        post_history=_with_original(ctx.char_instruction, "", ctx),
+        injections=injections,
+        before_main=before_main,
+        after_main=after_main,
+        control=expand(IMPERSONATION_PROMPT, ctx) if generation_type == "impersonate" else "",
+        prefill=prefill,
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.generation import roleplay_api as api
+from apps.generation.roleplay import api
 
 urlpatterns = [
     path("personas", api.PersonaListCreateView.as_view(), name="personas"),
