@@ -14,10 +14,10 @@ from rest_framework.views import APIView
 
 from apps.accounts import selectors, services
 from apps.accounts.models import ApiToken
-from apps.accounts.selectors import request_user
 from apps.billing.selectors import membership_summary
 from apps.core.api.pagination import PagePagination
 from apps.core.api.throttling import ScopedRateThrottle
+from apps.core.api.views import request_user
 from apps.core.errors import ApplicationError
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
@@ -8,13 +8,6 @@ from apps.accounts.models import GENERATION_PERMISSIONS, ApiToken
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-    from django.http import HttpRequest
-    from rest_framework.request import Request
-
-
-def request_user(request: Request | HttpRequest) -> User:
-    """``request.user`` in a view that requires authentication: typed as the user model (never anonymous there)."""
-    return cast("User", request.user)
 
 
 def token_list(*, user: User) -> QuerySet[ApiToken]:

@@ -13,13 +13,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateWriting
-from apps.accounts.selectors import request_user
 from apps.core.api.fields import ScalarToString
 from apps.core.api.pagination import PagePagination
 from apps.core.api.renderers import EventStreamRenderer, JSONRenderer, dumps
 from apps.core.api.serializers import StaticSerializer
 from apps.core.api.throttling import ScopedRateThrottle, UserRateThrottle
-from apps.core.api.views import AsyncAPIView
+from apps.core.api.views import AsyncAPIView, request_user
 from apps.core.db import db_sync_to_async
 from apps.generation import selectors, services
 from apps.generation.models import Generation

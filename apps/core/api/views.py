@@ -6,11 +6,13 @@ a thread. The synchronous DRF checks run in one `sync_to_async` hop; the respons
 Django does not need another hop to render it.
 
 `OwnFormatParamMixin` and `filename_stem`: for download endpoints (card and lorebook export).
+
+`request_user`: the signed-in user of a view that requires authentication, typed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from rest_framework.request import Request
@@ -19,6 +21,14 @@ from rest_framework.views import APIView
 
 from apps.core.api.renderers import JSONRenderer
 from apps.core.db import db_sync_to_async
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+def request_user(request: Request | HttpRequest) -> User:
+    """``request.user`` in a view that requires authentication: typed as the user model (never anonymous there)."""
+    return cast("User", request.user)
 
 
 class AsyncAPIView(APIView):

@@ -13,10 +13,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateRoleplay
-from apps.accounts.selectors import request_user
 from apps.core.api.fields import WholeSerializer
 from apps.core.api.pagination import PagePagination
 from apps.core.api.serializers import StaticSerializer
+from apps.core.api.views import request_user
 from apps.generation import selectors
 from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, WritingOutputSerializer
 from apps.generation.models import Chat, ChatMessage, Persona
