@@ -10,7 +10,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from django.utils.translation import gettext as _
 
 from apps.characters.models import Character
-from apps.core.errors import ApplicationError
+from apps.core.errors import ApplicationError, NotFound
 from apps.prompts.models import Prompt, PromptContent
 from apps.prompts.rendering import render_character, render_worldview
 from apps.worldviews.models import Worldview
@@ -71,9 +71,7 @@ def prompt_resolve(*, user: Any, prompt_id: int) -> ResolvedPrompt:
     """
     cached = _prompt_snapshot(prompt_id)
     if cached is None:
-        raise ApplicationError(
-            _("Prompt ID=%(id)s does not exist") % {"id": prompt_id}, status_code=404, code="not_found"
-        )
+        raise NotFound(_("Prompt ID=%(id)s does not exist") % {"id": prompt_id})
     author_id, is_public, title, contents = cached
     if not is_public and author_id != user.pk:
         raise ApplicationError(_("No permission to use this prompt"), status_code=400, code="prompt_forbidden")

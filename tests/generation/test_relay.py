@@ -1,0 +1,292 @@
+"""The relay on its own: what it answers and how it finishes the record, for each way a call can end.
+
+The routed call is a scripted stand-in (deltas, a completion or an error, with optional pauses) and
+`finish` records the outcome it is given, so every branch is reached without a server or a database;
+the end-to-end tests (test_writing_e2e.py) run the same paths over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from apps.core.errors import ApplicationError
+from apps.generation import relay as relay_module
+from apps.generation.models import Generation
+from apps.generation.relay import DONE, PING, Relay
+from apps.generation.services import Finished, Outcome
+from apps.providers.adapters import Completion, Delta, UpstreamServerError, UpstreamTimeout, Usage
+
+FINISHED = Finished(
+    consumption={"totalCost": 7},
+    usage={"promptTokens": 3, "completionTokens": 2, "totalTokens": 5},
+    usage_estimated=False,
+    duration_ms=12,
+    model="m1",
+)
+
+
+@dataclass
+class Target:
+    model_id: str = "m1"
+
+
+@dataclass
+class Prepared:
+    generation_id: str = "gen_test"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def answer_fields(self) -> dict[str, Any]:
+        return self.extra
+
+
+@dataclass
+class Pause:
+    seconds: float
+
+
+@dataclass
+class Script:
+    """What the upstream does: deltas (or pauses) in order, then maybe an error."""
+
+    items: Sequence[Delta | Pause] = ()
+    error: BaseException | None = None
+    completion: Completion | None = None
+    closed: bool = False
+
+
+class Routed:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.target: Any = None
+        self.attempts: list[Any] = []
+
+    async def _deltas(self) -> AsyncIterator[Delta]:
+        self.target = Target()
+        try:
+            for item in self.script.items:
+                if isinstance(item, Pause):
+                    await asyncio.sleep(item.seconds)
+                else:
+                    yield item
+            if self.script.error is not None:
+                raise self.script.error
+        finally:
+            self.script.closed = True
+
+    def stream(self) -> AsyncIterator[Delta]:
+        return self._deltas()
+
+    async def complete(self) -> Completion:
+        self.target = Target()
+        if self.script.error is not None:
+            raise self.script.error
+        assert self.script.completion is not None
+        return self.script.completion
+
+
+class Finish:
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+
+    def __call__(self, *, prepared: Any, outcome: Outcome) -> Finished:
+        self.outcomes.append(outcome)
+        return FINISHED
+
+
+def make_relay(script: Script, **prepared: Any) -> tuple[Relay, Finish]:
+    finish = Finish()
+    return Relay(Prepared(**prepared), Routed(script), finish), finish  # type: ignore[arg-type]
+
+
+async def body_of(relay: Relay) -> list[bytes]:
+    primed = await relay.prime()
+    return [event async for event in relay.events(primed)]
+
+
+def payloads(events: list[bytes]) -> list[Any]:
+    out: list[Any] = []
+    for event in events:
+        if event == PING:
+            out.append("ping")
+        elif event == DONE:
+            out.append("[DONE]")
+        else:
+            out.append(orjson.loads(event.removeprefix(b"data: ")))
+    return out
+
+
+# --------------------------------------------------------------------------------------- complete
+
+
+async def test_complete_answers_the_body_and_finishes_once_as_succeeded():
+    relay, finish = make_relay(
+        Script(completion=Completion("你好", "想一想", "length", Usage.of(3, 2))), extra={"messageId": 9}
+    )
+
+    body = await relay.complete()
+
+    assert body == {
+        "content": "你好",
+        "reasoning": "想一想",
+        "generationId": "gen_test",
+        "model": "m1",
+        "usage": FINISHED.usage,
+        "finishReason": "length",
+        "duration": 12,
+        "consumption": {"totalCost": 7},
+        "messageId": 9,
+    }
+    [outcome] = finish.outcomes
+    assert (outcome.status, outcome.content, outcome.reasoning) == (Generation.Status.SUCCEEDED, "你好", "想一想")
+    assert (outcome.finish_reason, outcome.usage, outcome.target) == ("length", Usage.of(3, 2), Target())
+
+
+async def test_complete_without_reasoning_has_no_reasoning_key():
+    relay, _finish = make_relay(Script(completion=Completion("x", "", "stop", None)))
+
+    body = await relay.complete()
+
+    assert "reasoning" not in body
+    assert list(body) == ["content", "generationId", "model", "usage", "finishReason", "duration", "consumption"]
+
+
+async def test_complete_upstream_failure_finishes_failed_and_raises_the_client_error():
+    relay, finish = make_relay(Script(error=UpstreamTimeout("slow")))
+
+    with pytest.raises(ApplicationError) as raised:
+        await relay.complete()
+
+    assert raised.value.status_code == 504
+    [outcome] = finish.outcomes
+    assert (outcome.status, outcome.error_code, outcome.content) == (Generation.Status.FAILED, "upstream_timeout", "")
+
+
+async def test_complete_bug_of_ours_still_finishes_the_record():
+    relay, finish = make_relay(Script(error=KeyError("oops")))
+
+    with pytest.raises(KeyError):
+        await relay.complete()
+
+    assert [o.status for o in finish.outcomes] == [Generation.Status.FAILED]
+    assert finish.outcomes[0].error_code == "KeyError"
+
+
+# ----------------------------------------------------------------------------------------- stream
+
+
+async def test_stream_relays_deltas_then_the_final_event_then_done():
+    relay, finish = make_relay(
+        Script(
+            items=[
+                Delta(reasoning="嗯"),
+                Delta(content="甲"),
+                Delta(),  # nothing to relay: no event
+                Delta(content="乙", finish_reason="stop", usage=Usage.of(4, 2)),
+            ]
+        ),
+        extra={"messageId": None},
+    )
+
+    events = payloads(await body_of(relay))
+
+    assert events == [
+        {"content": "", "reasoning": "嗯"},
+        {"content": "甲"},
+        {"content": "乙"},
+        {
+            "content": "",
+            "finishReason": "stop",
+            "generationId": "gen_test",
+            "model": "m1",
+            "usage": FINISHED.usage,
+            "duration": 12,
+            "consumption": {"totalCost": 7},
+            "messageId": None,
+        },
+        "[DONE]",
+    ]
+    [outcome] = finish.outcomes
+    assert (outcome.status, outcome.content, outcome.reasoning) == (Generation.Status.SUCCEEDED, "甲乙", "嗯")
+    assert outcome.usage == Usage.of(4, 2)
+    assert outcome.ttft_ms is not None
+
+
+async def test_failure_before_the_first_token_is_a_plain_error_and_the_record_fails():
+    relay, finish = make_relay(Script(error=UpstreamServerError("boom", upstream_status=500)))
+
+    with pytest.raises(ApplicationError) as raised:
+        await relay.prime()
+
+    assert raised.value.status_code == 502
+    assert [o.status for o in finish.outcomes] == [Generation.Status.FAILED]
+
+
+async def test_failure_after_the_first_token_is_an_error_event_and_nothing_is_kept_as_paid():
+    relay, finish = make_relay(Script(items=[Delta(content="半")], error=UpstreamServerError("gone")))
+
+    events = payloads(await body_of(relay))
+
+    assert events[0] == {"content": "半"}
+    assert events[1]["content"] == "" and events[1]["error"]["statusCode"] == 502
+    assert events[2] == "[DONE]"
+    [outcome] = finish.outcomes
+    assert (outcome.status, outcome.content) == (Generation.Status.FAILED, "半")
+
+
+async def test_silence_is_filled_with_pings(monkeypatch):
+    monkeypatch.setattr(relay_module, "PING_INTERVAL", 0.05)
+    relay, _finish = make_relay(Script(items=[Delta(content="a"), Pause(0.18), Delta(content="b")]))
+
+    events = payloads(await body_of(relay))
+
+    assert events[0] == {"content": "a"}
+    assert 2 <= events.count("ping") <= 4
+    assert events[-3] == {"content": "b"}
+    assert events[-2]["finishReason"] == "stop" and events[-1] == "[DONE]"
+
+
+async def test_no_text_within_the_first_token_wait_starts_the_stream_with_a_ping(monkeypatch):
+    monkeypatch.setattr(relay_module, "FIRST_TOKEN_WAIT", 0.05)
+    relay, finish = make_relay(Script(items=[Pause(0.1), Delta(content="late")]))
+
+    primed = await relay.prime()
+
+    assert primed == [PING]
+    events = payloads([event async for event in relay.events(primed)])
+    assert events[1] == {"content": "late"} and events[-1] == "[DONE]"
+    assert [o.status for o in finish.outcomes] == [Generation.Status.SUCCEEDED]
+
+
+async def test_client_disconnect_cancels_closes_the_upstream_and_finishes_once():
+    script = Script(items=[Delta(content="一"), Pause(30), Delta(content="never")])
+    relay, finish = make_relay(script)
+    primed = await relay.prime()
+    events = relay.events(primed)
+
+    assert await anext(events) == b'data: {"content":"\xe4\xb8\x80"}\n\n'
+    reader = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0.05)
+    reader.cancel()  # what the server does when the client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    await events.aclose()
+
+    assert script.closed
+    [outcome] = finish.outcomes
+    assert (outcome.status, outcome.content) == (Generation.Status.CANCELLED, "一")
+
+
+async def test_settle_is_idempotent():
+    relay, finish = make_relay(Script())
+
+    first = await relay.settle(Generation.Status.CANCELLED)
+    second = await relay.settle(Generation.Status.SUCCEEDED)
+
+    assert first is second is FINISHED
+    assert [o.status for o in finish.outcomes] == [Generation.Status.CANCELLED]
