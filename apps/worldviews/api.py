@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.http import Http404, HttpResponse
@@ -24,7 +25,7 @@ from apps.core.api.views import OwnFormatParamMixin, filename_stem
 from apps.core.errors import NotFound
 from apps.novels.api import SEARCH_PARAM, entity_views
 from apps.worldviews import selectors, services
-from apps.worldviews.engine import GENERATION_TYPES, ActivationSettings, Entry, entry_from_st
+from apps.worldviews.engine import GENERATION_TYPES, ActivationSettings, Entry, TraceItem, entry_from_st
 from apps.worldviews.engine.entry_schema import MAX_ENTRIES
 from apps.worldviews.models import Lorebook, LorebookEntry, Worldview
 
@@ -365,6 +366,23 @@ class LorebookActivateView(APIView):
         return Response(_activation_output(run))
 
 
+def trace_out(trace: Sequence[TraceItem]) -> list[dict[str, Any]]:
+    """The activation trace as the API writes it (the dry run here, the roleplay preview)."""
+    return [
+        {
+            "lorebookId": t.lorebook_id,
+            "uid": t.uid,
+            "status": t.status,
+            "reason": t.reason,
+            "detail": t.detail,
+            "step": t.step,
+            "matchedKey": t.matched_key,
+            "comment": t.comment,
+        }
+        for t in trace
+    ]
+
+
 def _activation_output(run: selectors.DryRun) -> dict[str, Any]:
     result = run.result
     return {
@@ -384,19 +402,7 @@ def _activation_output(run: selectors.DryRun) -> dict[str, Any]:
         "byPosition": dict(result.by_position),
         "depthInjections": [{"depth": d.depth, "role": d.role, "content": d.content} for d in result.depth_injections],
         "outlets": dict(result.outlets),
-        "trace": [
-            {
-                "lorebookId": t.lorebook_id,
-                "uid": t.uid,
-                "status": t.status,
-                "reason": t.reason,
-                "detail": t.detail,
-                "step": t.step,
-                "matchedKey": t.matched_key,
-                "comment": t.comment,
-            }
-            for t in result.trace
-        ],
+        "trace": trace_out(result.trace),
         "budget": {"limit": result.budget_limit, "used": result.budget_used, "overflowed": result.budget_overflowed},
         "seed": run.seed,
     }

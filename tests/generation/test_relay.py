@@ -22,6 +22,9 @@ from apps.generation.relay import DONE, PING, Relay
 from apps.generation.services import Finished, Outcome
 from apps.providers.adapters import Completion, Delta, UpstreamServerError, UpstreamTimeout, Usage
 
+# `finish` runs as a real database step (its thread tidies the connection it may hold).
+pytestmark = pytest.mark.django_db
+
 FINISHED = Finished(
     consumption={"totalCost": 7},
     usage={"promptTokens": 3, "completionTokens": 2, "totalTokens": 5},

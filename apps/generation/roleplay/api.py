@@ -22,6 +22,7 @@ from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, Writi
 from apps.generation.models import Chat, ChatMessage, Persona
 from apps.generation.roleplay import services
 from apps.generation.services import Finished, Outcome
+from apps.worldviews.api import trace_out
 
 POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
 POSITION_VALUES = {label: value for value, label in POSITION_NAMES.items()}
@@ -333,18 +334,6 @@ class RoleplayPreviewView(APIView):
                 "budget": {"limit": assembled.limit, "used": assembled.used},
                 "historyDropped": assembled.history_dropped,
                 "examplesDropped": assembled.examples_dropped,
-                "trace": [
-                    {
-                        "lorebookId": t.lorebook_id,
-                        "uid": t.uid,
-                        "status": t.status,
-                        "reason": t.reason,
-                        "detail": t.detail,
-                        "step": t.step,
-                        "matchedKey": t.matched_key,
-                        "comment": t.comment,
-                    }
-                    for t in plan.activation.trace
-                ],
+                "trace": trace_out(plan.activation.trace),
             }
         )
