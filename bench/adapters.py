@@ -42,7 +42,7 @@ from apps.providers.adapters import client as client_mod  # noqa: E402
 from apps.providers.adapters.anthropic import _MessagesStream  # noqa: E402
 from apps.providers.adapters.gemini import _GeminiStream  # noqa: E402
 from apps.providers.adapters.openai import _ChatStream  # noqa: E402
-from apps.providers.sse import SSEParser  # noqa: E402
+from apps.providers.adapters.sse import SSEParser  # noqa: E402
 from apps.providers.types import ChatMessage  # noqa: E402
 
 REQ = ChatRequest(

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextlib import suppress
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpRequest, HttpResponseBase
 from django.test.utils import override_settings
-from django.urls import ResolverMatch, get_resolver, set_script_prefix
+from django.urls import ResolverMatch, URLPattern, URLResolver, get_resolver, set_script_prefix
+from django.urls.resolvers import RoutePattern
 
 API_PREFIX = "/api/"
 
@@ -113,6 +115,34 @@ def _close_quietly(response: HttpResponseBase) -> None:
 
 def api_asgi_handler() -> ApiASGIHandler:
     return ApiASGIHandler()
+
+
+def async_api_paths(urlconf: str | None = None) -> frozenset[str]:
+    """The paths `PathRouter` sends to `AsyncApiASGIHandler`: those of the views marked async end to end
+    (`apps.core.api.views.async_end_to_end`: every `AsyncAPIView`, and `healthz`), read from the URL
+    configuration. Fixed paths only: a route with parameters, or under a regex, stays with the API
+    handler, since the router matches whole paths."""
+    paths: set[str] = set()
+
+    def walk(entries: Iterable[URLPattern | URLResolver], prefix: str) -> None:
+        for entry in entries:
+            pattern = entry.pattern
+            if not isinstance(pattern, RoutePattern) or pattern.converters:
+                continue
+            route = prefix + str(pattern)
+            if isinstance(entry, URLResolver):
+                walk(entry.url_patterns, route)
+            elif _async_end_to_end(entry.callback):
+                paths.add("/" + route)
+
+    walk(get_resolver(urlconf).url_patterns, "")
+    return frozenset(paths)
+
+
+def _async_end_to_end(view: Callable[..., Any]) -> bool:
+    view_class = getattr(view, "view_class", None)  # a class-based view's as_view() function
+    marked = getattr(view, "async_end_to_end", False) or getattr(view_class, "async_end_to_end", False)
+    return marked is True and iscoroutinefunction(view)
 
 
 class PathRouter:

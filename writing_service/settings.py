@@ -62,16 +62,6 @@ API_MIDDLEWARE = [
     "writing_service.middleware.ApiLocaleMiddleware",
 ]
 
-# Paths whose views are async end to end (database work, if any, in `db_sync_to_async` steps): served
-# without the per-request thread of Django's ASGI handler (writing_service/handlers.py).
-ASYNC_API_PATHS = (
-    "/api/v1/generation/writing",
-    "/api/v1/generation/writing/stream",
-    "/api/v1/generation/roleplay",
-    "/api/v1/generation/roleplay/stream",
-    "/healthz",
-)
-
 ROOT_URLCONF = "writing_service.urls"
 ASGI_APPLICATION = "writing_service.asgi.application"
 WSGI_APPLICATION = "writing_service.wsgi.application"

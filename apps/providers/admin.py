@@ -17,9 +17,10 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from apps.providers import services
+from apps.providers import selectors, validation
 from apps.providers.diagnostics import DiagnosticError, fetch_model_ids, run_check
 from apps.providers.models import AIModel, Connection, ModelFallback
+from apps.providers.validation import ConfigInvalid
 
 MAX_ACTION_OBJECTS = 5  # each one is an upstream call made while the operator waits
 ACTION_TIME_LIMIT = 30.0  # seconds per upstream call
@@ -42,7 +43,7 @@ class ConnectionAdminForm(forms.ModelForm):
     instruct_template = forms.ChoiceField(
         label=gettext_lazy("Instruct template"),
         required=False,
-        choices=[("", "—"), *[(name, name) for name in services.INSTRUCT_CHOICES]],
+        choices=[("", "—"), *[(name, name) for name in validation.INSTRUCT_CHOICES]],
         help_text=gettext_lazy("openai_text connections only (empty = chatml)."),
     )
 
@@ -64,15 +65,18 @@ class ConnectionAdminForm(forms.ModelForm):
 
     def clean_base_url(self) -> str:
         try:
-            return services.validate_base_url(self.cleaned_data.get("base_url", ""), kind=self.data.get("kind", ""))
-        except ValidationError as exc:
-            raise ValidationError(exc.messages[0]) from None
+            return validation.validate_base_url(self.cleaned_data.get("base_url", ""), kind=self.data.get("kind", ""))
+        except ConfigInvalid as exc:
+            raise ValidationError(exc.message) from None
 
     def clean_extra_headers(self) -> dict[str, str]:
         headers = self.cleaned_data.get("extra_headers") or {}
         if not isinstance(headers, dict):
             raise ValidationError(_("Enter a JSON object of header names to string values."))
-        return services.validate_extra_headers(headers)
+        try:
+            return validation.validate_extra_headers(headers)
+        except ConfigInvalid as exc:
+            raise ValidationError(exc.message) from None
 
     def clean(self) -> dict[str, Any]:
         cleaned = cast("dict[str, Any]", super().clean())  # ModelForm.clean returns cleaned_data
@@ -81,14 +85,13 @@ class ConnectionAdminForm(forms.ModelForm):
         kind = cleaned.get("kind")
         if kind:
             try:
-                services.validate_instruct(
+                validation.validate_instruct(
                     kind=kind,
                     instruct_template=cleaned.get("instruct_template") or "",
                     custom_instruct_template=cleaned.get("custom_instruct_template") or "",
                 )
-            except ValidationError as exc:
-                for field_name, errors in exc.message_dict.items():
-                    self.add_error(field_name if field_name in self.fields else None, errors)
+            except ConfigInvalid as exc:
+                self.add_error(exc.field if exc.field in self.fields else None, [exc.message])
         return cleaned
 
 
@@ -205,17 +208,17 @@ class FallbackFormSet(forms.BaseInlineFormSet):
             rows.append((data.get("position") or 0, data["fallback"].model_id))
         fallback_ids = [model_id for _position, model_id in sorted(rows, key=lambda row: row[0])]
         model_id = self.instance.model_id
-        graph = services.fallback_graph()
+        graph = selectors.fallback_graph()
         graph.pop(model_id, None)
         try:
-            services.validate_fallbacks(
+            validation.validate_fallbacks(
                 model_id=model_id,
                 fallback_ids=fallback_ids,
                 known_ids=AIModel.objects.values_list("model_id", flat=True),
                 graph=graph,
             )
-        except ValidationError as exc:
-            raise ValidationError(exc.messages[0]) from None
+        except ConfigInvalid as exc:
+            raise ValidationError(exc.message) from None
 
 
 class ModelFallbackInline(admin.TabularInline):

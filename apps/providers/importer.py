@@ -26,8 +26,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from apps.providers import services
+from apps.providers import selectors, services, validation
 from apps.providers.models import AIModel, Connection
+from apps.providers.validation import ConfigInvalid
 
 CONNECTION_KEYS: tuple[str, ...] = (
     "name",
@@ -319,9 +320,9 @@ class _Entry:
             self.fail(key, "must be a number ≥ 0.01")
             return None
         try:
-            return services.parse_ratio(value)
-        except ValidationError as exc:
-            self.fail(key, exc.messages[0])
+            return validation.parse_ratio(value)
+        except ConfigInvalid as exc:
+            self.fail(key, exc.message)
             return None
 
     def check_keys(self, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
@@ -361,9 +362,9 @@ def _validate_connection(entry: _Entry, environ: Mapping[str, str]) -> _Connecti
     base_url = entry.string("base_url", max_length=500, default="", allow_empty=True)
     if base_url and kind:
         try:
-            base_url = services.validate_base_url(base_url, kind=kind)
-        except ValidationError as exc:
-            entry.fail("base_url", exc.messages[0])
+            base_url = validation.validate_base_url(base_url, kind=kind)
+        except ConfigInvalid as exc:
+            entry.fail("base_url", exc.message)
     api_key: str | None = None
     env_name = entry.string("api_key_env", max_length=200)
     if env_name is not None:
@@ -378,8 +379,8 @@ def _validate_connection(entry: _Entry, environ: Mapping[str, str]) -> _Connecti
     timeout: float | None = 120.0
     if "timeout_seconds" in entry.data:
         raw = entry.data["timeout_seconds"]
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not (0 < raw <= services.MAX_TIMEOUT_SECONDS):
-            entry.fail("timeout_seconds", f"must be a number of seconds > 0 and ≤ {services.MAX_TIMEOUT_SECONDS:g}")
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not (0 < raw <= validation.MAX_TIMEOUT_SECONDS):
+            entry.fail("timeout_seconds", f"must be a number of seconds > 0 and ≤ {validation.MAX_TIMEOUT_SECONDS:g}")
             timeout = None
         else:
             timeout = max(0.1, float(raw))
@@ -391,10 +392,9 @@ def _validate_connection(entry: _Entry, environ: Mapping[str, str]) -> _Connecti
     custom = entry.string("custom_instruct_template", max_length=100_000, default="")
     if instruct is not None and custom is not None and kind:
         try:
-            services.validate_instruct(kind=kind, instruct_template=instruct, custom_instruct_template=custom)
-        except ValidationError as exc:
-            for key, messages in exc.message_dict.items():
-                entry.fail(key, messages[0])
+            validation.validate_instruct(kind=kind, instruct_template=instruct, custom_instruct_template=custom)
+        except ConfigInvalid as exc:
+            entry.fail(exc.field, exc.message)
     headers: dict[str, str] | None = {}
     if "extra_headers" in entry.data:
         raw_headers = entry.data["extra_headers"]
@@ -403,9 +403,9 @@ def _validate_connection(entry: _Entry, environ: Mapping[str, str]) -> _Connecti
             headers = None
         else:
             try:
-                headers = services.validate_extra_headers(raw_headers)
-            except ValidationError as exc:
-                entry.fail("extra_headers", exc.messages[0])
+                headers = validation.validate_extra_headers(raw_headers)
+            except ConfigInvalid as exc:
+                entry.fail("extra_headers", exc.message)
     enabled = entry.boolean("enabled", default=True)
     if not entry.ok or name is None or kind is None:
         return None
@@ -523,22 +523,22 @@ def validate(text: str, *, filename: str, environ: Mapping[str, str]) -> tuple[l
     # Fallbacks: known ids, not self, no duplicates, and no loop in the resulting graph.
     file_ids = {e.data["model_id"] for e in model_entries if isinstance(e.data.get("model_id"), str)}
     known_ids = file_ids | set(AIModel.objects.values_list("model_id", flat=True))
-    graph = services.fallback_graph()
+    graph = selectors.fallback_graph()
     for plan in models:
         graph[plan.model_id] = list(plan.fallbacks)
     reported: set[frozenset[str]] = set()
     for plan in models:
         try:
-            services.validate_fallbacks(
+            validation.validate_fallbacks(
                 model_id=plan.model_id, fallback_ids=plan.fallbacks, known_ids=known_ids, graph=graph
             )
-        except ValidationError as exc:
+        except ConfigInvalid as exc:
             if exc.code == "cycle":  # report each loop once, on the first model of the file in it
-                cycle = frozenset(services.find_cycle(graph, plan.model_id) or ())
+                cycle = frozenset(validation.find_cycle(graph, plan.model_id) or ())
                 if cycle in reported:
                     continue
                 reported.add(cycle)
-            plan.entry.fail("fallbacks", exc.messages[0])
+            plan.entry.fail("fallbacks", exc.message)
     if errors.problems:
         raise ImportFailed(errors.rendered())
     return connections, [m for m in models if m.entry.ok]

@@ -1,4 +1,5 @@
-"""Reads for the model registry: the chain of targets (model + fallbacks) a generation may use."""
+"""Reads for the model registry: the chain of targets (model + fallbacks) a generation may use, and the
+fallback graph the checks walk."""
 
 from __future__ import annotations
 
@@ -97,3 +98,14 @@ def _load_chain(model_id: str) -> list[ModelTarget]:
         seen.add(fallback.pk)
         chain.append(_target(fallback))
     return chain
+
+
+def fallback_graph() -> dict[str, list[str]]:
+    """``{model_id: [fallback model_id, …]}`` for every model that has fallbacks, in order."""
+    graph: dict[str, list[str]] = {}
+    rows = ModelFallback.objects.order_by("model__model_id", "position", "id").values_list(
+        "model__model_id", "fallback__model_id"
+    )
+    for model_id, fallback_id in rows:
+        graph.setdefault(model_id, []).append(fallback_id)
+    return graph

@@ -19,7 +19,7 @@ from apps.billing import services as billing
 from apps.core.db import db_sync_to_async, insert_statement, update_statement
 from apps.generation.api import WritingInputSerializer
 from apps.generation.models import Generation
-from writing_service.handlers import PathRouter
+from writing_service.handlers import PathRouter, async_api_paths
 
 pytestmark = pytest.mark.django_db
 
@@ -133,6 +133,27 @@ async def test_path_router_sends_exact_async_paths_to_the_async_handler():
         await router({"type": "http", "path": path}, None, None)
     await router({"type": "lifespan"}, None, None)
     assert calls == ["async", "api", "api", "default", "default"]
+
+
+# The paths served by the async handler, as settings.ASYNC_API_PATHS listed them before they were read
+# from the URL configuration (the views marked async_end_to_end): a path added or lost shows here.
+ASYNC_PATHS = {
+    "/api/v1/generation/writing",
+    "/api/v1/generation/writing/stream",
+    "/api/v1/generation/roleplay",
+    "/api/v1/generation/roleplay/stream",
+    "/healthz",
+}
+
+
+def test_the_async_paths_are_read_from_the_url_configuration():
+    assert async_api_paths() == ASYNC_PATHS
+
+
+def test_the_asgi_application_routes_the_async_paths():
+    from writing_service.asgi import application
+
+    assert application.async_paths == ASYNC_PATHS
 
 
 def test_generation_and_health_urls_resolve_through_the_async_handler(anon):

@@ -21,7 +21,8 @@ from apps.providers.adapters import (
     Usage,
     get_adapter,
 )
-from apps.providers.adapters.anthropic import PLACEHOLDER, anthropic_messages
+from apps.providers.adapters.anthropic import anthropic_messages
+from apps.providers.adapters.messages import PLACEHOLDER
 from apps.providers.types import ChatMessage as M
 from tests.fakes.upstream import FakeUpstream, Reply, collect
 

@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.providers.adapters.errors import UpstreamProtocolError
-from apps.providers.sse import DONE, JSONEvent, SSEEvent, SSEParser, aiter_json_events, aiter_sse, iter_json_events
+from apps.providers.adapters.sse import (
+    DONE,
+    JSONEvent,
+    SSEEvent,
+    SSEParser,
+    aiter_json_events,
+    aiter_sse,
+    iter_json_events,
+)
 
 
 def parse_all(raw: bytes, *, splits: list[int] | None = None) -> list[SSEEvent]:
@@ -112,7 +120,7 @@ def test_flush_is_idempotent() -> None:
 
 
 def test_huge_line_is_a_protocol_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("apps.providers.sse.MAX_LINE_BYTES", 100)
+    monkeypatch.setattr("apps.providers.adapters.sse.MAX_LINE_BYTES", 100)
     parser = SSEParser()
     with pytest.raises(UpstreamProtocolError):
         parser.feed(b"data: " + b"x" * 200)

@@ -9,9 +9,12 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, JsonResponse
 
+from apps.core.api.views import async_end_to_end
 
+
+@async_end_to_end
 async def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness: answered on the event loop (served by the async handler, `settings.ASYNC_API_PATHS`),
+    """Liveness: answered on the event loop (served by the async handler, being `async_end_to_end`),
     so a probe every second costs no thread."""
     return JsonResponse({"status": "ok"})
 

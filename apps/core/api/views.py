@@ -5,6 +5,9 @@ handling and OpenAPI schema, with `async def` handlers that can await upstream c
 a thread. The synchronous DRF checks run in one `sync_to_async` hop; the response is rendered here so
 Django does not need another hop to render it.
 
+`async_end_to_end`: the mark (set on every `AsyncAPIView`) of the views served by the lean async
+handler; their paths are read from the URL configuration (`writing_service.handlers.async_api_paths`).
+
 `OwnFormatParamMixin` and `filename_stem`: for download endpoints (card and lorebook export).
 
 `request_user`: the signed-in user of a view that requires authentication, typed.
@@ -12,7 +15,8 @@ Django does not need another hop to render it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from rest_framework.request import Request
@@ -31,7 +35,18 @@ def request_user(request: Request | HttpRequest) -> User:
     return cast("User", request.user)
 
 
+def async_end_to_end[V: Callable[..., Any]](view: V) -> V:
+    """Mark an ``async def`` function view as async end to end (no synchronous step outside
+    `db_sync_to_async`), like every `AsyncAPIView`: its path is served without Django's thread per
+    request (`writing_service.handlers.AsyncApiASGIHandler`)."""
+    view.async_end_to_end = True  # type: ignore[attr-defined]
+    return view
+
+
 class AsyncAPIView(APIView):
+    #: Served by the lean async handler (see `async_end_to_end`); a fixed path is enough to be routed there.
+    async_end_to_end: ClassVar[bool] = True
+
     #: Methods whose handler runs `self.initial(request)` (authentication, permissions, rate limits)
     #: itself, at the start of its own synchronous step: one thread hop per request instead of two.
     initial_in_handler: frozenset[str] = frozenset()

@@ -21,12 +21,12 @@ import orjson
 
 from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
 from apps.providers.adapters.errors import UpstreamProtocolError
+from apps.providers.adapters.messages import PLACEHOLDER, merge_turns, split_system
+from apps.providers.adapters.sse import SSEEvent
 from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
-from apps.providers.sse import SSEEvent
 from apps.providers.types import ChatMessage, FinishReason
 
 ANTHROPIC_VERSION = "2023-06-01"
-PLACEHOLDER = "[Start a new chat]"
 
 _STOP: Mapping[str, FinishReason] = {
     "end_turn": "stop",
@@ -43,43 +43,6 @@ def map_stop_reason(value: Any) -> FinishReason | None:
     if not value:
         return None
     return _STOP.get(str(value), "stop")
-
-
-def _named(m: ChatMessage) -> str:
-    if m.name and m.role != "system" and not m.content.startswith(f"{m.name}: "):
-        return f"{m.name}: {m.content}"
-    return m.content
-
-
-def merge_turns(pairs: Sequence[tuple[str, str]]) -> list[list[str]]:
-    """[[role, text], …] with empty texts dropped and consecutive same roles joined by blank lines."""
-    out: list[list[str]] = []
-    for role, text in pairs:
-        if not text:
-            continue
-        if out and out[-1][0] == role:
-            out[-1][1] = f"{out[-1][1]}\n\n{text}"
-        else:
-            out.append([role, text])
-    return out
-
-
-def split_system(messages: Sequence[ChatMessage], *, mode: str = "leading") -> tuple[str, list[tuple[str, str]]]:
-    """(system text, [(role, text)…]) — leading system messages (or all of them for ``mode="all"``)
-    go to the system text; others become user turns where they stand."""
-    system: list[str] = []
-    turns: list[tuple[str, str]] = []
-    leading = True
-    for m in messages:
-        if m.role == "system":
-            if (leading or mode == "all") and m.content:
-                system.append(m.content)
-                continue
-            turns.append(("user", m.content))
-            continue
-        leading = False
-        turns.append((m.role, _named(m)))
-    return "\n\n".join(system), turns
 
 
 def anthropic_messages(messages: Sequence[ChatMessage], *, mode: str = "leading") -> tuple[str, list[dict[str, str]]]:

@@ -1,4 +1,5 @@
 """Adapter interface, request/response types, base-URL normalisation (no Django imports).
+The kind → adapter class table and :func:`get_adapter` are in :mod:`apps.providers.adapters`.
 
 Streaming contract of :meth:`Adapter.stream`: an async generator of :class:`Delta`. Content and
 reasoning deltas are yielded as they arrive (empty ones are skipped); the stream ends with exactly
@@ -102,31 +103,6 @@ class Adapter(abc.ABC):
     async def list_models(self) -> list[str]:
         """Model ids the upstream offers (``GET …/models``)."""
         return []
-
-
-def get_adapter(config: ConnectionConfig) -> Adapter:
-    kind = config.kind
-    if kind == "openai":
-        from apps.providers.adapters.openai import OpenAIChatAdapter
-
-        return OpenAIChatAdapter(config)
-    if kind == "anthropic":
-        from apps.providers.adapters.anthropic import AnthropicAdapter
-
-        return AnthropicAdapter(config)
-    if kind == "gemini":
-        from apps.providers.adapters.gemini import GeminiAdapter
-
-        return GeminiAdapter(config)
-    if kind == "openai_text":
-        from apps.providers.adapters.openai_text import OpenAITextAdapter
-
-        return OpenAITextAdapter(config)
-    if kind == "mock":
-        from apps.providers.adapters.mock import MockAdapter
-
-        return MockAdapter(config)
-    raise ValueError(f"unknown provider kind {kind!r}; expected one of {', '.join(ADAPTER_KINDS)}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 import orjson
 
-from apps.providers.adapters.anthropic import PLACEHOLDER, merge_turns, split_system
 from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
 from apps.providers.adapters.errors import UpstreamProtocolError
+from apps.providers.adapters.messages import PLACEHOLDER, merge_turns, split_system
+from apps.providers.adapters.sse import SSEEvent
 from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
-from apps.providers.sse import SSEEvent
 from apps.providers.types import ChatMessage, FinishReason
 
 MAX_STOP_SEQUENCES = 5

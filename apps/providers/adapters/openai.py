@@ -10,8 +10,8 @@ import orjson
 
 from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
 from apps.providers.adapters.errors import UpstreamProtocolError
+from apps.providers.adapters.sse import SSEEvent
 from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
-from apps.providers.sse import SSEEvent
 from apps.providers.types import FinishReason
 
 _FINISH: Mapping[str, FinishReason] = {

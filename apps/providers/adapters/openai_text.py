@@ -12,7 +12,7 @@ from typing import Any
 
 from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta
 from apps.providers.adapters.errors import UpstreamBadRequest, UpstreamProtocolError, safe_message
-from apps.providers.adapters.openai import OpenAIStyleStream, map_finish, parse_usage
+from apps.providers.adapters.openai import OpenAIChatAdapter, OpenAIStyleStream, map_finish, parse_usage
 from apps.providers.adapters.transport import json_headers, request_json, stream_deltas
 
 DEFAULT_TEMPLATE = "chatml"
@@ -111,6 +111,4 @@ class OpenAITextAdapter(Adapter):
         )
 
     async def list_models(self) -> list[str]:
-        from apps.providers.adapters.openai import OpenAIChatAdapter
-
         return await OpenAIChatAdapter(self.config).list_models()

@@ -27,7 +27,7 @@ from apps.providers.adapters.errors import (
     is_error_payload,
     safe_message,
 )
-from apps.providers.sse import SSEEvent, SSEParser
+from apps.providers.adapters.sse import SSEEvent, SSEParser
 
 MAX_ERROR_BODY = 64 * 1024
 DRAIN_TIMEOUT = 1.0  # after the terminal event, wait this long for the body's end (connection reuse)
