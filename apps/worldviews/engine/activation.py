@@ -3,23 +3,22 @@
 :func:`activate` runs one :class:`_Run`: the per-call gates (triggers, character filter, timed
 effects, decorators), then the scan steps (key matching over the chat, extra sources, injections and
 the recursion buffer; delays, exclusions, probability and the token budget) until nothing new
-activates. The entry set comes compiled and cached from :mod:`.compile`.
+activates. The entry set comes compiled and cached from :mod:`.compile`; inclusion groups are decided
+in :mod:`.groups`, and the result is built in :mod:`.output`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from functools import partial
 from typing import Any, cast
 
 from apps.providers.tokens import estimate_length, estimate_tokens
 
 from .compile import (
-    NO_MATCH,
-    NOT_SCANNED,
     Key,
     Prep,
     Scanner,
@@ -29,25 +28,20 @@ from .compile import (
     compiled_set,
     index_keys,
     prepare_key,
-    trace_item,
 )
 from .decorators import int_arg
+from .groups import Candidate, filter_groups
 from .matching import SUB, WORD, RegexKey, fold_case, max_width, plain_matcher
 from .model import (
     MAX_SCAN_DEPTH,
-    POSITION_NAMES,
-    ROLE_NAMES,
     ActivationResult,
     ActivationSettings,
     ChatLine,
-    DepthInjection,
     Entry,
     InsertionStrategy,
-    Position,
-    Role,
     SelectiveLogic,
-    TraceItem,
 )
+from .output import Activation, result
 from .timed import TimedEffects
 
 # Scan states (ST ``scan_state``).
@@ -67,8 +61,6 @@ _EXTRA_ALIASES = {
 # Reason strength: a later reason replaces an earlier one only if at least as strong.
 _WEAK, _KEYS, _GROUP = 0, 1, 2
 
-_VALID_POSITIONS = frozenset(int(p) for p in Position)
-
 _MAX_BUDGET = 10**12
 
 
@@ -80,16 +72,6 @@ def _js_round(value: float) -> int:
 
 
 _MARKERS = ("{{", "<")
-
-
-@dataclass(slots=True)
-class Activation:
-    prep: Prep
-    how: str
-    detail: str
-    step: int
-    content: str
-    matched_key: str | None
 
 
 def _normalize_chat(chat: Iterable[Any], include_names: bool) -> list[str]:
@@ -369,19 +351,6 @@ class _Run:
             return all_match, "AND_ALL: not every secondary key matched"
         return any_match, "AND_ANY: no secondary key matched"
 
-    def _score(self, prep: Prep, state: int) -> int:
-        if not prep.primary:
-            return 0
-        primary = sum(1 for key in prep.primary if self._match(prep, key, state))
-        if prep.secondary:
-            secondary = sum(1 for key in prep.secondary if self._match(prep, key, state))
-            logic = prep.entry.selective_logic
-            if logic == SelectiveLogic.AND_ANY:
-                return primary + secondary
-            if logic == SelectiveLogic.AND_ALL:
-                return primary + secondary if secondary == len(prep.secondary) else primary
-        return primary
-
     # ---------------------------------------------------------------------------------- static gates
 
     def _static_gate(self, prep: Prep) -> tuple[str, str] | None:
@@ -488,7 +457,7 @@ class _Run:
             live = [p for p in live if p.index not in activated and p.index not in failed]
             to_check = sorted((*live, *candidates), key=lambda p: rank[p.index])
 
-            now: list[tuple[Prep, str, str, str | None]] = []
+            now: list[Candidate] = []
             dropped: set[int] = set()
             for prep in to_check:
                 sticky = self.timed.is_sticky(prep.key)
@@ -552,7 +521,17 @@ class _Run:
                 live = [p for p in live if p.index not in dropped]
 
             now.sort(key=lambda item: (0 if self.timed.is_sticky(item[0].key) else 1, rank[item[0].index]))
-            now = self._filter_groups(now, group_holders, state, step)
+            if any(item[0].groups for item in now):  # most steps have none: skip the call (long chains)
+                now, group_dropped = filter_groups(
+                    now,
+                    group_holders,
+                    is_sticky=self.timed.is_sticky,
+                    global_scoring=self.global_scoring,
+                    match=partial(self._match, state=state),
+                    rng=self.rng,
+                )
+                for prep, reason, detail in group_dropped:
+                    self._reason(prep, reason, detail, step, _GROUP)
 
             # Budget: ST compares tokens(text activated in earlier steps) + tokens(this step's contents so
             # far, each + "\n") with the budget. The default estimate only needs lengths; a custom counter
@@ -628,7 +607,20 @@ class _Run:
 
         for act in activated.values():
             self.timed.record(act.prep.key, act.prep.entry)
-        return self._result(activated, all_length, overflowed, step)
+        return result(
+            activated,
+            preps=self.preps,
+            ordering=self.ordering,
+            reasons=self.reasons,
+            dynamic=self.dynamic,
+            simple_live=self.simple_live,
+            duplicates=self.duplicates,
+            timed_state=self.timed.state,
+            budget_limit=self.budget,
+            budget_used=self.custom_used if self.count_tokens is not None else estimate_length(all_length),
+            overflowed=overflowed,
+            steps=step,
+        )
 
     def _excluded(self, prep: Prep, state: int, step: int) -> bool:
         for raw_key in prep.exclude:
@@ -678,199 +670,6 @@ class _Run:
             return int(self.count_tokens(text))
         except Exception:
             return estimate_tokens(text)
-
-    def _filter_groups(
-        self,
-        now: list[tuple[Prep, str, str, str | None]],
-        holders: dict[str, Prep],
-        state: int,
-        step: int,
-    ) -> list[tuple[Prep, str, str, str | None]]:
-        grouped: dict[str, list[Prep]] = {}
-        for prep, *_ in now:
-            for group in prep.groups:
-                grouped.setdefault(group, []).append(prep)
-        if not grouped:
-            return now
-        removed: set[int] = set()
-
-        def remove(prep: Prep, reason: str, detail: str) -> None:
-            if prep.index not in removed:
-                removed.add(prep.index)
-                self._reason(prep, reason, detail, step, _GROUP)
-
-        is_sticky = self.timed.is_sticky
-        sticky_groups: set[str] = set()
-        for name, members in grouped.items():
-            sticky_members = [m for m in members if is_sticky(m.key)]
-            if sticky_members:
-                sticky_groups.add(name)
-                for member in members:
-                    if not is_sticky(member.key):
-                        remove(member, "group_sticky", f"group '{name}' is held by sticky {sticky_members[0].label}")
-                members[:] = sticky_members
-        for name, members in grouped.items():
-            if name in sticky_groups:
-                continue
-            if not (self.global_scoring or any(m.entry.use_group_scoring is True for m in members)):
-                continue
-            scores = [self._score(m, state) for m in members]
-            best = max(scores)
-            keep = []
-            for member, score in zip(members, scores, strict=True):
-                if member.scoring and score < best:
-                    remove(member, "group_scoring", f"score {score} < {best} in group '{name}'")
-                else:
-                    keep.append(member)
-            members[:] = keep
-        for name, members in grouped.items():
-            if name in sticky_groups:
-                continue
-            holder = holders.get(name)
-            if holder is not None:
-                for member in members:
-                    remove(member, "group_already_active", f"group '{name}' already has {holder.label}")
-                continue
-            if len(members) <= 1:
-                continue
-            prios = [m for m in members if m.entry.group_override is True]
-            if prios:
-                winner: Prep | None = sorted(prios, key=lambda m: -m.order)[0]
-                how = "prioritized"
-            else:
-                total = sum(m.weight for m in members)
-                roll = self.rng.random() * total
-                cumulative = 0.0
-                winner = None
-                for member in members:
-                    cumulative += member.weight
-                    if roll <= cumulative:
-                        winner = member
-                        break
-                how = f"weighted roll {roll:.2f} of {total:g}"
-            for member in members:
-                if member is not winner:
-                    to = winner.label if winner is not None else "nobody"
-                    remove(member, "lost_group", f"lost inclusion group '{name}' to {to} ({how})")
-        return [item for item in now if item[0].index not in removed]
-
-    # ----------------------------------------------------------------------------------- the output
-
-    def _result(
-        self, activated: dict[int, Activation], all_length: int, overflowed: bool, steps: int
-    ) -> ActivationResult:
-        acts = list(activated.values())
-        descending = sorted(acts, key=lambda a: -a.prep.order)
-        ascending = list(reversed(descending))
-        lists: dict[int, list[str]] = {int(p): [] for p in Position}
-        depth_groups: dict[tuple[int, int], list[str]] = {}
-        outlets: dict[str, list[str]] = {}
-        act: Activation | None
-        for act in descending:
-            content = act.content
-            if not content:
-                continue
-            position = act.prep.position
-            if position == Position.AT_DEPTH:
-                role = act.prep.role if act.prep.role in ROLE_NAMES else Role.SYSTEM
-                depth_groups.setdefault((act.prep.depth, role), []).insert(0, content)
-            elif position == Position.OUTLET:
-                name = act.prep.entry.outlet_name
-                if isinstance(name, str) and name:
-                    outlets.setdefault(name, []).append(content)
-            elif position in lists:
-                lists[position].insert(0, content)
-        examples_top = list(reversed(lists[Position.EM_TOP]))
-        examples_bottom = lists[Position.EM_BOTTOM]
-        by_position = {name: "" for name in POSITION_NAMES}
-        for position in (Position.BEFORE, Position.AFTER, Position.AN_TOP, Position.AN_BOTTOM):
-            by_position[position.st_name] = "\n".join(lists[position])
-        by_position["EMTop"] = "\n".join(examples_top)
-        by_position["EMBottom"] = "\n".join(examples_bottom)
-        injections = [
-            DepthInjection(depth=depth, role=ROLE_NAMES[Role(role)], content="\n".join(contents))
-            for (depth, role), contents in depth_groups.items()
-        ]
-        by_position["atDepth"] = "\n".join(
-            a.content for a in ascending if a.content and a.prep.position == Position.AT_DEPTH
-        )
-        outlet_text = {name: "\n".join(contents) for name, contents in outlets.items()}
-        by_position["outlet"] = "\n".join(outlet_text.values())
-
-        activated_entries = []
-        for act in ascending:
-            entry = act.prep.entry
-            prep = act.prep
-            if (entry.content, entry.position, entry.depth, entry.role) != (
-                act.content,
-                prep.position,
-                prep.depth,
-                prep.role,
-            ):
-                position = Position(prep.position) if prep.position in _VALID_POSITIONS else prep.position
-                role = Role(prep.role) if prep.role in ROLE_NAMES else prep.role
-                with contextlib.suppress(TypeError, ValueError):
-                    entry = replace(entry, content=act.content, position=position, depth=prep.depth, role=role)
-            activated_entries.append(entry)
-
-        trace = list(self.ordering.default_trace)
-        rank = self.rank
-        touched = set(self.reasons) | set(activated) | set(self.dynamic)
-        for index in touched:
-            position_in_trace = rank.get(index)
-            if position_in_trace is None:
-                continue
-            prep = self.preps[index]
-            entry = prep.entry
-            act = activated.get(index)
-            if act is not None:
-                detail = act.detail
-                if not act.content:
-                    detail += "; empty content, nothing inserted"
-                elif act.prep.position == Position.OUTLET and not entry.outlet_name:
-                    detail += "; outlet entry without outlet name, nothing inserted"
-                elif act.prep.position not in lists and act.prep.position not in (Position.AT_DEPTH, Position.OUTLET):
-                    detail += "; unknown position, nothing inserted"
-                item = trace_item(entry, "activated", act.how, detail, act.step, act.matched_key)
-            else:
-                recorded = self.reasons.get(index)
-                if recorded is None:
-                    if index in self.simple_live:
-                        item = trace_item(entry, "skipped", "no_key_match", NO_MATCH, 1, None)
-                    else:
-                        item = trace_item(entry, "skipped", "not_scanned", NOT_SCANNED, 0, None)
-                else:
-                    item = trace_item(entry, "skipped", recorded[0], recorded[1], recorded[2], None)
-            trace[position_in_trace] = item
-        for entry in self.duplicates:
-            comment = entry.comment if isinstance(entry.comment, str) else ""
-            trace.append(
-                TraceItem(
-                    entry.lorebook_id,
-                    entry.uid,
-                    "skipped",
-                    "duplicate",
-                    "same lorebook and uid already present from a higher-priority source",
-                    0,
-                    None,
-                    entry.source,
-                    comment,
-                )
-            )
-        return ActivationResult(
-            activated=activated_entries,
-            by_position=by_position,
-            depth_injections=injections,
-            outlets=outlet_text,
-            examples_top=examples_top,
-            examples_bottom=examples_bottom,
-            timed_state=self.timed.state,
-            trace=trace,
-            budget_limit=self.budget,
-            budget_used=self.custom_used if self.count_tokens is not None else estimate_length(all_length),
-            budget_overflowed=overflowed,
-            steps=steps,
-        )
 
 
 __all__ = ["activate"]
