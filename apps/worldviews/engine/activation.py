@@ -41,7 +41,7 @@ from .model import (
     InsertionStrategy,
     SelectiveLogic,
 )
-from .output import Activation, result
+from .output import Activation, result, trace
 from .timed import TimedEffects
 
 # Scan states (ST ``scan_state``).
@@ -609,12 +609,15 @@ class _Run:
             self.timed.record(act.prep.key, act.prep.entry)
         return result(
             activated,
-            preps=self.preps,
-            ordering=self.ordering,
-            reasons=self.reasons,
-            dynamic=self.dynamic,
-            simple_live=self.simple_live,
-            duplicates=self.duplicates,
+            trace=trace(
+                activated,
+                preps=self.preps,
+                ordering=self.ordering,
+                reasons=self.reasons,
+                dynamic=self.dynamic,
+                simple_live=self.simple_live,
+                duplicates=self.duplicates,
+            ),
             timed_state=self.timed.state,
             budget_limit=self.budget,
             budget_used=self.custom_used if self.count_tokens is not None else estimate_length(all_length),

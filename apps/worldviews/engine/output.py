@@ -2,9 +2,10 @@
 
 * :class:`Activation`: one activated entry as the loop records it (how, at which step, its content
   after macro substitution).
+* :func:`trace` completes the ordering's default trace with what happened to each entry.
 * :func:`result` places the activations (ST ``checkWorldInfo``'s output lists: the eight positions,
-  depth injections by ``(depth, role)``, outlets, one example block per EM entry), makes the effective
-  entry copies in prompt order and completes the trace over the ordering's default one.
+  depth injections by ``(depth, role)``, outlets, one example block per EM entry) and makes the
+  effective entry copies in prompt order.
 """
 
 from __future__ import annotations
@@ -51,25 +52,14 @@ class _Texts(NamedTuple):
 def result(
     activated: Mapping[int, Activation],
     *,
-    preps: Sequence[Prep],
-    ordering: Ordering,
-    reasons: Mapping[int, list[Any]],
-    dynamic: Iterable[int],
-    simple_live: set[int],
-    duplicates: Iterable[Entry],
+    trace: list[TraceItem],
     timed_state: TimedState,
     budget_limit: int,
     budget_used: int,
     overflowed: bool,
     steps: int,
 ) -> ActivationResult:
-    """The :class:`ActivationResult` of a finished run.
-
-    ``activated`` maps prep index → activation; ``reasons`` maps prep index → ``[reason, detail, step,
-    strength]`` for entries that were looked at and skipped; ``dynamic`` are the entries whose keys were
-    substituted (their default trace item may be stale); ``simple_live`` the simple entries still
-    waiting for a key at the end; ``duplicates`` the entries dropped as already present.
-    """
+    """The :class:`ActivationResult` of a finished run; ``activated`` maps prep index → activation."""
     descending = sorted(activated.values(), key=lambda a: -a.prep.order)
     ascending = list(reversed(descending))
     texts = _texts(descending, ascending)
@@ -81,7 +71,7 @@ def result(
         examples_top=texts.examples_top,
         examples_bottom=texts.examples_bottom,
         timed_state=timed_state,
-        trace=_trace(activated, preps, ordering, reasons, dynamic, simple_live, duplicates),
+        trace=trace,
         budget_limit=budget_limit,
         budget_used=budget_used,
         budget_overflowed=overflowed,
@@ -147,8 +137,9 @@ def _effective_entries(ascending: list[Activation]) -> list[Entry]:
     return activated_entries
 
 
-def _trace(
+def trace(
     activated: Mapping[int, Activation],
+    *,
     preps: Sequence[Prep],
     ordering: Ordering,
     reasons: Mapping[int, list[Any]],
@@ -157,8 +148,14 @@ def _trace(
     duplicates: Iterable[Entry],
 ) -> list[TraceItem]:
     """One item per entry in scan order (the ordering's default items, replaced for every entry that was
-    activated, skipped for a reason or had its keys substituted), then one per duplicate."""
-    trace = list(ordering.default_trace)
+    activated, skipped for a reason or had its keys substituted), then one per duplicate.
+
+    ``reasons`` maps prep index → ``[reason, detail, step, strength]`` for entries that were looked at
+    and skipped; ``dynamic`` are the entries whose keys were substituted (their default item may be
+    stale); ``simple_live`` the simple entries still waiting for a key at the end; ``duplicates`` the
+    entries dropped as already present from a higher-priority source.
+    """
+    items = list(ordering.default_trace)
     rank = ordering.rank
     touched = set(reasons) | set(activated) | set(dynamic)
     for index in touched:
@@ -189,10 +186,10 @@ def _trace(
                     item = trace_item(entry, "skipped", "not_scanned", NOT_SCANNED, 0, None)
             else:
                 item = trace_item(entry, "skipped", recorded[0], recorded[1], recorded[2], None)
-        trace[position_in_trace] = item
+        items[position_in_trace] = item
     for entry in duplicates:
         comment = entry.comment if isinstance(entry.comment, str) else ""
-        trace.append(
+        items.append(
             TraceItem(
                 entry.lorebook_id,
                 entry.uid,
@@ -205,4 +202,4 @@ def _trace(
                 comment,
             )
         )
-    return trace
+    return items
