@@ -71,6 +71,7 @@ def _js_round(value: float) -> int:
     return max(-_MAX_BUDGET, min(_MAX_BUDGET, math.floor(value + 0.5)))
 
 
+# Only a text holding one of these can change under macro substitution (``{{…}}``, ``<USER>``).
 _MARKERS = ("{{", "<")
 
 
