@@ -210,16 +210,16 @@ def test_many_successive_edits_stay_consistent():
 
 
 def test_a_small_per_entry_cache_evicts_and_stays_correct(monkeypatch):
-    from apps.worldviews.engine import activation
+    from apps.worldviews.engine import compile as engine_compile
 
-    monkeypatch.setattr(activation, "_PREP_CACHE_SIZE", 40)
+    monkeypatch.setattr(engine_compile, "_PREP_CACHE_SIZE", 40)
     entries, chat = book(size=120)
     clear_caches()
     run(entries, chat)
-    assert len(activation._PREPS) <= 40
+    assert len(engine_compile._PREPS) <= 40
     rebuilt = [dataclasses.replace(e, order=e.order + 1) for e in entries]  # every entry changed
     warm = run(rebuilt, chat)
-    assert len(activation._PREPS) <= 40
+    assert len(engine_compile._PREPS) <= 40
     clear_caches()
     assert snapshot(warm) == snapshot(run(rebuilt, chat))
 

@@ -1,8 +1,6 @@
-"""The built-in macro table: name → arity and handler.
-
-A handler receives the evaluator, the already-expanded arguments and the macro node, and
-returns the replacement text, or ``None`` when an argument has the wrong type (the macro
-then stays literal, as in ST's new engine).
+"""The built-in macros (SillyTavern's ``macros/definitions/*``): each registered by name, with its
+arity and handler, into :data:`.registry.REGISTRY` when this module is imported (the package face
+imports it). See :mod:`.registry` for what a handler receives and returns.
 """
 
 from __future__ import annotations
@@ -10,92 +8,49 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, timezone
 from typing import TYPE_CHECKING
 
 from apps.macros.engine import dice, variables
 from apps.macros.engine.context import MAX_DATE_FORMAT
+from apps.macros.engine.registry import MANY, Handler, MacroEvaluator, register
 from apps.macros.engine.timefmt import format_moment, humanize, parse_datetime, parse_utc_offset
-from apps.macros.engine.values import display, js_number
+from apps.macros.engine.values import display
 
 if TYPE_CHECKING:
-    from apps.macros.engine.evaluator import Evaluator
     from apps.macros.engine.scanner import MacroNode
 
-type Handler = Callable[["Evaluator", list[str], "MacroNode"], str | None]
 
-#: Arity marker for "any number of arguments".
-MANY = 1 << 30
-
-
-@dataclass(frozen=True, slots=True)
-class MacroSpec:
-    """A built-in macro: canonical name, accepted argument counts and handler.
-
-    ``special`` macros (``if``, ``trim``, comments) are evaluated by the evaluator itself.
-    ``pure`` macros give the same text for the same body within one call (memoised).
-    """
-
-    name: str
-    min_args: int
-    max_args: int
-    handler: Handler | None = None
-    special: bool = False
-    pure: bool = False
-
-    def accepts(self, count: int) -> bool:
-        return self.min_args <= count <= self.max_args
-
-
-REGISTRY: dict[str, MacroSpec] = {}
-
-
-def _register(
-    names: str,
-    min_args: int,
-    max_args: int,
-    handler: Handler | None,
-    *,
-    special: bool = False,
-    pure: bool = False,
-) -> None:
-    canonical, *_ = names.split()
-    spec = MacroSpec(canonical, min_args, max_args, handler, special, pure)
-    for name in names.split():
-        REGISTRY[name.lower()] = spec
-
-
-def _field(getter: Callable[[Evaluator], str]) -> Handler:
+def _field(getter: Callable[[MacroEvaluator], str]) -> Handler:
     return lambda ev, args, node: getter(ev)
 
 
 # --- names and card/chat context -------------------------------------------------------
-_register("user", 0, 0, _field(lambda ev: ev.ctx.user), pure=True)
-_register("char", 0, 0, _field(lambda ev: ev.ctx.char), pure=True)
-_register("group charIfNotGroup groupNotMuted", 0, 0, _field(lambda ev: ev.ctx.group or ev.ctx.char), pure=True)
-_register("notChar", 0, 0, _field(lambda ev: ev.ctx.not_char or ev.ctx.user), pure=True)
-_register("description charDescription", 0, 0, _field(lambda ev: ev.ctx.description), pure=True)
-_register("personality charPersonality", 0, 0, _field(lambda ev: ev.ctx.personality), pure=True)
-_register("scenario charScenario", 0, 0, _field(lambda ev: ev.ctx.scenario), pure=True)
-_register("persona", 0, 0, _field(lambda ev: ev.ctx.persona), pure=True)
-_register("charPrompt", 0, 0, _field(lambda ev: ev.ctx.char_prompt), pure=True)
-_register("charInstruction charJailbreak", 0, 0, _field(lambda ev: ev.ctx.char_instruction), pure=True)
-_register("mesExamples", 0, 0, _field(lambda ev: ev.ctx.mes_examples), pure=True)
-_register("mesExamplesRaw", 0, 0, _field(lambda ev: ev.ctx.mes_examples_raw or ev.ctx.mes_examples), pure=True)
-_register("model", 0, 0, _field(lambda ev: ev.ctx.model), pure=True)
-_register("lastMessage", 0, 0, _field(lambda ev: ev.ctx.last_message), pure=True)
-_register("lastUserMessage", 0, 0, _field(lambda ev: ev.ctx.last_user_message), pure=True)
-_register("lastCharMessage", 0, 0, _field(lambda ev: ev.ctx.last_char_message), pure=True)
-_register("lastMessageId", 0, 0, _field(lambda ev: ev.ctx.last_message_id), pure=True)
-_register("maxPrompt", 0, 0, _field(lambda ev: ev.ctx.max_prompt), pure=True)
-_register("input", 0, 0, _field(lambda ev: ev.ctx.input), pure=True)
-_register("original", 0, 0, _field(lambda ev: ev.take_original()))
-_register("outlet", 1, 1, lambda ev, args, node: str(ev.ctx.outlets.get(args[0], "") or ""), pure=True)
+register("user", 0, 0, _field(lambda ev: ev.ctx.user), pure=True)
+register("char", 0, 0, _field(lambda ev: ev.ctx.char), pure=True)
+register("group charIfNotGroup groupNotMuted", 0, 0, _field(lambda ev: ev.ctx.group or ev.ctx.char), pure=True)
+register("notChar", 0, 0, _field(lambda ev: ev.ctx.not_char or ev.ctx.user), pure=True)
+register("description charDescription", 0, 0, _field(lambda ev: ev.ctx.description), pure=True)
+register("personality charPersonality", 0, 0, _field(lambda ev: ev.ctx.personality), pure=True)
+register("scenario charScenario", 0, 0, _field(lambda ev: ev.ctx.scenario), pure=True)
+register("persona", 0, 0, _field(lambda ev: ev.ctx.persona), pure=True)
+register("charPrompt", 0, 0, _field(lambda ev: ev.ctx.char_prompt), pure=True)
+register("charInstruction charJailbreak", 0, 0, _field(lambda ev: ev.ctx.char_instruction), pure=True)
+register("mesExamples", 0, 0, _field(lambda ev: ev.ctx.mes_examples), pure=True)
+register("mesExamplesRaw", 0, 0, _field(lambda ev: ev.ctx.mes_examples_raw or ev.ctx.mes_examples), pure=True)
+register("model", 0, 0, _field(lambda ev: ev.ctx.model), pure=True)
+register("lastMessage", 0, 0, _field(lambda ev: ev.ctx.last_message), pure=True)
+register("lastUserMessage", 0, 0, _field(lambda ev: ev.ctx.last_user_message), pure=True)
+register("lastCharMessage", 0, 0, _field(lambda ev: ev.ctx.last_char_message), pure=True)
+register("lastMessageId", 0, 0, _field(lambda ev: ev.ctx.last_message_id), pure=True)
+register("maxPrompt", 0, 0, _field(lambda ev: ev.ctx.max_prompt), pure=True)
+register("input", 0, 0, _field(lambda ev: ev.ctx.input), pure=True)
+register("original", 0, 0, _field(lambda ev: ev.take_original()))
+register("outlet", 1, 1, lambda ev, args, node: str(ev.ctx.outlets.get(args[0], "") or ""), pure=True)
 
 
 # --- time -------------------------------------------------------------------------------
-def _time(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
+def _time(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str | None:
     if not args:
         return format_moment(ev.now(), "LT")
     offset = parse_utc_offset(args[0])
@@ -105,17 +60,17 @@ def _time(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
     return format_moment(ev.now().astimezone(zone), "LT")
 
 
-def _time_utc(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
+def _time_utc(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str | None:
     return _time(ev, ["UTC" + args[0]], node)
 
 
-def _datetimeformat(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
+def _datetimeformat(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str | None:
     if len(args[0]) > MAX_DATE_FORMAT:
         return None
     return format_moment(ev.now(), args[0])
 
 
-def _idle(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+def _idle(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
     last = ev.ctx.last_interaction
     if last is None:
         return "just now"
@@ -124,7 +79,7 @@ def _idle(ev: Evaluator, args: list[str], node: MacroNode) -> str:
     return humanize((ev.now() - last).total_seconds() * 1000)
 
 
-def _time_diff(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+def _time_diff(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
     a = parse_datetime(args[0], ev.ctx.tz)
     b = parse_datetime(args[1], ev.ctx.tz)
     if a is None or b is None:
@@ -132,15 +87,15 @@ def _time_diff(ev: Evaluator, args: list[str], node: MacroNode) -> str:
     return humanize((a - b).total_seconds() * 1000, with_suffix=True)
 
 
-_register("time", 0, 1, _time, pure=True)
-_register("time_utc", 1, 1, _time_utc, pure=True)
-_register("date", 0, 0, _field(lambda ev: format_moment(ev.now(), "LL")), pure=True)
-_register("weekday", 0, 0, _field(lambda ev: format_moment(ev.now(), "dddd")), pure=True)
-_register("isotime", 0, 0, _field(lambda ev: format_moment(ev.now(), "HH:mm")), pure=True)
-_register("isodate", 0, 0, _field(lambda ev: format_moment(ev.now(), "YYYY-MM-DD")), pure=True)
-_register("datetimeformat", 1, 1, _datetimeformat, pure=True)
-_register("idle_duration idleDuration", 0, 0, _idle, pure=True)
-_register("timeDiff", 2, 2, _time_diff, pure=True)
+register("time", 0, 1, _time, pure=True)
+register("time_utc", 1, 1, _time_utc, pure=True)
+register("date", 0, 0, _field(lambda ev: format_moment(ev.now(), "LL")), pure=True)
+register("weekday", 0, 0, _field(lambda ev: format_moment(ev.now(), "dddd")), pure=True)
+register("isotime", 0, 0, _field(lambda ev: format_moment(ev.now(), "HH:mm")), pure=True)
+register("isodate", 0, 0, _field(lambda ev: format_moment(ev.now(), "YYYY-MM-DD")), pure=True)
+register("datetimeformat", 1, 1, _datetimeformat, pure=True)
+register("idle_duration idleDuration", 0, 0, _idle, pure=True)
+register("timeDiff", 2, 2, _time_diff, pure=True)
 
 
 # --- randomness -------------------------------------------------------------------------
@@ -157,11 +112,11 @@ def _options(args: list[str]) -> list[str]:
     return [item.replace("\\,", ",").strip() for item in _UNESCAPED_COMMA.split(args[0])]
 
 
-def _random(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+def _random(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
     return ev.rng().choice(_options(args))
 
 
-def _pick(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+def _pick(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
     options = _options(args)
     digest = hashlib.blake2b(digest_size=8)
     digest.update(str(ev.ctx.seed if ev.ctx.seed is not None else "").encode("utf-8", "surrogatepass"))
@@ -169,9 +124,9 @@ def _pick(ev: Evaluator, args: list[str], node: MacroNode) -> str:
     return options[int.from_bytes(digest.digest(), "big") % len(options)]
 
 
-_register("random", 1, MANY, _random)
-_register("pick", 1, MANY, _pick)
-_register("roll", 1, 1, lambda ev, args, node: dice.roll(args[0], ev.rng()))
+register("random", 1, MANY, _random)
+register("pick", 1, MANY, _pick)
+register("roll", 1, 1, lambda ev, args, node: dice.roll(args[0], ev.rng()))
 
 
 # --- text -------------------------------------------------------------------------------
@@ -183,7 +138,7 @@ def _count(text: str) -> int | None:
 
 
 def _repeat(char: str) -> Handler:
-    def handler(ev: Evaluator, args: list[str], node: MacroNode) -> str | None:
+    def handler(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str | None:
         if not args:
             return char
         count = _count(args[0])
@@ -194,7 +149,7 @@ def _repeat(char: str) -> Handler:
     return handler
 
 
-def _banned(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+def _banned(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
     word = args[0]
     if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
         word = word[1:-1]
@@ -203,58 +158,53 @@ def _banned(ev: Evaluator, args: list[str], node: MacroNode) -> str:
     return ""
 
 
-_register("newline", 0, 1, _repeat("\n"), pure=True)
-_register("space", 0, 1, _repeat(" "), pure=True)
-_register("noop", 0, 0, _field(lambda ev: ""), pure=True)
-_register("reverse", 1, 1, lambda ev, args, node: args[0][::-1], pure=True)
-_register("banned", 1, 1, _banned)
-_register("trim", 0, 1, None, special=True)
-_register("if", 2, 3, None, special=True)
-_register("// comment", 0, MANY, None, special=True)
+register("newline", 0, 1, _repeat("\n"), pure=True)
+register("space", 0, 1, _repeat(" "), pure=True)
+register("noop", 0, 0, _field(lambda ev: ""), pure=True)
+register("reverse", 1, 1, lambda ev, args, node: args[0][::-1], pure=True)
+register("banned", 1, 1, _banned)
+register("trim", 0, 1, None, special=True)
+register("if", 2, 3, None, special=True)
+register("// comment", 0, MANY, None, special=True)
 
 
 # --- variables --------------------------------------------------------------------------
 def _var_macros(suffix: str, local: bool) -> None:
-    def store(ev: Evaluator, args: list[str], reads_value: bool = True) -> variables.Store:
+    def store(ev: MacroEvaluator, args: list[str], reads_value: bool = True) -> variables.Store:
         """The store, after charging the work budget for the arguments and the value read."""
         target = ev.ctx.local_vars if local else ev.ctx.global_vars
         ev.charge(sum(map(len, args)) + (variables.value_size(target.get(args[0])) if reads_value else 0))
         return target
 
-    def setvar(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    def setvar(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
         variables.var_set(store(ev, args, reads_value=False), args[0], args[1], ev.limit)
         return ""
 
-    def addvar(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    def addvar(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
         variables.var_add(store(ev, args), args[0], args[1], ev.limit)
         return ""
 
     def step(delta: str) -> Handler:
-        def handler(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+        def handler(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
             return display(variables.var_add(store(ev, args), args[0], delta, ev.limit))
 
         return handler
 
-    def has(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    def has(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
         return variables.var_has(store(ev, args, reads_value=False), args[0])
 
-    def delete(ev: Evaluator, args: list[str], node: MacroNode) -> str:
+    def delete(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
         variables.var_delete(store(ev, args, reads_value=False), args[0])
         return ""
 
-    _register(f"set{suffix}", 2, 2, setvar)
-    _register(f"get{suffix}", 1, 1, lambda ev, args, node: variables.var_get(store(ev, args), args[0]))
-    _register(f"add{suffix}", 2, 2, addvar)
-    _register(f"inc{suffix}", 1, 1, step("1"))
-    _register(f"dec{suffix}", 1, 1, step("-1"))
-    _register(f"has{suffix}", 1, 1, has)
-    _register(f"delete{suffix}", 1, 1, delete)
+    register(f"set{suffix}", 2, 2, setvar)
+    register(f"get{suffix}", 1, 1, lambda ev, args, node: variables.var_get(store(ev, args), args[0]))
+    register(f"add{suffix}", 2, 2, addvar)
+    register(f"inc{suffix}", 1, 1, step("1"))
+    register(f"dec{suffix}", 1, 1, step("-1"))
+    register(f"has{suffix}", 1, 1, has)
+    register(f"delete{suffix}", 1, 1, delete)
 
 
 _var_macros("var", local=True)
 _var_macros("globalvar", local=False)
-
-
-def shorthand_number(text: str) -> float | None:
-    """Numeric value of a shorthand operand (``None`` when not a number or blank)."""
-    return js_number(text) if text.strip() else None

@@ -10,10 +10,17 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from apps.macros.engine import variables
-from apps.macros.engine.builtins import REGISTRY, MacroSpec, shorthand_number
 from apps.macros.engine.context import MAX_EVAL_DEPTH, WORK_FACTOR, MacroContext
+from apps.macros.engine.registry import REGISTRY, MacroSpec
 from apps.macros.engine.scanner import CLOSE, COMMENT, MACRO, NAME, SHORTHAND, Head, MacroNode, Part, parse
-from apps.macros.engine.values import dedent_trim, display, lstrip_newlines, rstrip_newlines, truthy
+from apps.macros.engine.values import (
+    dedent_trim,
+    display,
+    lstrip_newlines,
+    rstrip_newlines,
+    shorthand_number,
+    truthy,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -167,3 +167,8 @@ def lstrip_newlines(text: str) -> str:
         else:
             break
     return text[start:]
+
+
+def shorthand_number(text: str) -> float | None:
+    """Numeric value of a shorthand operand (``None`` when not a number or blank)."""
+    return js_number(text) if text.strip() else None

@@ -50,7 +50,10 @@ in-process and are thread-safe to use; :func:`clear_caches` empties them. Keep E
 lorebook version to stay on the fast path. Recursion steps scan only the newly activated content.
 """
 
-from .activation import activate, clear_caches, estimate_tokens, sort_entries
+from apps.providers.tokens import estimate_tokens
+
+from .activation import activate
+from .compile import clear_caches, sort_entries
 from .decorators import parse_decorators
 from .matching import parse_regex_key
 from .model import (
