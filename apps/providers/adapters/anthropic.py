@@ -14,16 +14,16 @@ Conversion (after SillyTavern's ``convertClaudeMessages`` with ``use_sysprompt``
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
+from apps.providers.adapters.base import ChatRequest, Completion, ConnectionConfig, Delta, Usage
 from apps.providers.adapters.errors import UpstreamProtocolError
 from apps.providers.adapters.messages import PLACEHOLDER, merge_turns, split_system
 from apps.providers.adapters.sse import SSEEvent
-from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
+from apps.providers.adapters.transport import HttpAdapter, StreamHandler
 from apps.providers.types import ChatMessage, FinishReason
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -140,19 +140,20 @@ class _MessagesStream(StreamHandler):
         return Delta(finish_reason=self.finish or "stop", usage=_usage(self.input_tokens, self.output_tokens))
 
 
-class AnthropicAdapter(Adapter):
+class AnthropicAdapter(HttpAdapter):
     kind = "anthropic"
     provider = "Anthropic upstream"
+    path = "messages"
 
     def __init__(self, config: ConnectionConfig) -> None:
         super().__init__(config)
-        auth = {"anthropic-version": ANTHROPIC_VERSION}
-        if config.api_key:
-            auth["x-api-key"] = config.api_key
-        self._headers = json_headers(config, auth)
-        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
-        self._url = f"{self.base_url}/messages"
         self._system_mode = str(config.options.get("system_mode", "leading"))
+
+    def auth_headers(self) -> dict[str, str]:
+        auth = {"anthropic-version": ANTHROPIC_VERSION}
+        if self.config.api_key:
+            auth["x-api-key"] = self.config.api_key
+        return auth
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         system, messages = anthropic_messages(request.messages, mode=self._system_mode)
@@ -171,24 +172,10 @@ class AnthropicAdapter(Adapter):
         body.update(request.extra)
         return body
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
-        return stream_deltas(
-            self.config,
-            self._url,
-            headers=self._stream_headers,
-            body=self.body(request, stream=True),
-            handler=_MessagesStream(self.provider, (self.config.api_key,)),
-        )
+    def stream_handler(self) -> StreamHandler:
+        return _MessagesStream(self.provider, (self.config.api_key,))
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        obj = await request_json(
-            self.config,
-            "POST",
-            self._url,
-            headers=self._headers,
-            body=self.body(request, stream=False),
-            provider=self.provider,
-        )
+    def completion(self, obj: Any) -> Completion:
         blocks = obj.get("content") if isinstance(obj, dict) else None
         if not isinstance(blocks, list):
             raise UpstreamProtocolError(f"{self.provider} answered without content", provider=self.provider)
@@ -208,8 +195,6 @@ class AnthropicAdapter(Adapter):
         )
 
     async def list_models(self) -> list[str]:
-        obj = await request_json(
-            self.config, "GET", f"{self.base_url}/models", headers=self._headers, provider=self.provider
-        )
+        obj = await self.get_json("models")
         data = obj.get("data") if isinstance(obj, dict) else None
         return [str(m["id"]) for m in data or [] if isinstance(m, dict) and m.get("id")]

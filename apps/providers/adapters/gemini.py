@@ -8,17 +8,17 @@ blank lines. Key in the ``x-goog-api-key`` header (never in the URL, so it can't
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
+from apps.providers.adapters.base import ChatRequest, Completion, Delta, Usage
 from apps.providers.adapters.errors import UpstreamProtocolError
 from apps.providers.adapters.messages import PLACEHOLDER, merge_turns, split_system
 from apps.providers.adapters.sse import SSEEvent
-from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
+from apps.providers.adapters.transport import HttpAdapter, StreamHandler
 from apps.providers.types import ChatMessage, FinishReason
 
 MAX_STOP_SEQUENCES = 5
@@ -130,21 +130,20 @@ class _GeminiStream(StreamHandler):
         return Delta(finish_reason=self.finish or "stop", usage=self.usage)
 
 
-class GeminiAdapter(Adapter):
+class GeminiAdapter(HttpAdapter):
     kind = "gemini"
     provider = "Gemini upstream"
 
-    def __init__(self, config: ConnectionConfig) -> None:
-        super().__init__(config)
-        auth = {"x-goog-api-key": config.api_key} if config.api_key else {}
-        self._headers = json_headers(config, auth)
-        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-goog-api-key": self.config.api_key} if self.config.api_key else {}
 
-    def _model_url(self, model: str, method: str) -> str:
-        model = model.removeprefix("models/")
-        return f"{self.base_url}/models/{quote(model, safe='-._~@')}:{method}"
+    def url(self, request: ChatRequest, *, stream: bool) -> str:
+        model = quote(request.model.removeprefix("models/"), safe="-._~@")
+        if stream:
+            return f"{self.base_url}/models/{model}:streamGenerateContent?alt=sse"
+        return f"{self.base_url}/models/{model}:generateContent"
 
-    def body(self, request: ChatRequest) -> dict[str, Any]:
+    def body(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
         system, contents = gemini_contents(request.messages)
         config: dict[str, Any] = {
             "candidateCount": 1,
@@ -167,24 +166,10 @@ class GeminiAdapter(Adapter):
                 body[key] = value
         return body
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
-        return stream_deltas(
-            self.config,
-            self._model_url(request.model, "streamGenerateContent") + "?alt=sse",
-            headers=self._stream_headers,
-            body=self.body(request),
-            handler=_GeminiStream(self.provider, (self.config.api_key,)),
-        )
+    def stream_handler(self) -> StreamHandler:
+        return _GeminiStream(self.provider, (self.config.api_key,))
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        obj = await request_json(
-            self.config,
-            "POST",
-            self._model_url(request.model, "generateContent"),
-            headers=self._headers,
-            body=self.body(request),
-            provider=self.provider,
-        )
+    def completion(self, obj: Any) -> Completion:
         if not isinstance(obj, dict):
             raise UpstreamProtocolError(f"{self.provider} answered an unexpected body", provider=self.provider)
         usage = parse_usage_metadata(obj.get("usageMetadata"))
@@ -199,8 +184,6 @@ class GeminiAdapter(Adapter):
         return Completion(text, reasoning, finish, usage)
 
     async def list_models(self) -> list[str]:
-        obj = await request_json(
-            self.config, "GET", f"{self.base_url}/models", headers=self._headers, provider=self.provider
-        )
+        obj = await self.get_json("models")
         models = obj.get("models") if isinstance(obj, dict) else None
         return [str(m["name"]).removeprefix("models/") for m in models or [] if isinstance(m, dict) and m.get("name")]

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
+from apps.providers.adapters.base import ChatRequest, Completion, Delta, Usage
 from apps.providers.adapters.errors import UpstreamProtocolError
 from apps.providers.adapters.sse import SSEEvent
-from apps.providers.adapters.transport import StreamHandler, json_headers, request_json, stream_deltas
+from apps.providers.adapters.transport import HttpAdapter, StreamHandler
 from apps.providers.types import FinishReason
 
 _FINISH: Mapping[str, FinishReason] = {
@@ -118,16 +118,13 @@ class _ChatStream(OpenAIStyleStream):
         return None
 
 
-class OpenAIChatAdapter(Adapter):
+class OpenAIChatAdapter(HttpAdapter):
     kind = "openai"
     provider = "OpenAI-compatible upstream"
+    path = "chat/completions"
 
-    def __init__(self, config: ConnectionConfig) -> None:
-        super().__init__(config)
-        auth = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._headers = json_headers(config, auth)
-        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
-        self._url = f"{self.base_url}/chat/completions"
+    def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -144,24 +141,10 @@ class OpenAIChatAdapter(Adapter):
         body.update(request.extra)
         return body
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
-        return stream_deltas(
-            self.config,
-            self._url,
-            headers=self._stream_headers,
-            body=self.body(request, stream=True),
-            handler=_ChatStream(self.provider, (self.config.api_key,)),
-        )
+    def stream_handler(self) -> StreamHandler:
+        return _ChatStream(self.provider, (self.config.api_key,))
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        obj = await request_json(
-            self.config,
-            "POST",
-            self._url,
-            headers=self._headers,
-            body=self.body(request, stream=False),
-            provider=self.provider,
-        )
+    def completion(self, obj: Any) -> Completion:
         try:
             choice = obj["choices"][0]
             message = choice.get("message") or {}
@@ -177,9 +160,7 @@ class OpenAIChatAdapter(Adapter):
         )
 
     async def list_models(self) -> list[str]:
-        obj = await request_json(
-            self.config, "GET", f"{self.base_url}/models", headers=self._headers, provider=self.provider
-        )
+        obj = await self.get_json("models")
         data = obj.get("data") if isinstance(obj, dict) else obj
         if not isinstance(data, list):
             data = obj.get("models", []) if isinstance(obj, dict) else []

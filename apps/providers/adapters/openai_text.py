@@ -10,10 +10,10 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta
+from apps.providers.adapters.base import ChatRequest, Completion, Delta
 from apps.providers.adapters.errors import UpstreamBadRequest, UpstreamProtocolError, safe_message
 from apps.providers.adapters.openai import OpenAIChatAdapter, OpenAIStyleStream, map_finish, parse_usage
-from apps.providers.adapters.transport import json_headers, request_json, stream_deltas
+from apps.providers.adapters.transport import StreamHandler
 
 DEFAULT_TEMPLATE = "chatml"
 
@@ -38,16 +38,13 @@ class _TextStream(OpenAIStyleStream):
         return None
 
 
-class OpenAITextAdapter(Adapter):
+class OpenAITextAdapter(OpenAIChatAdapter):
+    """OpenAI's legacy text completions: the messages rendered into one prompt by an instruct
+    template; same authentication and stream framing as chat completions."""
+
     kind = "openai_text"
     provider = "text-completion upstream"
-
-    def __init__(self, config: ConnectionConfig) -> None:
-        super().__init__(config)
-        auth = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._headers = json_headers(config, auth)
-        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
-        self._url = f"{self.base_url}/completions"
+    path = "completions"
 
     def render(self, request: ChatRequest) -> tuple[str, list[str]]:
         """(prompt, stop strings: the template's then the request's). A template that fails to render
@@ -82,22 +79,16 @@ class OpenAITextAdapter(Adapter):
         return body
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
-        body = self.body(request, stream=True)  # rendered lazily: template errors surface on iteration
-        handler = _TextStream(self.provider, (self.config.api_key,))
-        deltas = stream_deltas(self.config, self._url, headers=self._stream_headers, body=body, handler=handler)
+        # rendered lazily: template errors surface on iteration, like the upstream's own errors
+        deltas = super().stream(request)
         async with aclosing(deltas):
             async for delta in deltas:
                 yield delta
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        obj = await request_json(
-            self.config,
-            "POST",
-            self._url,
-            headers=self._headers,
-            body=self.body(request, stream=False),
-            provider=self.provider,
-        )
+    def stream_handler(self) -> StreamHandler:
+        return _TextStream(self.provider, (self.config.api_key,))
+
+    def completion(self, obj: Any) -> Completion:
         try:
             choice = obj["choices"][0]
             text = choice.get("text") or ""
@@ -109,6 +100,3 @@ class OpenAITextAdapter(Adapter):
             finish_reason=map_finish(choice.get("finish_reason")) or "stop",
             usage=parse_usage(obj.get("usage")),
         )
-
-    async def list_models(self) -> list[str]:
-        return await OpenAIChatAdapter(self.config).list_models()

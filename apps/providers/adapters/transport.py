@@ -15,7 +15,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.payload import BytesPayload
 
-from apps.providers.adapters.base import ConnectionConfig, Delta
+from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta
 from apps.providers.adapters.client import get_pool
 from apps.providers.adapters.errors import (
     UpstreamBadRequest,
@@ -279,3 +279,64 @@ async def stream_deltas(
             if handler.done:
                 break
         yield handler.final()
+
+
+class HttpAdapter(Adapter):
+    """An adapter over one JSON HTTP API. Subclasses say the wire format — where to send
+    (:meth:`url`), what (:meth:`body`), how to read a stream (:meth:`stream_handler`) and an answer
+    (:meth:`completion`), and how to authenticate (:meth:`auth_headers`); this class sends it with the
+    connection's headers and timeouts."""
+
+    provider: str = "upstream"
+    #: The endpoint below the base URL (``chat/completions``); adapters whose URL depends on the
+    #: request (Gemini's model in the path) override :meth:`url` instead.
+    path: str = ""
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        super().__init__(config)
+        self._headers = json_headers(config, self.auth_headers())
+        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+        self._url = f"{self.base_url}/{self.path}"
+
+    @abc.abstractmethod
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that authenticate (and version) a request, from ``self.config``."""
+
+    def url(self, request: ChatRequest, *, stream: bool) -> str:
+        return self._url
+
+    @abc.abstractmethod
+    def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def stream_handler(self) -> StreamHandler: ...
+
+    @abc.abstractmethod
+    def completion(self, obj: Any) -> Completion:
+        """The non-streamed answer's JSON as a completion (raise `UpstreamProtocolError` if malformed)."""
+
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        return stream_deltas(
+            self.config,
+            self.url(request, stream=True),
+            headers=self._stream_headers,
+            body=self.body(request, stream=True),
+            handler=self.stream_handler(),
+        )
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        obj = await request_json(
+            self.config,
+            "POST",
+            self.url(request, stream=False),
+            headers=self._headers,
+            body=self.body(request, stream=False),
+            provider=self.provider,
+        )
+        return self.completion(obj)
+
+    async def get_json(self, path: str) -> Any:
+        """``GET {base_url}/{path}`` with the adapter's headers (model lists)."""
+        return await request_json(
+            self.config, "GET", f"{self.base_url}/{path}", headers=self._headers, provider=self.provider
+        )
