@@ -20,12 +20,12 @@ from apps.core.db import Statement, insert_statement, update_statement
 from apps.core.errors import ApplicationError
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
-from apps.providers.tokens import estimate_tokens
 from apps.macros.engine import MacroContext, expand
 from apps.prompts.selectors import prompt_resolve
 from apps.providers.adapters import ChatRequest, Usage
 from apps.providers.postprocess import postprocess
 from apps.providers.selectors import ModelTarget, model_chain
+from apps.providers.tokens import estimate_tokens
 from apps.providers.types import ChatMessage
 
 DEFAULT_MAX_TOKENS = 2048
