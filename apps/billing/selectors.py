@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.fields import DateTimeField
 
 from apps.billing import services
-from apps.billing.models import Charge, DailyUsage, LedgerEntry, Membership, Wallet
+from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Wallet
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +170,9 @@ def usage_by_day(*, user: Any, start: date, end: date) -> dict[str, Any]:
         "days": days,
         "totals": totals,
     }
+
+
+def holds_expired_since(*, since: datetime) -> QuerySet[Hold, str]:
+    """The generation ids of the holds that expired since `since`, lazily: a subquery for the caller's
+    update of its own records (billing knows nothing of generations)."""
+    return Hold.objects.filter(status=Hold.Status.EXPIRED, closed_at__gte=since).values_list("generation_id", flat=True)

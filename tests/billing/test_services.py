@@ -1,5 +1,5 @@
 """Billing services with exact numbers: holds, settlement, release, expiry, the day boundary, grants and
-adjustments, memberships, redemption codes, and the expiry task.
+adjustments, memberships and redemption codes (the expiry task: tests/generation/test_tasks.py).
 
 Defaults (settings): daily free quota 2 000 (member 10 000), input free threshold 10 000, hold 4
 characters per token, ratios 1/1 unless stated.
@@ -15,11 +15,10 @@ import pytest
 from django.db import transaction
 from django.utils import translation
 
-from apps.billing import services, tasks
+from apps.billing import services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
 from apps.billing.selectors import membership_summary
 from apps.core.errors import ApplicationError
-from apps.generation.models import Generation
 
 pytestmark = pytest.mark.django_db
 
@@ -281,23 +280,6 @@ def test_expiry_sweep_releases_only_expired_active_holds(user):
     assert statuses == {"old1": "expired", "old2": "expired", "settled": "settled", "young": "active"}
     assert wallet(user) == (9960, 400) and usage(user, day) == (0, 0)
     assert services.holds_expire(now=datetime(2026, 3, 10, 4, 30, 1, tzinfo=UTC)) == []
-
-
-def test_expire_task_fails_pending_generations_once(user):
-    record = Generation.objects.create(user=user, model_requested="m")
-    done = Generation.objects.create(user=user, model_requested="m", status=Generation.Status.SUCCEEDED)
-    services.wallet_grant(user=user, amount=10_000)
-    place(user, record.public_id, max_tokens=1000)
-    place(user, done.public_id, max_tokens=10)
-    Hold.objects.update(expires_at=datetime(2020, 1, 1, tzinfo=UTC))
-
-    assert tasks.expire_holds.apply().get() == {"released": 2, "generationsFailed": 1}
-
-    record.refresh_from_db()
-    assert (record.status, record.error_code) == ("failed", "hold_expired")
-    assert Generation.objects.get(pk=done.pk).status == "succeeded"
-    assert wallet(user) == (10_000, 0)
-    assert tasks.expire_holds() == {"released": 0, "generationsFailed": 0}
 
 
 # --- the day boundary (Asia/Shanghai) ---------------------------------------------------------
