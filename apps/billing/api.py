@@ -93,7 +93,7 @@ class UsageQuerySerializer(serializers.Serializer):
         return {"from": serializers.DateField(required=False), "to": serializers.DateField(required=False)}
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        today = services.billing_day()
+        today = selectors.billing_day()
         end = attrs.get("to")
         start = attrs.get("from")
         if end is None:

@@ -1,18 +1,118 @@
-"""Billing reads: balance, membership summary, ledger, per-day usage. No writes here."""
+"""Billing reads: the billing day, memberships, daily quotas (with the plan cache), charges, balance,
+membership summary, ledger, per-day usage. No writes here, and no import of the services (they import
+these)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 from rest_framework.fields import DateTimeField
 
-from apps.billing import services
-from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Wallet
+from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, Wallet
+
+DEFAULT_TIER = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Consumption:
+    """What one generation cost (its `Charge`, or zeros when nothing was charged)."""
+
+    total_cost: int = 0
+    input_cost: int = 0
+    output_cost: int = 0
+    used_daily_free: int = 0
+    used_paid: int = 0
+    member_benefit_applied: bool = False
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "totalCost": self.total_cost,
+            "inputCost": self.input_cost,
+            "outputCost": self.output_cost,
+            "usedDailyFree": self.used_daily_free,
+            "usedPaid": self.used_paid,
+            "memberBenefitApplied": self.member_benefit_applied,
+        }
+
+
+# --- days, memberships, quota ------------------------------------------------------------------
+
+
+def billing_tz() -> ZoneInfo:
+    return ZoneInfo(settings.BILLING_TIMEZONE)
+
+
+def billing_day(at: datetime | None = None) -> date:
+    return timezone.localdate(at or timezone.now(), billing_tz())
+
+
+def next_reset(at: datetime | None = None) -> datetime:
+    day = billing_day(at)
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=billing_tz())
+
+
+def membership_active(*, user: Any, at: datetime | None = None) -> Membership | None:
+    at = at or timezone.now()
+    return Membership.objects.filter(user=user, starts_at__lte=at, ends_at__gt=at).order_by("-ends_at").first()
+
+
+PLAN_CACHE_SECONDS = 30
+_plans: tuple[float, dict[str, int]] = (0.0, {})
+
+
+def _plan_quotas() -> dict[str, int]:
+    """Daily quota per tier, read at most every PLAN_CACHE_SECONDS per process (plans change rarely;
+    an operator's edit is live everywhere within that time)."""
+    global _plans
+    loaded_at, quotas = _plans
+    now = time.monotonic()
+    if now - loaded_at > PLAN_CACHE_SECONDS:
+        quotas = dict(Plan.objects.values_list("tier", "daily_free_quota"))
+        _plans = (now, quotas)
+    return quotas
+
+
+def plans_forget() -> None:
+    global _plans
+    _plans = (0.0, {})
+
+
+def tier_quota(tier: str | None) -> int:
+    """The daily free quota of a membership of `tier` (None: no membership): its plan's, else the
+    setting (`BILLING_DAILY_FREE_QUOTA`, or `BILLING_MEMBER_DAILY_FREE_QUOTA` for any tier)."""
+    quota = _plan_quotas().get(DEFAULT_TIER if tier is None else tier)
+    if quota is not None:
+        return quota
+    return settings.BILLING_DAILY_FREE_QUOTA if tier is None else settings.BILLING_MEMBER_DAILY_FREE_QUOTA
+
+
+def daily_quota(*, membership: Membership | None) -> int:
+    return tier_quota(membership.tier if membership else None)
+
+
+def charge_get(*, generation_id: str) -> Consumption:
+    charge = Charge.objects.filter(generation_id=generation_id).first()
+    if charge is None:
+        return Consumption()
+    return Consumption(
+        charge.total_cost,
+        charge.input_cost,
+        charge.output_cost,
+        charge.used_daily_free,
+        charge.used_paid,
+        charge.member_benefit_applied,
+    )
+
+
+# --- balance, ledger, usage --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +129,7 @@ def membership_current(*, user: Any, at: datetime | None = None) -> MembershipSu
     """The active membership, with `expires_at` at the end of its chain of back-to-back periods
     (an extension queues a period starting when the previous one ends)."""
     at = at or timezone.now()
-    active = services.membership_active(user=user, at=at)
+    active = membership_active(user=user, at=at)
     if active is None:
         return MembershipSummary(active=False, tier=None, expires_at=None)
     end = active.ends_at
@@ -93,10 +193,10 @@ def balance_get(*, user: Any, at: datetime | None = None) -> Balance:
     hold. `dailyFree.remaining` = quota − used − held (what the next request can still take)."""
     at = at or timezone.now()
     wallet = Wallet.objects.filter(pk=user.pk).values_list("paid_balance", "paid_held").first() or (0, 0)
-    day = services.billing_day(at)
+    day = billing_day(at)
     used, held = DailyUsage.objects.filter(user=user, day=day).values_list("used", "held").first() or (0, 0)
-    membership = services.membership_active(user=user, at=at)
-    quota = services.daily_quota(membership=membership)
+    membership = membership_active(user=user, at=at)
+    quota = daily_quota(membership=membership)
     return Balance(
         paid_balance=wallet[0],
         paid_held=wallet[1],
@@ -105,7 +205,7 @@ def balance_get(*, user: Any, at: datetime | None = None) -> Balance:
             used=used,
             held=held,
             remaining=max(0, quota - used - held),
-            resets_at=services.next_reset(at),
+            resets_at=next_reset(at),
             day=day,
         ),
         membership=membership_current(user=user, at=at),
@@ -166,7 +266,7 @@ def usage_by_day(*, user: Any, start: date, end: date) -> dict[str, Any]:
     return {
         "from": start.isoformat(),
         "to": end.isoformat(),
-        "timezone": services.billing_tz().key,
+        "timezone": billing_tz().key,
         "days": days,
         "totals": totals,
     }

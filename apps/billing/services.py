@@ -6,13 +6,11 @@ hold → wallet → daily usage, so concurrent settlements cannot deadlock.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -20,32 +18,12 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.billing import charges
-from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, RedemptionCode, Wallet
+from apps.billing.models import DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
+from apps.billing.selectors import Consumption, billing_day, charge_get, tier_quota
 from apps.core.db import Statement
 from apps.core.errors import ApplicationError
 
-DEFAULT_TIER = "default"
 MEMBER_TIER = "member"
-
-
-@dataclass(frozen=True, slots=True)
-class Consumption:
-    total_cost: int = 0
-    input_cost: int = 0
-    output_cost: int = 0
-    used_daily_free: int = 0
-    used_paid: int = 0
-    member_benefit_applied: bool = False
-
-    def as_api(self) -> dict[str, Any]:
-        return {
-            "totalCost": self.total_cost,
-            "inputCost": self.input_cost,
-            "outputCost": self.output_cost,
-            "usedDailyFree": self.used_daily_free,
-            "usedPaid": self.used_paid,
-            "memberBenefitApplied": self.member_benefit_applied,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,56 +35,6 @@ class Pricing:
     output_ratio: Decimal
     is_free: bool
     max_output_tokens: int
-
-
-# --- days, memberships, quota ------------------------------------------------------------------
-
-
-def billing_tz() -> ZoneInfo:
-    return ZoneInfo(settings.BILLING_TIMEZONE)
-
-
-def billing_day(at: datetime | None = None) -> date:
-    return timezone.localdate(at or timezone.now(), billing_tz())
-
-
-def next_reset(at: datetime | None = None) -> datetime:
-    day = billing_day(at)
-    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=billing_tz())
-
-
-def membership_active(*, user: Any, at: datetime | None = None) -> Membership | None:
-    at = at or timezone.now()
-    return Membership.objects.filter(user=user, starts_at__lte=at, ends_at__gt=at).order_by("-ends_at").first()
-
-
-PLAN_CACHE_SECONDS = 30
-_plans: tuple[float, dict[str, int]] = (0.0, {})
-
-
-def _plan_quotas() -> dict[str, int]:
-    """Daily quota per tier, read at most every PLAN_CACHE_SECONDS per process (plans change rarely;
-    an operator's edit is live everywhere within that time)."""
-    global _plans
-    loaded_at, quotas = _plans
-    now = time.monotonic()
-    if now - loaded_at > PLAN_CACHE_SECONDS:
-        quotas = dict(Plan.objects.values_list("tier", "daily_free_quota"))
-        _plans = (now, quotas)
-    return quotas
-
-
-def plans_forget() -> None:
-    global _plans
-    _plans = (0.0, {})
-
-
-def daily_quota(*, membership: Membership | None) -> int:
-    tier = membership.tier if membership else DEFAULT_TIER
-    quota = _plan_quotas().get(tier)
-    if quota is not None:
-        return quota
-    return settings.BILLING_MEMBER_DAILY_FREE_QUOTA if membership else settings.BILLING_DAILY_FREE_QUOTA
 
 
 # --- row locks ---------------------------------------------------------------------------------
@@ -225,14 +153,6 @@ def _hold_rows(cursor: Any, user_id: int, day: date, at: datetime, *, lock: bool
     return _member_tier(cursor, user_id, at), _wallet_usage_locked(cursor, user_id, day)
 
 
-def _tier_quota(tier: str | None) -> int:
-    """`daily_quota` for a membership of `tier` (None: no membership)."""
-    quota = _plan_quotas().get(DEFAULT_TIER if tier is None else tier)
-    if quota is not None:
-        return quota
-    return settings.BILLING_DAILY_FREE_QUOTA if tier is None else settings.BILLING_MEMBER_DAILY_FREE_QUOTA
-
-
 def _wallet_usage_locked(cursor: Any, user_id: int, day: date | str) -> tuple[int, int, int, int, int]:
     """Lock the wallet, then the day's usage row (one statement, that order); create them on first use.
 
@@ -301,7 +221,7 @@ def hold_place(
         writes: list[tuple[str, list[Any]]] = []
         if amount > 0:
             paid_balance, paid_held, usage_id, used, held = rows or _wallet_usage_locked(cursor, user_id, day)
-            free_available = max(0, _tier_quota(tier) - used - held)
+            free_available = max(0, tier_quota(tier) - used - held)
             paid_available = max(0, paid_balance - paid_held)
             if amount > free_available + paid_available:
                 input_cost = charges.compute_charge(input_chars=input_chars, output_chars=0, **common).input_cost
@@ -499,7 +419,7 @@ def charge_settle(
             # ended, plan edited): so the paid part never exceeds the hold's paid part, and settling
             # can never dip into funds reserved by other holds. The quota is the one of the user's
             # membership as it is now (read under the locks, in the locking statement).
-            free_available = max(0, _tier_quota(hold.tier) - hold.used - hold.held, hold.free_part)
+            free_available = max(0, tier_quota(hold.tier) - hold.used - hold.held, hold.free_part)
             free_used = min(total, free_available)
             paid_used = total - free_used
             if free_used:
@@ -583,20 +503,6 @@ def holds_expire(*, now: datetime | None = None, limit: int = 500) -> list[str]:
         .values_list("generation_id", flat=True)[:limit]
     )
     return [gid for gid in ids if hold_release(generation_id=gid, status=Hold.Status.EXPIRED)]
-
-
-def charge_get(*, generation_id: str) -> Consumption:
-    charge = Charge.objects.filter(generation_id=generation_id).first()
-    if charge is None:
-        return Consumption()
-    return Consumption(
-        charge.total_cost,
-        charge.input_cost,
-        charge.output_cost,
-        charge.used_daily_free,
-        charge.used_paid,
-        charge.member_benefit_applied,
-    )
 
 
 # --- balance changes by operators and users ----------------------------------------------------

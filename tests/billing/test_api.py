@@ -10,7 +10,7 @@ from unittest import mock
 import pytest
 from django.db import transaction
 
-from apps.billing import services
+from apps.billing import selectors, services
 from apps.billing.models import Charge, LedgerEntry, Membership, RedemptionCode
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _fresh_plan_quotas():
     """Services may cache plan quotas per process; exact numbers here assume none is cached."""
-    forget = getattr(services, "plans_forget", None)
+    forget = getattr(selectors, "plans_forget", None)
     if forget is not None:
         forget()
     yield
@@ -303,7 +303,7 @@ def test_users_see_only_their_own_billing(en, user, other_user, make_client):
     assert en.get("/api/v1/billing/balance").json()["membership"]["active"] is False
     ledger = en.get("/api/v1/billing/ledger").json()
     assert ledger["total"] == 1 and ledger["items"][0]["amount"] == 5
-    today = services.billing_day().isoformat()
+    today = selectors.billing_day().isoformat()
     usage = en.get(f"/api/v1/billing/usage?from={today}&to={today}").json()
     assert usage["totals"]["generations"] == 0 and Charge.objects.filter(user=other_user).count() == 1
 
@@ -322,4 +322,4 @@ def test_openapi_schema_lists_billing_endpoints(en):
 
 
 def test_usage_days_are_billing_days():
-    assert services.billing_day(datetime(2026, 3, 9, 16, 0, tzinfo=UTC)) == date(2026, 3, 10)
+    assert selectors.billing_day(datetime(2026, 3, 9, 16, 0, tzinfo=UTC)) == date(2026, 3, 10)

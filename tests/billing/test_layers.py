@@ -1,5 +1,6 @@
 """Billing sits below generation: nothing in apps/billing imports apps.generation (docs/billing.md:
-"billing stays unaware of generation")."""
+"billing stays unaware of generation"), and its reads import none of its writes (the services import
+the selectors, never the reverse)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,8 @@ def test_billing_imports_nothing_from_generation():
         for path in BILLING.rglob("*.py")
     }
     assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_selectors_do_not_import_services():
+    found = imported_modules(BILLING / "selectors.py")
+    assert not {n for n in found if n.startswith("apps.billing.services")} and "apps.billing.services" not in found

@@ -15,9 +15,8 @@ import pytest
 from django.db import transaction
 from django.utils import translation
 
-from apps.billing import services
+from apps.billing import selectors, services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
-from apps.billing.selectors import membership_summary
 from apps.core.errors import ApplicationError
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +32,7 @@ def _english():
 @pytest.fixture(autouse=True)
 def _fresh_plan_quotas():
     """Services may cache plan quotas per process; exact numbers here assume none is cached."""
-    forget = getattr(services, "plans_forget", None)
+    forget = getattr(selectors, "plans_forget", None)
     if forget is not None:
         forget()
     yield
@@ -63,7 +62,7 @@ def wallet(user):
 
 
 def usage(user, day=None):
-    day = day or services.billing_day()
+    day = day or selectors.billing_day()
     return DailyUsage.objects.filter(user=user, day=day).values_list("used", "held").first()
 
 
@@ -288,10 +287,10 @@ def test_expiry_sweep_releases_only_expired_active_holds(user):
 def test_billing_day_and_reset_follow_shanghai_midnight():
     before = datetime(2026, 1, 1, 15, 59, 59, tzinfo=UTC)  # 23:59:59 in Shanghai
     after = datetime(2026, 1, 1, 16, 0, 0, tzinfo=UTC)  # 00:00:00 on 2 January in Shanghai
-    assert services.billing_day(before) == date(2026, 1, 1)
-    assert services.billing_day(after) == date(2026, 1, 2)
-    assert services.next_reset(before) == datetime(2026, 1, 1, 16, 0, tzinfo=UTC)
-    assert services.next_reset(after) == datetime(2026, 1, 2, 16, 0, tzinfo=UTC)
+    assert selectors.billing_day(before) == date(2026, 1, 1)
+    assert selectors.billing_day(after) == date(2026, 1, 2)
+    assert selectors.next_reset(before) == datetime(2026, 1, 1, 16, 0, tzinfo=UTC)
+    assert selectors.next_reset(after) == datetime(2026, 1, 2, 16, 0, tzinfo=UTC)
 
 
 def test_free_quota_renews_at_shanghai_midnight(user):
@@ -367,7 +366,7 @@ def test_membership_extensions_stack_end_to_end(user):
         services.membership_extend(user=user, days=30)
         services.membership_extend(user=user, days=10)
         services.membership_extend(user=user, days=5)
-        summary = membership_summary(user=user)
+        summary = selectors.membership_summary(user=user)
     periods = list(Membership.objects.order_by("starts_at").values_list("starts_at", "ends_at"))
     assert periods == [
         (now, now + timedelta(days=30)),
@@ -388,17 +387,17 @@ def test_membership_after_a_lapse_starts_now(user):
 
 
 def test_no_membership_summary(user):
-    assert membership_summary(user=user) == {"active": False, "tier": None, "expiresAt": None}
+    assert selectors.membership_summary(user=user) == {"active": False, "tier": None, "expiresAt": None}
 
 
 def test_member_gets_the_member_quota_then_default_after_expiry(user):
     now = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)
     with at(now.isoformat()):
         services.membership_extend(user=user, days=1)
-        assert services.daily_quota(membership=services.membership_active(user=user)) == 10_000
+        assert selectors.daily_quota(membership=selectors.membership_active(user=user)) == 10_000
     with at((now + timedelta(days=1)).isoformat()):
-        assert services.membership_active(user=user) is None
-        assert services.daily_quota(membership=None) == 2000
+        assert selectors.membership_active(user=user) is None
+        assert selectors.daily_quota(membership=None) == 2000
 
 
 # --- redemption codes -------------------------------------------------------------------------
@@ -410,7 +409,7 @@ def test_redeem_credits_once(user, other_user):
     assert redeemed.redeemed_by == user
     entry = LedgerEntry.objects.get()
     assert (entry.kind, entry.amount, entry.balance_after) == ("redeem", 500, 500)
-    assert membership_summary(user=user)["active"] is True
+    assert selectors.membership_summary(user=user)["active"] is True
 
     for who in (user, other_user):
         with pytest.raises(ApplicationError) as exc:
