@@ -6,11 +6,10 @@ hold → wallet → daily usage, so concurrent settlements cannot deadlock.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -73,6 +72,15 @@ def _ledger(
 class HoldResult:
     amount: int
     is_member: bool
+
+
+class RecordStatement[OutcomeT](Protocol):
+    """The caller's one statement about its own record (the generation's), built from billing's outcome
+    (`HoldResult` of a hold, `Consumption` of a settlement or a release). Billing runs it with its own
+    writes — in the same statement on PostgreSQL — so the record and the money commit together, and
+    billing stays unaware of what the record is."""
+
+    def __call__(self, outcome: OutcomeT, /) -> Statement: ...
 
 
 def _terms(pricing: Pricing, *, is_member: bool) -> dict[str, Any]:
@@ -158,12 +166,12 @@ def hold_place(
     pricing: Pricing,
     input_chars: int,
     max_tokens: int,
-    also: Callable[[HoldResult], Statement] | None = None,
+    record_statement: RecordStatement[HoldResult] | None = None,
 ) -> HoldResult:
     """Reserve the most the call can cost, free quota first. Not enough ⇒ 402 with `maxAffordableTokens`.
 
-    Must run inside the caller's transaction. `also` gives one more statement (the generation record)
-    to run with the hold's writes — in the same statement on PostgreSQL.
+    Must run inside the caller's transaction. `record_statement` gives one more statement (the
+    generation record) to run with the hold's writes — in the same statement on PostgreSQL.
     """
     now = timezone.now()
     day = billing_day(now)
@@ -202,8 +210,8 @@ def hold_place(
             )
         )
         result = HoldResult(amount=amount, is_member=is_member)
-        if also is not None:
-            writes.append(also(result))
+        if record_statement is not None:
+            writes.append(record_statement(result))
         statements.write(cursor, writes)
     return result
 
@@ -242,17 +250,18 @@ def charge_settle(
     pricing: Pricing,
     input_chars: int,
     output_chars: int,
-    also: Callable[[Consumption], Statement] | None = None,
+    record_statement: RecordStatement[Consumption] | None = None,
 ) -> Consumption:
     """Replace the hold by the real charge (never more than the hold). Idempotent: a generation that
     was already settled or released returns its existing charge (or nothing) and changes nothing.
-    `also` gives one more statement for the charge (the generation record's), run with the writes."""
+    `record_statement` gives one more statement for the charge (the generation record's), run with the
+    writes, settled now or before."""
     with transaction.atomic(), connection.cursor() as cursor:
         hold = statements.hold_locked(cursor, generation_id, with_tier=True)
         if hold is None:
             consumption = charge_get(generation_id=generation_id)
-            if also is not None:
-                cursor.execute(*also(consumption))
+            if record_statement is not None:
+                cursor.execute(*record_statement(consumption))
             return consumption
         charge = charges.compute_charge(
             input_chars=input_chars, output_chars=output_chars, **_terms(pricing, is_member=hold.is_member)
@@ -285,28 +294,36 @@ def charge_settle(
             )
         )
         writes.append(statements.hold_close(hold, Hold.Status.SETTLED.value, now))
-        if also is not None:
-            writes.append(also(consumption))
+        if record_statement is not None:
+            writes.append(record_statement(consumption))
         statements.write(
             cursor, [*statements.row_updates(user_id=hold.user_id, usage_id=hold.usage.id, changes=changes), *writes]
         )
     return consumption
 
 
-def hold_release(*, generation_id: str, status: str = Hold.Status.RELEASED, also: Statement | None = None) -> bool:
+def hold_release(
+    *,
+    generation_id: str,
+    status: str = Hold.Status.RELEASED,
+    record_statement: RecordStatement[Consumption] | None = None,
+) -> bool:
     """Give the reservation back without charging (upstream failure). False if it was not active.
-    `also` is one more statement (the generation record's) to run with the writes, active or not."""
+    `record_statement` gives one more statement (the generation record's) for the release's consumption
+    (nothing charged), run with the writes, active or not."""
     with transaction.atomic(), connection.cursor() as cursor:
         hold = statements.hold_locked(cursor, generation_id, with_tier=False)
         if hold is None:
-            if also is not None:
-                cursor.execute(*also)
+            if record_statement is not None:
+                cursor.execute(*record_statement(Consumption()))
             return False
         writes = [
             *statements.row_updates(user_id=hold.user_id, usage_id=hold.usage.id, changes=_unreserved(hold)),
             statements.hold_close(hold, str(status), timezone.now()),
         ]
-        statements.write(cursor, [*writes, also] if also is not None else writes)
+        if record_statement is not None:
+            writes.append(record_statement(Consumption()))
+        statements.write(cursor, writes)
     return True
 
 

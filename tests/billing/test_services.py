@@ -224,6 +224,36 @@ def test_unknown_generation_settles_and_releases_to_nothing(user):
     assert not Charge.objects.exists()
 
 
+def test_the_record_statement_runs_with_the_writes_active_or_not(user):
+    """The caller's record statement gets billing's outcome (a release charges nothing) and runs in
+    billing's transaction, whether the hold was still active or not."""
+    services.wallet_grant(user=user, amount=10_000)
+    seen = []
+
+    def record(outcome):
+        seen.append(outcome)
+        return "UPDATE billing_plan SET daily_free_quota = 0 WHERE tier = %s", ["no such tier"]
+
+    with transaction.atomic():
+        held = services.hold_place(
+            user=user, generation_id="g1", pricing=PAID, input_chars=0, max_tokens=1000, record_statement=record
+        )
+    charged = services.charge_settle(
+        generation_id="g1", pricing=PAID, input_chars=0, output_chars=3000, record_statement=record
+    )
+    again = services.charge_settle(
+        generation_id="g1", pricing=PAID, input_chars=0, output_chars=3000, record_statement=record
+    )
+    place(user, "g2", max_tokens=10)
+    assert services.hold_release(generation_id="g2", record_statement=record) is True
+    assert services.hold_release(generation_id="g2", record_statement=record) is False
+
+    assert seen == [held, charged, again, services.Consumption(), services.Consumption()]
+    assert held == services.HoldResult(amount=4000, is_member=False)
+    assert charged == again == services.Consumption(3000, 0, 3000, 2000, 1000, False)
+    assert wallet(user) == (9000, 0)
+
+
 def test_not_enough_funds_is_402_with_affordable_tokens_and_writes_nothing(user):
     services.wallet_grant(user=user, amount=1000)
     with pytest.raises(ApplicationError) as exc:
