@@ -323,3 +323,22 @@ def test_openapi_schema_lists_billing_endpoints(en):
 
 def test_usage_days_are_billing_days():
     assert selectors.billing_day(datetime(2026, 3, 9, 16, 0, tzinfo=UTC)) == date(2026, 3, 10)
+
+
+# --- the one consumption shape ---------------------------------------------------------------------
+
+
+def test_one_consumption_shape_serves_settlements_records_and_usage_totals(user):
+    from apps.billing.api import BillingUsageDaySerializer, BillingUsageTotalsSerializer, ConsumptionSerializer
+    from apps.generation.models import Generation
+
+    consumption = selectors.Consumption(3000, 1000, 2000, 2000, 1000, True)
+    record = Generation(
+        user=user, total_cost=3000, input_cost=1000, output_cost=2000, used_daily_free=2000, used_paid=1000
+    )
+    record.member_benefit_applied = True
+    assert record.consumption() == consumption.as_api()
+    assert ConsumptionSerializer(consumption.as_api()).data == consumption.as_api()
+    assert list(ConsumptionSerializer().fields) == list(consumption.as_api())
+    assert list(BillingUsageTotalsSerializer().fields) == list(selectors.USAGE_FIELDS)
+    assert list(BillingUsageDaySerializer().fields) == ["date", *selectors.USAGE_FIELDS]
