@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 @pytest.fixture(autouse=True)
 def _clear_cache() -> None:
     """Each test starts with empty caches (shared cache and the per-process registries)."""
-    from apps.billing.services import plans_forget
+    from apps.billing.selectors import plans_forget
     from apps.providers.selectors import chains_forget
 
     cache.clear()

@@ -140,7 +140,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
-    "billing-expire-holds": {"task": "apps.billing.tasks.expire_holds", "schedule": 60.0},
+    "generations-expire": {"task": "apps.generation.tasks.generations_expire", "schedule": 60.0},
 }
 
 # --- Auth, passwords --------------------------------------------------------------------------

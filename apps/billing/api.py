@@ -93,7 +93,7 @@ class UsageQuerySerializer(serializers.Serializer):
         return {"from": serializers.DateField(required=False), "to": serializers.DateField(required=False)}
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        today = services.billing_day()
+        today = selectors.billing_day()
         end = attrs.get("to")
         start = attrs.get("from")
         if end is None:
@@ -109,27 +109,30 @@ class UsageQuerySerializer(serializers.Serializer):
         return {"from": start, "to": end}
 
 
-class BillingUsageDaySerializer(serializers.Serializer):
-    date = serializers.DateField()
+# What one generation cost: the fields of `Consumption.as_api()` (the writing API's `consumption`).
+# No docstring: drf-spectacular would publish it as the component's description.
+class ConsumptionSerializer(serializers.Serializer):
     totalCost = serializers.IntegerField()
     inputCost = serializers.IntegerField()
     outputCost = serializers.IntegerField()
     usedDailyFree = serializers.IntegerField()
     usedPaid = serializers.IntegerField()
+    memberBenefitApplied = serializers.BooleanField()
+
+
+# The consumption fields summed over the range, without `memberBenefitApplied` (a flag, not a sum),
+# then the counts.
+class BillingUsageTotalsSerializer(ConsumptionSerializer):
+    memberBenefitApplied = None  # type: ignore[assignment]  # DRF's documented way to drop an inherited field
     generations = serializers.IntegerField()
     inputChars = serializers.IntegerField()
     outputChars = serializers.IntegerField()
 
 
-class BillingUsageTotalsSerializer(serializers.Serializer):
-    totalCost = serializers.IntegerField()
-    inputCost = serializers.IntegerField()
-    outputCost = serializers.IntegerField()
-    usedDailyFree = serializers.IntegerField()
-    usedPaid = serializers.IntegerField()
-    generations = serializers.IntegerField()
-    inputChars = serializers.IntegerField()
-    outputChars = serializers.IntegerField()
+# One day's totals, its date first (declared fields would come after the inherited ones).
+class BillingUsageDaySerializer(BillingUsageTotalsSerializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {"date": serializers.DateField(), **super().get_fields()}
 
 
 class BillingUsageSerializer(serializers.Serializer):

@@ -1,18 +1,121 @@
-"""Billing reads: balance, membership summary, ledger, per-day usage. No writes here."""
+"""Billing reads: the billing day, memberships, daily quotas (with the plan cache), charges, balance,
+membership summary, ledger, per-day usage, and the ledger audit. No writes here, and no import of the
+services (they import these)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from django.db.models import Count, QuerySet, Sum
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, Window
+from django.db.models.functions import Coalesce, Lag
 from django.utils import timezone
 from rest_framework.fields import DateTimeField
 
-from apps.billing import services
-from apps.billing.models import Charge, DailyUsage, LedgerEntry, Membership, Wallet
+from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, Wallet
+
+DEFAULT_TIER = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Consumption:
+    """What one generation cost (its `Charge`, or zeros when nothing was charged)."""
+
+    total_cost: int = 0
+    input_cost: int = 0
+    output_cost: int = 0
+    used_daily_free: int = 0
+    used_paid: int = 0
+    member_benefit_applied: bool = False
+
+    def as_api(self) -> dict[str, Any]:
+        return {
+            "totalCost": self.total_cost,
+            "inputCost": self.input_cost,
+            "outputCost": self.output_cost,
+            "usedDailyFree": self.used_daily_free,
+            "usedPaid": self.used_paid,
+            "memberBenefitApplied": self.member_benefit_applied,
+        }
+
+
+# --- days, memberships, quota ------------------------------------------------------------------
+
+
+def billing_tz() -> ZoneInfo:
+    return ZoneInfo(settings.BILLING_TIMEZONE)
+
+
+def billing_day(at: datetime | None = None) -> date:
+    return timezone.localdate(at or timezone.now(), billing_tz())
+
+
+def next_reset(at: datetime | None = None) -> datetime:
+    day = billing_day(at)
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=billing_tz())
+
+
+def membership_active(*, user: Any, at: datetime | None = None) -> Membership | None:
+    at = at or timezone.now()
+    return Membership.objects.filter(user=user, starts_at__lte=at, ends_at__gt=at).order_by("-ends_at").first()
+
+
+PLAN_CACHE_SECONDS = 30
+_plans: tuple[float, dict[str, int]] = (0.0, {})
+
+
+def _plan_quotas() -> dict[str, int]:
+    """Daily quota per tier, read at most every PLAN_CACHE_SECONDS per process (plans change rarely;
+    an operator's edit is live everywhere within that time)."""
+    global _plans
+    loaded_at, quotas = _plans
+    now = time.monotonic()
+    if now - loaded_at > PLAN_CACHE_SECONDS:
+        quotas = dict(Plan.objects.values_list("tier", "daily_free_quota"))
+        _plans = (now, quotas)
+    return quotas
+
+
+def plans_forget() -> None:
+    global _plans
+    _plans = (0.0, {})
+
+
+def tier_quota(tier: str | None) -> int:
+    """The daily free quota of a membership of `tier` (None: no membership): its plan's, else the
+    setting (`BILLING_DAILY_FREE_QUOTA`, or `BILLING_MEMBER_DAILY_FREE_QUOTA` for any tier)."""
+    quota = _plan_quotas().get(DEFAULT_TIER if tier is None else tier)
+    if quota is not None:
+        return quota
+    return settings.BILLING_DAILY_FREE_QUOTA if tier is None else settings.BILLING_MEMBER_DAILY_FREE_QUOTA
+
+
+def daily_quota(*, membership: Membership | None) -> int:
+    return tier_quota(membership.tier if membership else None)
+
+
+def charge_get(*, generation_id: str) -> Consumption:
+    charge = Charge.objects.filter(generation_id=generation_id).first()
+    if charge is None:
+        return Consumption()
+    return Consumption(
+        charge.total_cost,
+        charge.input_cost,
+        charge.output_cost,
+        charge.used_daily_free,
+        charge.used_paid,
+        charge.member_benefit_applied,
+    )
+
+
+# --- balance, ledger, usage --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +132,7 @@ def membership_current(*, user: Any, at: datetime | None = None) -> MembershipSu
     """The active membership, with `expires_at` at the end of its chain of back-to-back periods
     (an extension queues a period starting when the previous one ends)."""
     at = at or timezone.now()
-    active = services.membership_active(user=user, at=at)
+    active = membership_active(user=user, at=at)
     if active is None:
         return MembershipSummary(active=False, tier=None, expires_at=None)
     end = active.ends_at
@@ -93,10 +196,10 @@ def balance_get(*, user: Any, at: datetime | None = None) -> Balance:
     hold. `dailyFree.remaining` = quota − used − held (what the next request can still take)."""
     at = at or timezone.now()
     wallet = Wallet.objects.filter(pk=user.pk).values_list("paid_balance", "paid_held").first() or (0, 0)
-    day = services.billing_day(at)
+    day = billing_day(at)
     used, held = DailyUsage.objects.filter(user=user, day=day).values_list("used", "held").first() or (0, 0)
-    membership = services.membership_active(user=user, at=at)
-    quota = services.daily_quota(membership=membership)
+    membership = membership_active(user=user, at=at)
+    quota = daily_quota(membership=membership)
     return Balance(
         paid_balance=wallet[0],
         paid_held=wallet[1],
@@ -105,7 +208,7 @@ def balance_get(*, user: Any, at: datetime | None = None) -> Balance:
             used=used,
             held=held,
             remaining=max(0, quota - used - held),
-            resets_at=services.next_reset(at),
+            resets_at=next_reset(at),
             day=day,
         ),
         membership=membership_current(user=user, at=at),
@@ -166,7 +269,280 @@ def usage_by_day(*, user: Any, start: date, end: date) -> dict[str, Any]:
     return {
         "from": start.isoformat(),
         "to": end.isoformat(),
-        "timezone": services.billing_tz().key,
+        "timezone": billing_tz().key,
         "days": days,
         "totals": totals,
     }
+
+
+def holds_expired_since(*, since: datetime) -> QuerySet[Hold, str]:
+    """The generation ids of the holds that expired since `since`, lazily: a subquery for the caller's
+    update of its own records (billing knows nothing of generations)."""
+    return Hold.objects.filter(status=Hold.Status.EXPIRED, closed_at__gte=since).values_list("generation_id", flat=True)
+
+
+# --- the ledger audit --------------------------------------------------------------------------
+
+AuditCheck = Literal["balance", "chain", "held", "daily-used", "daily-held", "charge", "negative"]
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One broken invariant of one user (`username`: "?" when the user is gone)."""
+
+    user_id: int
+    check: AuditCheck
+    message: str
+    username: str = "?"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotals:
+    wallets: int
+    entries: int
+    charges: int
+    active_holds: int
+    usage_rows: int
+    balance: int
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerAudit:
+    totals: LedgerTotals
+    mismatches: list[Mismatch]
+
+
+def ledger_audit(*, since: date | None = None) -> LedgerAudit:
+    """Check the billing invariants for every user (each check a handful of aggregate queries, whatever
+    the number of users) and return what is broken, in check order, with the books' totals:
+
+    1. `Wallet.paid_balance` = Σ `LedgerEntry.amount` of the user (and no ledger without a wallet);
+    2. the `balance_after` chain: ordered by id, each entry = previous entry's `balance_after` + `amount`
+       (the first one = its amount);
+    3. `Wallet.paid_held` = Σ `paid_part` of the user's active holds;
+    4. `DailyUsage.used` = Σ `Charge.used_daily_free` per (user, day) — from `since` when given;
+    5. `DailyUsage.held` = Σ `free_part` of active holds per (user, day);
+    6. every `Charge` with `used_paid > 0` has exactly one `charge` ledger entry of −used_paid carrying its
+       generation id (and one with `used_paid = 0` has none); no `charge` entry without its `Charge`;
+    7. no negative balance, held or daily usage, and nothing held beyond the balance.
+    """
+    found = [
+        *_check_wallet_vs_ledger(),
+        *_check_ledger_chain(),
+        *_check_held(),
+        *_check_daily_used(since),
+        *_check_daily_held(),
+        *_check_charges_vs_ledger(),
+        *_check_negative(),
+    ]
+    sums = Wallet.objects.aggregate(balance=Sum("paid_balance"), held=Sum("paid_held"), wallets=Count("pk"))
+    totals = LedgerTotals(
+        wallets=sums["wallets"],
+        entries=LedgerEntry.objects.count(),
+        charges=Charge.objects.count(),
+        active_holds=Hold.objects.filter(status=Hold.Status.ACTIVE).count(),
+        usage_rows=DailyUsage.objects.count(),
+        balance=sums["balance"] or 0,
+        held=sums["held"] or 0,
+    )
+    if found:
+        user_model = get_user_model()
+        names = dict(
+            user_model.objects.filter(pk__in={m.user_id for m in found}).values_list("pk", user_model.USERNAME_FIELD)
+        )
+        found = [replace(m, username=names.get(m.user_id, "?")) for m in found]
+    return LedgerAudit(totals=totals, mismatches=found)
+
+
+def _sum_of(qs: QuerySet[Any], field: str, *, by: str) -> Coalesce:
+    """`Coalesce((SELECT SUM(field) FROM qs GROUP BY by), 0)` as a correlated subquery."""
+    return Coalesce(
+        Subquery(qs.order_by().values(by).annotate(total=Sum(field)).values("total")[:1], output_field=IntegerField()),
+        Value(0),
+    )
+
+
+def _fetch(sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params or [])
+        return cursor.fetchall()
+
+
+def _check_wallet_vs_ledger() -> list[Mismatch]:
+    rows = _fetch(
+        f"""
+        SELECT w.user_id, w.paid_balance, COALESCE(l.total, 0)
+        FROM {Wallet._meta.db_table} w
+        LEFT JOIN (SELECT user_id, SUM(amount) AS total FROM {LedgerEntry._meta.db_table} GROUP BY user_id) l
+            ON l.user_id = w.user_id
+        WHERE w.paid_balance <> COALESCE(l.total, 0)
+        ORDER BY w.user_id
+        """  # noqa: S608 (table names from model metadata)
+    )
+    out = [
+        Mismatch(uid, "balance", f"wallet paid_balance {balance} ≠ Σ ledger {total}") for uid, balance, total in rows
+    ]
+    orphans = (
+        LedgerEntry.objects.filter(~Exists(Wallet.objects.filter(user_id=OuterRef("user_id"))))
+        .values("user_id")
+        .annotate(total=Sum("amount"), n=Count("id"))
+        .values_list("user_id", "total", "n")
+    )
+    out += [
+        Mismatch(uid, "balance", f"no wallet, but {n} ledger entries summing to {total}") for uid, total, n in orphans
+    ]
+    return out
+
+
+def _check_ledger_chain() -> list[Mismatch]:
+    rows = (
+        LedgerEntry.objects.annotate(
+            previous=Window(Lag("balance_after"), partition_by=[F("user_id")], order_by=F("id").asc())
+        )
+        .annotate(expected=Coalesce(F("previous"), Value(0)) + F("amount"))
+        .exclude(balance_after=F("expected"))
+        .values_list("user_id", "id", "kind", "amount", "balance_after", "expected")
+        .order_by("user_id", "id")
+    )
+    return [
+        Mismatch(uid, "chain", f"ledger entry {eid} ({kind} {amount:+d}) has balance_after {after}, expected {exp}")
+        for uid, eid, kind, amount, after, exp in rows
+    ]
+
+
+def _check_held() -> list[Mismatch]:
+    holds = Hold.objects.filter(user_id=OuterRef("user_id"), status=Hold.Status.ACTIVE)
+    rows = (
+        Wallet.objects.annotate(held_sum=_sum_of(holds, "paid_part", by="user_id"))
+        .exclude(paid_held=F("held_sum"))
+        .values_list("user_id", "paid_held", "held_sum")
+    )
+    out = [
+        Mismatch(uid, "held", f"wallet paid_held {held} ≠ Σ paid part of active holds {total}")
+        for uid, held, total in rows
+    ]
+    orphans = (
+        Hold.objects.filter(status=Hold.Status.ACTIVE, paid_part__gt=0)
+        .filter(~Exists(Wallet.objects.filter(user_id=OuterRef("user_id"))))
+        .values("user_id")
+        .annotate(total=Sum("paid_part"))
+        .values_list("user_id", "total")
+    )
+    out += [Mismatch(uid, "held", f"no wallet, but active holds of {total} paid") for uid, total in orphans]
+    return out
+
+
+def _check_daily_used(since: date | None) -> list[Mismatch]:
+    charges = Charge.objects.all()
+    if since is not None:
+        charges = charges.filter(day__gte=since)
+    day_filter = "AND u.day >= %s" if since is not None else ""
+    rows = _fetch(
+        f"""
+        SELECT u.user_id, u.day, u.used, COALESCE(c.total, 0)
+        FROM {DailyUsage._meta.db_table} u
+        LEFT JOIN (
+            SELECT user_id, day, SUM(used_daily_free) AS total FROM {Charge._meta.db_table} GROUP BY user_id, day
+        ) c ON c.user_id = u.user_id AND c.day = u.day
+        WHERE u.used <> COALESCE(c.total, 0) {day_filter}
+        ORDER BY u.user_id, u.day
+        """,  # noqa: S608 (table names from model metadata, values as parameters)
+        [since] if since is not None else [],
+    )
+    out = [
+        Mismatch(uid, "daily-used", f"{day}: daily usage used {used} ≠ Σ charges' usedDailyFree {charged}")
+        for uid, day, used, charged in rows
+    ]
+    orphans = (
+        charges.filter(used_daily_free__gt=0)
+        .filter(~Exists(DailyUsage.objects.filter(user_id=OuterRef("user_id"), day=OuterRef("day"))))
+        .values("user_id", "day")
+        .annotate(total=Sum("used_daily_free"))
+        .values_list("user_id", "day", "total")
+    )
+    out += [
+        Mismatch(uid, "daily-used", f"{day}: no daily usage row, but charges used {total} free")
+        for uid, day, total in orphans
+    ]
+    return out
+
+
+def _check_daily_held() -> list[Mismatch]:
+    # Both sides are small (in-flight holds, rows with something held), so compare them in Python.
+    expected = {
+        (uid, day): total
+        for uid, day, total in Hold.objects.filter(status=Hold.Status.ACTIVE, free_part__gt=0)
+        .values("user_id", "day")
+        .annotate(total=Sum("free_part"))
+        .values_list("user_id", "day", "total")
+    }
+    actual = {
+        (uid, day): held for uid, day, held in DailyUsage.objects.exclude(held=0).values_list("user_id", "day", "held")
+    }
+    out: list[Mismatch] = []
+    for key in sorted(expected.keys() | actual.keys(), key=lambda k: (k[0], k[1])):
+        if expected.get(key, 0) != actual.get(key, 0):
+            out.append(
+                Mismatch(
+                    key[0],
+                    "daily-held",
+                    f"{key[1]}: daily usage held {actual.get(key, 0)} ≠ Σ free part of active holds "
+                    f"{expected.get(key, 0)}",
+                )
+            )
+    return out
+
+
+def _check_charges_vs_ledger() -> list[Mismatch]:
+    # One hash join of the charges with the ledger's charge entries grouped by generation (a
+    # correlated subquery per charge is several times slower at 100k charges).
+    charge, ledger = Charge._meta.db_table, LedgerEntry._meta.db_table
+    sql = f"""
+        SELECT c.user_id, c.generation_id, c.used_paid, COALESCE(l.n, 0), COALESCE(l.total, 0)
+        FROM {charge} c
+        LEFT JOIN (
+            SELECT user_id, generation_id, COUNT(*) AS n, SUM(amount) AS total
+            FROM {ledger} WHERE kind = %s GROUP BY user_id, generation_id
+        ) l ON l.generation_id = c.generation_id AND l.user_id = c.user_id
+        WHERE COALESCE(l.n, 0) <> CASE WHEN c.used_paid > 0 THEN 1 ELSE 0 END
+           OR COALESCE(l.total, 0) <> -c.used_paid
+        ORDER BY c.user_id, c.generation_id
+    """  # noqa: S608 (table names from model metadata, values as parameters)
+    rows = _fetch(sql, [LedgerEntry.Kind.CHARGE])
+    out = [
+        Mismatch(uid, "charge", f"charge {gid} used_paid {paid}: {n} ledger charge entries summing to {charged}")
+        for uid, gid, paid, n, charged in rows
+    ]
+    orphans = (
+        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CHARGE)
+        .filter(~Exists(Charge.objects.filter(generation_id=OuterRef("generation_id"), user_id=OuterRef("user_id"))))
+        .values_list("user_id", "id", "generation_id", "amount")
+    )
+    out += [
+        Mismatch(uid, "charge", f"ledger charge entry {eid} ({amount:+d}) for {gid or '—'} has no charge record")
+        for uid, eid, gid, amount in orphans
+    ]
+    return out
+
+
+def _check_negative() -> list[Mismatch]:
+    out = [
+        Mismatch(uid, "negative", f"paid_balance {balance}, paid_held {held}")
+        for uid, balance, held in Wallet.objects.filter(
+            Q(paid_balance__lt=0) | Q(paid_held__lt=0) | Q(paid_held__gt=F("paid_balance"))
+        ).values_list("user_id", "paid_balance", "paid_held")
+    ]
+    out += [
+        Mismatch(uid, "negative", f"ledger entry {eid} has balance_after {after}")
+        for uid, eid, after in LedgerEntry.objects.filter(balance_after__lt=0).values_list(
+            "user_id", "id", "balance_after"
+        )
+    ]
+    out += [
+        Mismatch(uid, "negative", f"{day}: daily usage used {used}, held {held}")
+        for uid, day, used, held in DailyUsage.objects.filter(Q(used__lt=0) | Q(held__lt=0)).values_list(
+            "user_id", "day", "used", "held"
+        )
+    ]
+    return out

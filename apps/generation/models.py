@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from apps.billing.selectors import Consumption
+
 
 def new_generation_id() -> str:
     return "gen_" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
@@ -68,14 +70,15 @@ class Generation(models.Model):
         return self.public_id
 
     def consumption(self) -> dict[str, object]:
-        return {
-            "totalCost": self.total_cost,
-            "inputCost": self.input_cost,
-            "outputCost": self.output_cost,
-            "usedDailyFree": self.used_daily_free,
-            "usedPaid": self.used_paid,
-            "memberBenefitApplied": self.member_benefit_applied,
-        }
+        """The record's cost as the API shows it: billing's `Consumption`, in its one API shape."""
+        return Consumption(
+            self.total_cost,
+            self.input_cost,
+            self.output_cost,
+            self.used_daily_free,
+            self.used_paid,
+            self.member_benefit_applied,
+        ).as_api()
 
 
 # --- roleplay: personas, chats, messages ----------------------------------------------------------

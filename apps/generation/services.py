@@ -229,7 +229,7 @@ def generation_open(*, prepared: Prepared, user: Any, stream: bool, mode: str, *
             pricing=pricing_of(primary),
             input_chars=input_chars,
             max_tokens=prepared.max_tokens,
-            also=record,
+            record_statement=record,
         )
     prepared.generation_id = generation_id
     prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
@@ -317,11 +317,11 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
             pricing=pricing_of(target),
             input_chars=input_chars,
             output_chars=output_chars,
-            also=record,
+            record_statement=record,
         )
     else:
         consumption = billing.Consumption()
-        billing.hold_release(generation_id=prepared.generation_id, also=record(consumption))
+        billing.hold_release(generation_id=prepared.generation_id, record_statement=record)
     return Finished(
         consumption=consumption.as_api(),
         usage={

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from apps.billing import services
+from apps.billing import selectors
 from apps.billing.models import LedgerEntry, Membership, Wallet
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _fresh_plan_quotas():
     """Services may cache plan quotas per process; exact numbers here assume none is cached."""
-    forget = getattr(services, "plans_forget", None)
+    forget = getattr(selectors, "plans_forget", None)
     if forget is not None:
         forget()
     yield

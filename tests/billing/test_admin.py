@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
 from django.test import Client
 
-from apps.billing import services
+from apps.billing import selectors, services
 from apps.billing.models import LedgerEntry, RedemptionCode, Wallet
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _fresh_plan_quotas():
     """Services may cache plan quotas per process; exact numbers here assume none is cached."""
-    forget = getattr(services, "plans_forget", None)
+    forget = getattr(selectors, "plans_forget", None)
     if forget is not None:
         forget()
     yield

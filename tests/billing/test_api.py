@@ -10,7 +10,7 @@ from unittest import mock
 import pytest
 from django.db import transaction
 
-from apps.billing import services
+from apps.billing import selectors, services
 from apps.billing.models import Charge, LedgerEntry, Membership, RedemptionCode
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _fresh_plan_quotas():
     """Services may cache plan quotas per process; exact numbers here assume none is cached."""
-    forget = getattr(services, "plans_forget", None)
+    forget = getattr(selectors, "plans_forget", None)
     if forget is not None:
         forget()
     yield
@@ -303,7 +303,7 @@ def test_users_see_only_their_own_billing(en, user, other_user, make_client):
     assert en.get("/api/v1/billing/balance").json()["membership"]["active"] is False
     ledger = en.get("/api/v1/billing/ledger").json()
     assert ledger["total"] == 1 and ledger["items"][0]["amount"] == 5
-    today = services.billing_day().isoformat()
+    today = selectors.billing_day().isoformat()
     usage = en.get(f"/api/v1/billing/usage?from={today}&to={today}").json()
     assert usage["totals"]["generations"] == 0 and Charge.objects.filter(user=other_user).count() == 1
 
@@ -322,4 +322,23 @@ def test_openapi_schema_lists_billing_endpoints(en):
 
 
 def test_usage_days_are_billing_days():
-    assert services.billing_day(datetime(2026, 3, 9, 16, 0, tzinfo=UTC)) == date(2026, 3, 10)
+    assert selectors.billing_day(datetime(2026, 3, 9, 16, 0, tzinfo=UTC)) == date(2026, 3, 10)
+
+
+# --- the one consumption shape ---------------------------------------------------------------------
+
+
+def test_one_consumption_shape_serves_settlements_records_and_usage_totals(user):
+    from apps.billing.api import BillingUsageDaySerializer, BillingUsageTotalsSerializer, ConsumptionSerializer
+    from apps.generation.models import Generation
+
+    consumption = selectors.Consumption(3000, 1000, 2000, 2000, 1000, True)
+    record = Generation(
+        user=user, total_cost=3000, input_cost=1000, output_cost=2000, used_daily_free=2000, used_paid=1000
+    )
+    record.member_benefit_applied = True
+    assert record.consumption() == consumption.as_api()
+    assert ConsumptionSerializer(consumption.as_api()).data == consumption.as_api()
+    assert list(ConsumptionSerializer().fields) == list(consumption.as_api())
+    assert list(BillingUsageTotalsSerializer().fields) == list(selectors.USAGE_FIELDS)
+    assert list(BillingUsageDaySerializer().fields) == ["date", *selectors.USAGE_FIELDS]

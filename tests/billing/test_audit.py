@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.db.models import F
 
-from apps.billing import services
+from apps.billing import selectors, services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Wallet
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _fresh_plan_quotas():
     """Services may cache plan quotas per process; exact numbers here assume none is cached."""
-    forget = getattr(services, "plans_forget", None)
+    forget = getattr(selectors, "plans_forget", None)
     if forget is not None:
         forget()
     yield
@@ -165,3 +165,18 @@ def test_since_limits_the_daily_usage_check(books):
     assert "OK: no mismatches" in out.getvalue()
     with pytest.raises(CommandError):
         call_command("billing_audit", "--since", day.isoformat(), stdout=StringIO())
+
+
+def test_the_checks_are_a_selector_returning_typed_findings(books):
+    """`selectors.ledger_audit` is what the command prints (and what a periodic reconciler can reuse)."""
+    alice, _ = books
+    Wallet.objects.filter(pk=alice.pk).update(paid_balance=F("paid_balance") + 1000)
+
+    audit = selectors.ledger_audit()
+
+    assert audit.mismatches == [
+        selectors.Mismatch(alice.pk, "balance", "wallet paid_balance 10200 ≠ Σ ledger 9200", username="alice")
+    ]
+    assert audit.totals == selectors.LedgerTotals(
+        wallets=2, entries=7, charges=2, active_holds=2, usage_rows=2, balance=19_100, held=1600
+    )

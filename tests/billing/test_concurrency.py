@@ -30,7 +30,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import Count, Sum
 
-from apps.billing import services
+from apps.billing import selectors, services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Wallet
 from apps.core.errors import ApplicationError
 from apps.generation.models import Generation
@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 @pytest.fixture(autouse=True)
 def _fresh_plan_quotas():
     """Services may cache plan quotas per process; exact numbers here assume none is cached."""
-    forget = getattr(services, "plans_forget", None)
+    forget = getattr(selectors, "plans_forget", None)
     if forget is not None:
         forget()
     yield

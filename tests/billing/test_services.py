@@ -1,5 +1,5 @@
 """Billing services with exact numbers: holds, settlement, release, expiry, the day boundary, grants and
-adjustments, memberships, redemption codes, and the expiry task.
+adjustments, memberships and redemption codes (the expiry task: tests/generation/test_tasks.py).
 
 Defaults (settings): daily free quota 2 000 (member 10 000), input free threshold 10 000, hold 4
 characters per token, ratios 1/1 unless stated.
@@ -15,11 +15,9 @@ import pytest
 from django.db import transaction
 from django.utils import translation
 
-from apps.billing import services, tasks
+from apps.billing import selectors, services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
-from apps.billing.selectors import membership_summary
 from apps.core.errors import ApplicationError
-from apps.generation.models import Generation
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +32,7 @@ def _english():
 @pytest.fixture(autouse=True)
 def _fresh_plan_quotas():
     """Services may cache plan quotas per process; exact numbers here assume none is cached."""
-    forget = getattr(services, "plans_forget", None)
+    forget = getattr(selectors, "plans_forget", None)
     if forget is not None:
         forget()
     yield
@@ -64,7 +62,7 @@ def wallet(user):
 
 
 def usage(user, day=None):
-    day = day or services.billing_day()
+    day = day or selectors.billing_day()
     return DailyUsage.objects.filter(user=user, day=day).values_list("used", "held").first()
 
 
@@ -226,6 +224,36 @@ def test_unknown_generation_settles_and_releases_to_nothing(user):
     assert not Charge.objects.exists()
 
 
+def test_the_record_statement_runs_with_the_writes_active_or_not(user):
+    """The caller's record statement gets billing's outcome (a release charges nothing) and runs in
+    billing's transaction, whether the hold was still active or not."""
+    services.wallet_grant(user=user, amount=10_000)
+    seen = []
+
+    def record(outcome):
+        seen.append(outcome)
+        return "UPDATE billing_plan SET daily_free_quota = 0 WHERE tier = %s", ["no such tier"]
+
+    with transaction.atomic():
+        held = services.hold_place(
+            user=user, generation_id="g1", pricing=PAID, input_chars=0, max_tokens=1000, record_statement=record
+        )
+    charged = services.charge_settle(
+        generation_id="g1", pricing=PAID, input_chars=0, output_chars=3000, record_statement=record
+    )
+    again = services.charge_settle(
+        generation_id="g1", pricing=PAID, input_chars=0, output_chars=3000, record_statement=record
+    )
+    place(user, "g2", max_tokens=10)
+    assert services.hold_release(generation_id="g2", record_statement=record) is True
+    assert services.hold_release(generation_id="g2", record_statement=record) is False
+
+    assert seen == [held, charged, again, services.Consumption(), services.Consumption()]
+    assert held == services.HoldResult(amount=4000, is_member=False)
+    assert charged == again == services.Consumption(3000, 0, 3000, 2000, 1000, False)
+    assert wallet(user) == (9000, 0)
+
+
 def test_not_enough_funds_is_402_with_affordable_tokens_and_writes_nothing(user):
     services.wallet_grant(user=user, amount=1000)
     with pytest.raises(ApplicationError) as exc:
@@ -283,33 +311,16 @@ def test_expiry_sweep_releases_only_expired_active_holds(user):
     assert services.holds_expire(now=datetime(2026, 3, 10, 4, 30, 1, tzinfo=UTC)) == []
 
 
-def test_expire_task_fails_pending_generations_once(user):
-    record = Generation.objects.create(user=user, model_requested="m")
-    done = Generation.objects.create(user=user, model_requested="m", status=Generation.Status.SUCCEEDED)
-    services.wallet_grant(user=user, amount=10_000)
-    place(user, record.public_id, max_tokens=1000)
-    place(user, done.public_id, max_tokens=10)
-    Hold.objects.update(expires_at=datetime(2020, 1, 1, tzinfo=UTC))
-
-    assert tasks.expire_holds.apply().get() == {"released": 2, "generationsFailed": 1}
-
-    record.refresh_from_db()
-    assert (record.status, record.error_code) == ("failed", "hold_expired")
-    assert Generation.objects.get(pk=done.pk).status == "succeeded"
-    assert wallet(user) == (10_000, 0)
-    assert tasks.expire_holds() == {"released": 0, "generationsFailed": 0}
-
-
 # --- the day boundary (Asia/Shanghai) ---------------------------------------------------------
 
 
 def test_billing_day_and_reset_follow_shanghai_midnight():
     before = datetime(2026, 1, 1, 15, 59, 59, tzinfo=UTC)  # 23:59:59 in Shanghai
     after = datetime(2026, 1, 1, 16, 0, 0, tzinfo=UTC)  # 00:00:00 on 2 January in Shanghai
-    assert services.billing_day(before) == date(2026, 1, 1)
-    assert services.billing_day(after) == date(2026, 1, 2)
-    assert services.next_reset(before) == datetime(2026, 1, 1, 16, 0, tzinfo=UTC)
-    assert services.next_reset(after) == datetime(2026, 1, 2, 16, 0, tzinfo=UTC)
+    assert selectors.billing_day(before) == date(2026, 1, 1)
+    assert selectors.billing_day(after) == date(2026, 1, 2)
+    assert selectors.next_reset(before) == datetime(2026, 1, 1, 16, 0, tzinfo=UTC)
+    assert selectors.next_reset(after) == datetime(2026, 1, 2, 16, 0, tzinfo=UTC)
 
 
 def test_free_quota_renews_at_shanghai_midnight(user):
@@ -385,7 +396,7 @@ def test_membership_extensions_stack_end_to_end(user):
         services.membership_extend(user=user, days=30)
         services.membership_extend(user=user, days=10)
         services.membership_extend(user=user, days=5)
-        summary = membership_summary(user=user)
+        summary = selectors.membership_summary(user=user)
     periods = list(Membership.objects.order_by("starts_at").values_list("starts_at", "ends_at"))
     assert periods == [
         (now, now + timedelta(days=30)),
@@ -406,17 +417,17 @@ def test_membership_after_a_lapse_starts_now(user):
 
 
 def test_no_membership_summary(user):
-    assert membership_summary(user=user) == {"active": False, "tier": None, "expiresAt": None}
+    assert selectors.membership_summary(user=user) == {"active": False, "tier": None, "expiresAt": None}
 
 
 def test_member_gets_the_member_quota_then_default_after_expiry(user):
     now = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)
     with at(now.isoformat()):
         services.membership_extend(user=user, days=1)
-        assert services.daily_quota(membership=services.membership_active(user=user)) == 10_000
+        assert selectors.daily_quota(membership=selectors.membership_active(user=user)) == 10_000
     with at((now + timedelta(days=1)).isoformat()):
-        assert services.membership_active(user=user) is None
-        assert services.daily_quota(membership=None) == 2000
+        assert selectors.membership_active(user=user) is None
+        assert selectors.daily_quota(membership=None) == 2000
 
 
 # --- redemption codes -------------------------------------------------------------------------
@@ -428,7 +439,7 @@ def test_redeem_credits_once(user, other_user):
     assert redeemed.redeemed_by == user
     entry = LedgerEntry.objects.get()
     assert (entry.kind, entry.amount, entry.balance_after) == ("redeem", 500, 500)
-    assert membership_summary(user=user)["active"] is True
+    assert selectors.membership_summary(user=user)["active"] is True
 
     for who in (user, other_user):
         with pytest.raises(ApplicationError) as exc:

@@ -1,4 +1,4 @@
-"""Periodic billing tasks (scheduled by `CELERY_BEAT_SCHEDULE`). Thin wrappers over services; safe to
+"""Periodic generation tasks (scheduled by `CELERY_BEAT_SCHEDULE`). Thin wrappers over services; safe to
 run twice or concurrently (every release re-checks the hold's status under its row lock)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from apps.billing import services
-from apps.billing.models import Hold
+from apps.billing import selectors as billing_selectors
+from apps.billing import services as billing
+from apps.generation.models import Generation
 
 SWEEP_BATCH = 500
 SWEEP_SECONDS = 40.0  # stay well inside the 60 s schedule
@@ -18,13 +19,11 @@ CATCH_UP_WINDOW = timedelta(days=1)
 HOLD_EXPIRED = "hold_expired"
 
 
-def generations_mark_expired(*, since: datetime | None = None) -> int:
+def _generations_fail_expired(*, since: datetime | None = None) -> int:
     """Pending generation records whose hold expired (within `CATCH_UP_WINDOW`, so a sweep that crashed
     between releasing and marking is caught up by the next one) become `failed` / `hold_expired`."""
-    from apps.generation.models import Generation
-
     since = since or timezone.now() - CATCH_UP_WINDOW
-    expired = Hold.objects.filter(status=Hold.Status.EXPIRED, closed_at__gte=since).values("generation_id")
+    expired = billing_selectors.holds_expired_since(since=since)
     return Generation.objects.filter(public_id__in=expired, status=Generation.Status.PENDING).update(
         status=Generation.Status.FAILED,
         error_code=HOLD_EXPIRED,
@@ -33,15 +32,15 @@ def generations_mark_expired(*, since: datetime | None = None) -> int:
     )
 
 
-@shared_task(name="apps.billing.tasks.expire_holds", soft_time_limit=50, time_limit=58, ignore_result=True)
-def expire_holds() -> dict[str, int]:
+@shared_task(name="apps.generation.tasks.generations_expire", soft_time_limit=50, time_limit=58, ignore_result=True)
+def generations_expire() -> dict[str, int]:
     """Release holds past their expiry (a crashed process left them) and fail their generations."""
     started = time.monotonic()
     released: list[str] = []
     while time.monotonic() - started < SWEEP_SECONDS:
-        batch = services.holds_expire(limit=SWEEP_BATCH)
+        batch = billing.holds_expire(limit=SWEEP_BATCH)
         released += batch
         if len(batch) < SWEEP_BATCH:
             break
-    failed = generations_mark_expired()
+    failed = _generations_fail_expired()
     return {"released": len(released), "generationsFailed": failed}
