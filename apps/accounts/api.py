@@ -14,7 +14,8 @@ from rest_framework.views import APIView
 
 from apps.accounts import selectors, services
 from apps.accounts.models import ApiToken
-from apps.billing.selectors import membership_summary
+from apps.billing.api import MembershipSummarySerializer
+from apps.billing.selectors import membership_current
 from apps.core.api.pagination import PagePagination
 from apps.core.api.throttling import ScopedRateThrottle
 from apps.core.api.views import request_user
@@ -107,6 +108,6 @@ class MeView(APIView):
             "id": user.pk,
             "username": user.get_username(),
             "permissions": selectors.user_permission_strings(user=user),
-            "membership": membership_summary(user=user),
+            "membership": MembershipSummarySerializer(membership_current(user=user).as_api()).data,
         }
         return Response(self.OutputSerializer(body).data)

@@ -17,7 +17,6 @@ from django.db import connection
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, Window
 from django.db.models.functions import Coalesce, Lag
 from django.utils import timezone
-from rest_framework.fields import DateTimeField
 
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, Wallet
 
@@ -142,15 +141,6 @@ def membership_current(*, user: Any, at: datetime | None = None) -> MembershipSu
             break  # a gap: the membership lapses at `end`
         end = max(end, period[1])
     return MembershipSummary(active=True, tier=active.tier, expires_at=end)
-
-
-def membership_summary(*, user: Any) -> dict[str, Any]:
-    """`{"active", "tier", "expiresAt"}` for `/auth/me`, JSON-ready (`expiresAt` formatted exactly as
-    DRF's `DateTimeField` formats it elsewhere, e.g. in `/billing/balance`)."""
-    summary = membership_current(user=user).as_api()
-    if summary["expiresAt"] is not None:
-        summary["expiresAt"] = DateTimeField().to_representation(summary["expiresAt"])
-    return summary
 
 
 @dataclass(frozen=True, slots=True)

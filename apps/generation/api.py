@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateWriting
+from apps.billing.api import ConsumptionSerializer
 from apps.core.api.fields import ScalarToString
 from apps.core.api.pagination import PagePagination
 from apps.core.api.renderers import EventStreamRenderer, JSONRenderer, dumps
@@ -65,15 +66,6 @@ class UsageSerializer(serializers.Serializer):
     promptTokens = serializers.IntegerField()
     completionTokens = serializers.IntegerField()
     totalTokens = serializers.IntegerField()
-
-
-class ConsumptionSerializer(serializers.Serializer):
-    totalCost = serializers.IntegerField()
-    inputCost = serializers.IntegerField()
-    outputCost = serializers.IntegerField()
-    usedDailyFree = serializers.IntegerField()
-    usedPaid = serializers.IntegerField()
-    memberBenefitApplied = serializers.BooleanField()
 
 
 class WritingOutputSerializer(serializers.Serializer):
@@ -216,7 +208,7 @@ class GenerationSummarySerializer(serializers.Serializer):
         }
 
     def get_consumption(self, obj: Generation) -> dict[str, Any]:
-        return obj.consumption()
+        return obj.consumption().as_api()
 
     def get_error(self, obj: Generation) -> dict[str, str] | None:
         return {"code": obj.error_code, "message": obj.error_message} if obj.error_code else None

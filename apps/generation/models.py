@@ -69,8 +69,8 @@ class Generation(models.Model):
     def __str__(self) -> str:
         return self.public_id
 
-    def consumption(self) -> dict[str, object]:
-        """The record's cost as the API shows it: billing's `Consumption`, in its one API shape."""
+    def consumption(self) -> Consumption:
+        """The record's cost: billing's `Consumption` (its `as_api()` is the one API shape)."""
         return Consumption(
             self.total_cost,
             self.input_cost,
@@ -78,7 +78,7 @@ class Generation(models.Model):
             self.used_daily_free,
             self.used_paid,
             self.member_benefit_applied,
-        ).as_api()
+        )
 
 
 # --- roleplay: personas, chats, messages ----------------------------------------------------------

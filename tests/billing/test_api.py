@@ -337,7 +337,7 @@ def test_one_consumption_shape_serves_settlements_records_and_usage_totals(user)
         user=user, total_cost=3000, input_cost=1000, output_cost=2000, used_daily_free=2000, used_paid=1000
     )
     record.member_benefit_applied = True
-    assert record.consumption() == consumption.as_api()
+    assert record.consumption() == consumption
     assert ConsumptionSerializer(consumption.as_api()).data == consumption.as_api()
     assert list(ConsumptionSerializer().fields) == list(consumption.as_api())
     assert list(BillingUsageTotalsSerializer().fields) == list(selectors.USAGE_FIELDS)
