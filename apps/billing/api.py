@@ -118,12 +118,17 @@ class ConsumptionSerializer(serializers.Serializer):
     usedDailyFree = serializers.IntegerField()
     usedPaid = serializers.IntegerField()
     memberBenefitApplied = serializers.BooleanField()
+    stoppedByBalance = serializers.BooleanField(
+        help_text="The output was cut where the user's characters ran out (finishReason `length`); the "
+        "charge is exactly what was delivered."
+    )
 
 
-# The consumption fields summed over the range, without `memberBenefitApplied` (a flag, not a sum),
-# then the counts.
+# The consumption fields summed over the range, without the flags (`memberBenefitApplied`,
+# `stoppedByBalance`: not sums), then the counts.
 class BillingUsageTotalsSerializer(ConsumptionSerializer):
     memberBenefitApplied = None  # type: ignore[assignment]  # DRF's documented way to drop an inherited field
+    stoppedByBalance = None  # type: ignore[assignment]
     generations = serializers.IntegerField()
     inputChars = serializers.IntegerField()
     outputChars = serializers.IntegerField()

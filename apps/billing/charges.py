@@ -14,7 +14,12 @@ Rules (see ``docs/billing.md`` for worked examples):
   nothing depends on how much it saved). Free models never set it.
 * Free models cost 0 for input and output and consume nothing.
 * ``total_cost = input_cost + output_cost``; paid from the daily free quota first, then the paid balance.
-* Holds reserve ``input_cost + output cost of (max_tokens × hold_chars_per_token) characters``.
+* Holds are metered (:func:`plan_hold`): a call is refused only when not even its input cost plus the
+  cost of one output character can be paid (members and free models: the input cost); otherwise it
+  holds ``input_cost + min(worst-case output cost, what is left)``, where the worst case is the
+  output cost of ``max_tokens × hold_chars_per_token`` characters (:func:`hold_amount`). The output is
+  metered against the hold (:func:`affordable_output_chars`) and the hold grows in steps
+  (:func:`extension_request`) until nothing more can be held.
 
 Characters are Unicode code points (:func:`count_chars`).
 """
@@ -140,35 +145,72 @@ def hold_amount(
     ).total_cost
 
 
-def max_affordable_tokens(
-    *,
-    available: int,
-    input_cost: int,
-    output_ratio: Decimal,
-    hold_chars_per_token: int,
-    is_member: bool,
-    is_free_model: bool,
-    cap: int,
-) -> int:
-    """The largest ``max_tokens`` in ``[0, cap]`` whose hold fits in ``available`` (free quota + balance).
+# --- metering -----------------------------------------------------------------------------------
 
-    ``input_cost`` is the (already thresholded) input cost of the request. Returns 0 when not even the
-    input cost fits. A free model holds nothing, so it returns ``cap`` whatever ``input_cost`` says;
-    a member (or ``hold_chars_per_token == 0``) holds no output, so it returns ``cap`` once the input
-    fits. Otherwise it solves ``input_cost + ⌈t × h × q / p⌉ ≤ available`` for the largest integer ``t``:
-    since the right side is an integer, that is ``t × h × q ≤ (available − input_cost) × p``.
-    """
-    _check_count("available", available)
-    _check_count("input_cost", input_cost)
-    _check_count("hold_chars_per_token", hold_chars_per_token)
-    _check_count("cap", cap)
-    numerator, denominator = _ratio_fraction("output_ratio", output_ratio)
 
-    if is_free_model:
-        return cap
-    if input_cost > available:
+def output_cost(*, output_chars: int, output_ratio: Decimal, is_member: bool, is_free_model: bool) -> int:
+    """The output part of :func:`compute_charge` alone: ``⌈output_chars / output_ratio⌉`` (0 for a
+    member or a free model)."""
+    _check_count("output_chars", output_chars)
+    fraction = _ratio_fraction("output_ratio", output_ratio)
+    if is_member or is_free_model:
         return 0
-    if is_member or hold_chars_per_token == 0:
-        return cap
-    budget = available - input_cost
-    return min(cap, budget * numerator // (hold_chars_per_token * denominator))
+    return _ceil_div_by_ratio(output_chars, fraction)
+
+
+def one_char_cost(*, output_ratio: Decimal, is_member: bool, is_free_model: bool) -> int:
+    """What the first output character costs: ``⌈1 / output_ratio⌉`` (1 for ratio ≥ 1, 2 for 0.5; 0 for
+    a member or a free model)."""
+    return output_cost(output_chars=1, output_ratio=output_ratio, is_member=is_member, is_free_model=is_free_model)
+
+
+def affordable_output_chars(*, budget: int, output_ratio: Decimal) -> int:
+    """The most output characters whose cost fits in ``budget``: the largest ``c`` with
+    ``⌈c × q / p⌉ ≤ budget`` for the ratio ``p / q``, i.e. ``c ≤ budget × p / q`` (the right side of
+    ``⌈x⌉ ≤ n`` being an integer), so ``⌊budget × p / q⌋``; 0 for a budget ≤ 0."""
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise TypeError(f"budget must be an int, got {type(budget).__name__}")
+    numerator, denominator = _ratio_fraction("output_ratio", output_ratio)
+    return max(0, budget) * numerator // denominator
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPlan:
+    """What to reserve for a call, or why not: ``amount`` is 0 and ``refused`` is true when not even
+    ``required`` (the input cost plus one output character's cost) fits in what is available."""
+
+    amount: int
+    required: int
+    covers_worst: bool
+    refused: bool = False
+
+
+def plan_hold(*, input_cost: int, worst_output_cost: int, one_char_cost: int, available: int) -> HoldPlan:
+    """Hold what can be paid, not the worst case (SPEC §9).
+
+    ``required = input_cost + one_char_cost`` when output is charged (``worst_output_cost > 0``), else
+    ``input_cost``. Refused when ``required > available``; otherwise the hold is
+    ``input_cost + min(worst_output_cost, available − input_cost)`` and ``covers_worst`` says whether
+    that is the whole worst case (a user with enough funds sees no difference from a worst-case hold).
+    """
+    for name, value in (
+        ("input_cost", input_cost),
+        ("worst_output_cost", worst_output_cost),
+        ("one_char_cost", one_char_cost),
+        ("available", available),
+    ):
+        _check_count(name, value)
+    required = input_cost + (one_char_cost if worst_output_cost > 0 else 0)
+    if required > available:
+        return HoldPlan(amount=0, required=required, covers_worst=False, refused=True)
+    output = min(worst_output_cost, available - input_cost)
+    return HoldPlan(amount=input_cost + output, required=required, covers_worst=output == worst_output_cost)
+
+
+def extension_request(*, shortfall: int, output_budget: int, min_step: int) -> int:
+    """How much more to ask for when the metered output needs ``shortfall`` more than the hold's
+    ``output_budget``: at least the shortfall, and at least the budget again (doubling it, so a long
+    reply takes a handful of extensions, not one per chunk) or ``min_step``."""
+    for name, value in (("shortfall", shortfall), ("output_budget", output_budget), ("min_step", min_step)):
+        _check_count(name, value)
+    return max(shortfall, output_budget, min_step)

@@ -25,7 +25,8 @@ DEFAULT_TIER = "default"
 
 @dataclass(frozen=True, slots=True)
 class Consumption:
-    """What one generation cost (its `Charge`, or zeros when nothing was charged)."""
+    """What one generation cost (its `Charge`, or zeros when nothing was charged). `stopped_by_balance`:
+    the output was cut where the user's funds ended (the caller, which metered it, says so)."""
 
     total_cost: int = 0
     input_cost: int = 0
@@ -33,6 +34,7 @@ class Consumption:
     used_daily_free: int = 0
     used_paid: int = 0
     member_benefit_applied: bool = False
+    stopped_by_balance: bool = False
 
     def as_api(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class Consumption:
             "usedDailyFree": self.used_daily_free,
             "usedPaid": self.used_paid,
             "memberBenefitApplied": self.member_benefit_applied,
+            "stoppedByBalance": self.stopped_by_balance,
         }
 
 

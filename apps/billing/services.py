@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -21,7 +20,7 @@ from apps.billing import charges, statements
 from apps.billing.models import Hold, LedgerEntry, Membership, RedemptionCode, Wallet
 from apps.billing.selectors import Consumption, billing_day, charge_get, tier_quota
 from apps.core.db import Statement
-from apps.core.errors import ApplicationError
+from apps.core.errors import ApplicationError, InsufficientBalance
 
 MEMBER_TIER = "member"
 
@@ -72,6 +71,7 @@ def _ledger(
 class HoldResult:
     amount: int
     is_member: bool
+    covers_worst: bool = True  # the hold is the whole worst case (else the output is cut where it ends)
 
 
 class RecordStatement[OutcomeT](Protocol):
@@ -94,29 +94,23 @@ def _terms(pricing: Pricing, *, is_member: bool) -> dict[str, Any]:
     }
 
 
-def _insufficient(
-    *, amount: int, available: int, pricing: Pricing, input_chars: int, is_member: bool
-) -> ApplicationError:
-    """The 402 of a hold beyond the user's funds, with the largest `maxTokens` they can afford."""
-    terms = _terms(pricing, is_member=is_member)
-    affordable = charges.max_affordable_tokens(
-        available=available,
-        input_cost=charges.compute_charge(input_chars=input_chars, output_chars=0, **terms).input_cost,
-        output_ratio=pricing.output_ratio,
-        hold_chars_per_token=settings.BILLING_HOLD_CHARS_PER_TOKEN,
-        is_member=is_member,
-        is_free_model=pricing.is_free,
-        cap=pricing.max_output_tokens,
-    )
-    return ApplicationError(
-        _(
-            "Not enough characters: this request may cost %(need)s, you have %(have)s. "
-            "Lower maxTokens to %(tokens)s or top up."
+def _insufficient(*, required: int, available: int, input_cost: int, held: int) -> InsufficientBalance:
+    """The 402 of a call that cannot pay even its input and one output character: what it needs, what
+    is available, and what the user's running calls hold (it comes back when they finish)."""
+    values = {"input": input_cost, "required": required, "available": available, "held": held}
+    if held:
+        message = _(
+            "Not enough characters: this request's input costs %(input)s and it needs at least %(required)s "
+            "to answer; you have %(available)s available, and %(held)s more are held by your running "
+            "generations until they finish."
         )
-        % {"need": amount, "have": available, "tokens": affordable},
-        status_code=402,
-        code="insufficient_balance",
-        extra={"required": amount, "available": available, "maxAffordableTokens": affordable},
+    else:
+        message = _(
+            "Not enough characters: this request's input costs %(input)s and it needs at least %(required)s "
+            "to answer; you have %(available)s available. Top up or shorten the prompt."
+        )
+    return InsufficientBalance(
+        message % values, required=required, available=available, input_cost=input_cost, held=held
     )
 
 
@@ -127,27 +121,14 @@ class _Reservation(NamedTuple):
 
 
 def _reserve(
-    cursor: CursorWrapper,
     *,
     user_id: int,
-    day: date,
-    tier: str | None,
-    rows: statements.LockedRows | None,
+    free_available: int,
     amount: int,
-    pricing: Pricing,
-    input_chars: int,
+    wallet: statements.WalletRow,
+    usage: statements.UsageRow,
 ) -> _Reservation:
-    """Reserve `amount` from the day's free quota first, then from the paid balance, with the user's rows
-    locked (locked now if `hold_rows` did not). Not enough of both ⇒ the 402."""
-    if amount <= 0:
-        return _Reservation(0, 0, [])
-    wallet, usage = rows or statements.wallet_usage_locked(cursor, user_id, day)
-    free_available = max(0, tier_quota(tier) - usage.used - usage.held)
-    available = free_available + max(0, wallet.paid_balance - wallet.paid_held)
-    if amount > available:
-        raise _insufficient(
-            amount=amount, available=available, pricing=pricing, input_chars=input_chars, is_member=tier is not None
-        )
+    """Take `amount` (≤ what is available) from the day's free quota first, then the paid balance."""
     free_part = min(amount, free_available)
     paid_part = amount - free_part
     reserved = statements.RowChanges(
@@ -159,6 +140,12 @@ def _reserve(
     )
 
 
+def _available(tier: str | None, rows: statements.LockedRows) -> tuple[int, int]:
+    """(free, paid) the user can still reserve: today's quota left and the balance, less what holds keep."""
+    wallet, usage = rows
+    return max(0, tier_quota(tier) - usage.used - usage.held), max(0, wallet.paid_balance - wallet.paid_held)
+
+
 def hold_place(
     *,
     user: Any,
@@ -168,7 +155,9 @@ def hold_place(
     max_tokens: int,
     record_statement: RecordStatement[HoldResult] | None = None,
 ) -> HoldResult:
-    """Reserve the most the call can cost, free quota first. Not enough ⇒ 402 with `maxAffordableTokens`.
+    """Reserve what the call can pay, free quota first (metered billing, `charges.plan_hold`): the input
+    cost plus the worst-case output cost, or as much of it as is left. Not even the input cost and one
+    output character ⇒ `InsufficientBalance` (402), nothing written.
 
     Must run inside the caller's transaction. `record_statement` gives one more statement (the
     generation record) to run with the hold's writes — in the same statement on PostgreSQL.
@@ -179,29 +168,49 @@ def hold_place(
         # A paid model's hold is not zero (unless its ratios are): lock its rows with the tier read.
         tier, rows = statements.hold_rows(cursor, user.pk, day, now, lock=not pricing.is_free)
         is_member = tier is not None
-        amount = charges.hold_amount(
+        terms = _terms(pricing, is_member=is_member)
+        input_cost = charges.compute_charge(input_chars=input_chars, output_chars=0, **terms).input_cost
+        worst = charges.hold_amount(
             input_chars=input_chars,
             max_tokens=max_tokens,
             hold_chars_per_token=settings.BILLING_HOLD_CHARS_PER_TOKEN,
-            **_terms(pricing, is_member=is_member),
+            **terms,
         )
-        free_part, paid_part, writes = _reserve(
-            cursor,
-            user_id=user.pk,
-            day=day,
-            tier=tier,
-            rows=rows,
-            amount=amount,
-            pricing=pricing,
-            input_chars=input_chars,
-        )
+        free_part = paid_part = 0
+        writes: list[Statement] = []
+        plan = charges.HoldPlan(amount=0, required=0, covers_worst=True)
+        if worst > 0:
+            rows = rows or statements.wallet_usage_locked(cursor, user.pk, day)
+            free_available, paid_available = _available(tier, rows)
+            plan = charges.plan_hold(
+                input_cost=input_cost,
+                worst_output_cost=worst - input_cost,
+                one_char_cost=charges.one_char_cost(
+                    output_ratio=pricing.output_ratio, is_member=is_member, is_free_model=pricing.is_free
+                ),
+                available=free_available + paid_available,
+            )
+            if plan.refused:
+                raise _insufficient(
+                    required=plan.required,
+                    available=free_available + paid_available,
+                    input_cost=input_cost,
+                    held=rows.wallet.paid_held + rows.usage.held,
+                )
+            free_part, paid_part, writes = _reserve(
+                user_id=user.pk,
+                free_available=free_available,
+                amount=plan.amount,
+                wallet=rows.wallet,
+                usage=rows.usage,
+            )
         writes.append(
             statements.hold_insert(
                 generation_id=generation_id,
                 user_id=user.pk,
                 model_id=pricing.model_id,
                 day=day,
-                amount=amount,
+                amount=plan.amount,
                 free_part=free_part,
                 paid_part=paid_part,
                 is_member=is_member,
@@ -209,11 +218,54 @@ def hold_place(
                 expires_at=now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS),
             )
         )
-        result = HoldResult(amount=amount, is_member=is_member)
+        result = HoldResult(amount=plan.amount, is_member=is_member, covers_worst=plan.covers_worst)
         if record_statement is not None:
             writes.append(record_statement(result))
         statements.write(cursor, writes)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """A hold after `hold_extend`: its whole amount now, and how much this extension added (0: nothing
+    more could be held)."""
+
+    amount: int
+    granted: int
+
+
+def hold_extend(*, generation_id: str, amount: int) -> Extension | None:
+    """Reserve up to `amount` more for a running generation, free quota (of the hold's day) first, and
+    push back the hold's expiry. Grants what is available, possibly 0. None when the hold is no longer
+    active (settled, released or expired): the caller must stop."""
+    if amount <= 0:
+        raise ValueError(f"amount must be > 0, got {amount}")
+    with transaction.atomic(), connection.cursor() as cursor:
+        hold = statements.hold_locked(cursor, generation_id, with_tier=True)
+        if hold is None or hold.amount == 0:  # not active, or nothing metered (its rows are not locked)
+            return None
+        rows = statements.LockedRows(hold.wallet, hold.usage)
+        free_available, paid_available = _available(hold.tier, rows)
+        granted = min(amount, free_available + paid_available)
+        now = timezone.now()
+        free_part, paid_part, writes = _reserve(
+            user_id=hold.user_id,
+            free_available=free_available,
+            amount=granted,
+            wallet=hold.wallet,
+            usage=hold.usage,
+        )
+        writes.append(
+            statements.hold_grow(
+                hold,
+                amount=hold.amount + granted,
+                free_part=hold.free_part + free_part,
+                paid_part=hold.paid_part + paid_part,
+                expires_at=now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS),
+            )
+        )
+        statements.write(cursor, writes)
+    return Extension(amount=hold.amount + granted, granted=granted)
 
 
 def _unreserved(hold: statements.LockedHold) -> statements.RowChanges:

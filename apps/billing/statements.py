@@ -299,6 +299,14 @@ def hold_close(hold: LockedHold, status: str, now: datetime) -> Statement:
     return ("UPDATE billing_hold SET status = %s, closed_at = %s WHERE id = %s", [status, _dt(now), hold.id])
 
 
+def hold_grow(hold: LockedHold, *, amount: int, free_part: int, paid_part: int, expires_at: datetime) -> Statement:
+    """An extended hold: its new amount and parts, and its expiry pushed back."""
+    return (
+        "UPDATE billing_hold SET amount = %s, free_part = %s, paid_part = %s, expires_at = %s WHERE id = %s",
+        [amount, free_part, paid_part, _dt(expires_at), hold.id],
+    )
+
+
 def ledger_charge_insert(hold: LockedHold, *, amount: int, balance_after: int, note: str, now: datetime) -> Statement:
     """The `charge` ledger entry of the hold's settlement (`amount` is negative)."""
     return (

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 class ApplicationError(Exception):
     """A domain error with an exact, user-facing message (e.g. `400 无权使用此提示词`).
 
-    `extra` keys are merged into the envelope (e.g. `maxAffordableTokens` on a 402); `headers` are set
+    `extra` keys are merged into the envelope (e.g. `inputCost` on a 402); `headers` are set
     on the answer (e.g. `Retry-After`).
     """
 
@@ -96,18 +96,20 @@ def _first_message(errors: Any) -> str:
 
 
 class InsufficientBalance(ApplicationError):
-    """402: the call's hold does not fit in what the user can spend."""
+    """402: not even the call's input cost and one output character fit in what the user can spend
+    (`required`); `held` is what the user's running calls keep reserved (it comes back when they end)."""
 
     status_code = 402
     default_code = "insufficient_balance"
 
-    def __init__(self, message: str, *, required: int, available: int, max_affordable_tokens: int) -> None:
+    def __init__(self, message: str, *, required: int, available: int, input_cost: int, held: int) -> None:
         self.required = required
         self.available = available
-        self.max_affordable_tokens = max_affordable_tokens
+        self.input_cost = input_cost
+        self.held = held
         super().__init__(
             message,
-            extra={"required": required, "available": available, "maxAffordableTokens": max_affordable_tokens},
+            extra={"required": required, "available": available, "inputCost": input_cost, "heldByRunning": held},
         )
 
 

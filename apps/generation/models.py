@@ -52,6 +52,7 @@ class Generation(models.Model):
     used_daily_free = models.BigIntegerField(default=0)
     used_paid = models.BigIntegerField(default=0)
     member_benefit_applied = models.BooleanField(default=False)
+    stopped_by_balance = models.BooleanField(default=False)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     error_code = models.CharField(max_length=50, blank=True, default="")
@@ -78,6 +79,7 @@ class Generation(models.Model):
             self.used_daily_free,
             self.used_paid,
             self.member_benefit_applied,
+            self.stopped_by_balance,
         )
 
 

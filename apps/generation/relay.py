@@ -24,7 +24,7 @@ from apps.core.api.exceptions import envelope
 from apps.core.db import db_sync_to_async
 from apps.core.errors import ApplicationError
 from apps.generation.models import Generation
-from apps.generation.services import Finished, Outcome, Prepared
+from apps.generation.services import Finished, Outcome, Prepared, generation_extend
 from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
@@ -107,10 +107,19 @@ class Relay:
         self._pending: asyncio.Future[Delta] | None = None
         self._started = time.perf_counter()
         self._ended = False  # the upstream stream finished while priming
+        # metered billing: output characters relayed, and how many the hold pays for (None: unmetered)
+        self.output_chars = 0
+        self.stopped_by_balance = False
+        self._allowance: int | None = None
+        self._metered_target: Any = None
 
     # -- upstream side -----------------------------------------------------------------------------
-    async def next_delta(self, silence: float) -> Delta | object | None:
-        """The next delta, `_PING_MARK` after `silence` seconds without one, None at the end."""
+    async def next_delta(self, silence: float | None) -> Delta | object | None:
+        """The next delta (cut where the user's funds end), `_PING_MARK` after `silence` seconds without
+        one, None at the end — also right after a cut, the upstream request then cancelled."""
+        if self.stopped_by_balance:
+            await self.close_upstream()
+            return None
         if self._pending is None:
             self._pending = asyncio.ensure_future(anext(self._deltas))
         done, _pending = await asyncio.wait((self._pending,), timeout=silence)
@@ -121,8 +130,36 @@ class Relay:
             delta = task.result()
         except StopAsyncIteration:
             return None
+        delta = await self._metered(delta)
         self._collect(delta)
         return delta
+
+    async def _metered(self, delta: Delta) -> Delta:
+        """Count the delta's characters against the hold; past it, extend the hold (a database step) and,
+        when nothing more can be held, keep exactly the affordable characters (reasoning first, as it
+        was generated first) and stop with `finishReason: length`."""
+        size = len(delta.reasoning) + len(delta.content)
+        if not size:
+            return delta
+        target = self.routed.target
+        if target is not self._metered_target:  # the first text (fallbacks switch only before it)
+            self._metered_target = target
+            self._allowance = self.prepared.output_allowance(target)
+        wanted = self.output_chars + size
+        if self._allowance is not None and wanted > self._allowance:
+            self._allowance = await db_sync_to_async(generation_extend)(
+                prepared=self.prepared, target=target, output_chars=wanted
+            )
+        if self._allowance is None or wanted <= self._allowance:
+            self.output_chars = wanted
+            return delta
+        keep = max(0, self._allowance - self.output_chars)
+        reasoning = delta.reasoning[:keep]
+        content = delta.content[: keep - len(reasoning)]
+        self.output_chars += len(reasoning) + len(content)
+        self.stopped_by_balance = True
+        self.finish_reason = "length"
+        return Delta(content, reasoning, None, delta.usage)
 
     def _collect(self, delta: Delta) -> None:
         if (delta.content or delta.reasoning) and self.ttft_ms is None:
@@ -131,7 +168,7 @@ class Relay:
             self.content.append(delta.content)
         if delta.reasoning:
             self.reasoning.append(delta.reasoning)
-        if delta.finish_reason:
+        if delta.finish_reason and not self.stopped_by_balance:
             self.finish_reason = delta.finish_reason
         if delta.usage is not None:
             self.usage = delta.usage
@@ -161,6 +198,7 @@ class Relay:
             error_message=getattr(error, "message", str(error)) if error else "",
             ttft_ms=self.ttft_ms,
             attempts=list(self.routed.attempts),
+            stopped_by_balance=self.stopped_by_balance,
         )
         self.finished = await asyncio.shield(db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome))
         return self.finished
@@ -181,30 +219,45 @@ class Relay:
     # -- the non-streamed answer -------------------------------------------------------------------
     async def complete(self) -> dict[str, Any]:
         """One non-streamed call: the JSON body of the answer once the record is finished. An upstream
-        failure finishes the record (released, not charged) and raises the client-facing error."""
+        failure finishes the record (released, not charged) and raises the client-facing error.
+
+        When the hold covers the worst case the upstream answers in one piece (metered afterwards, for
+        an upstream that ignores `max_tokens`); otherwise it is streamed internally, so that the
+        output is cut — and the upstream request cancelled — exactly where the user's funds end."""
         try:
-            completion = await self.routed.complete()
+            if self.prepared.hold_covers_worst:
+                completion = await self.routed.complete()
+                delivered = await self._metered(Delta(completion.content, completion.reasoning))
+                self.content = [delivered.content]
+                self.reasoning = [delivered.reasoning] if delivered.reasoning else []
+                if not self.stopped_by_balance:
+                    self.finish_reason = completion.finish_reason
+                self.usage = completion.usage
+            else:
+                while await self.next_delta(None) is not None:
+                    pass
         except (UpstreamError, ConcurrencyLimited) as exc:
+            await self.close_upstream()
             await self.settle(Generation.Status.FAILED, exc)
             raise upstream_api_error(exc) from None
         except asyncio.CancelledError:
+            await self.close_upstream()
             await self.settle(Generation.Status.CANCELLED)
             raise
         except Exception as exc:  # a bug of ours: release the hold now rather than at the sweep, then 500
+            await self.close_upstream()
             await self.settle(Generation.Status.FAILED, exc)
             raise
-        self.content = [completion.content]
-        self.reasoning = [completion.reasoning] if completion.reasoning else []
-        self.finish_reason, self.usage = completion.finish_reason, completion.usage
         finished = await self.settle(Generation.Status.SUCCEEDED)
-        body: dict[str, Any] = {"content": completion.content}
-        if completion.reasoning:
-            body["reasoning"] = completion.reasoning
+        content, reasoning = "".join(self.content), "".join(self.reasoning)
+        body: dict[str, Any] = {"content": content}
+        if reasoning:
+            body["reasoning"] = reasoning
         body.update(
             generationId=self.prepared.generation_id,
             model=finished.model,
             usage=finished.usage,
-            finishReason=completion.finish_reason,
+            finishReason=self.finish_reason or "stop",
             duration=finished.duration_ms,
             consumption=finished.consumption,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.billing import services as billing
-from apps.billing.charges import count_chars, hold_amount
+from apps.billing.charges import (
+    affordable_output_chars,
+    compute_charge,
+    count_chars,
+    extension_request,
+    one_char_cost,
+    output_cost,
+)
 from apps.core.db import Statement, insert_statement, update_statement
 from apps.core.errors import ContextExceeded, MaxTokensTooLarge
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
@@ -63,6 +70,7 @@ class Prepared:
     is_member: bool
     history_dropped: int
     prompt_tokens_estimate: int
+    hold_covers_worst: bool = True  # else a non-streamed call streams internally, to be cut where funds end
     started: float = field(default_factory=time.perf_counter)
     _requests: dict[str, tuple[ChatRequest, int]] = field(default_factory=dict)
 
@@ -89,21 +97,35 @@ class Prepared:
         """Fields the answer (JSON body or final SSE event) carries besides the common ones."""
         return {}
 
+    # -- metered billing (docs/billing.md) ------------------------------------------------------------
+    def _terms(self, target: ModelTarget) -> dict[str, Any]:
+        return {"output_ratio": target.output_ratio, "is_member": self.is_member, "is_free_model": target.is_free}
+
+    def input_cost_for(self, target: ModelTarget) -> int:
+        """The input cost of the call when `target` answers (exact: its messages are known)."""
+        return compute_charge(
+            input_chars=self.input_chars_for(target),
+            output_chars=0,
+            input_ratio=target.input_ratio,
+            input_free_threshold=settings.BILLING_INPUT_FREE_THRESHOLD,
+            **self._terms(target),
+        ).input_cost
+
+    def output_allowance(self, target: ModelTarget) -> int | None:
+        """How many output characters (reasoning included) the hold pays for when `target` answers;
+        None when output is free (a member, a free model) and so not metered."""
+        if self.is_member or target.is_free:
+            return None
+        return affordable_output_chars(
+            budget=self.hold_amount - self.input_cost_for(target), output_ratio=target.output_ratio
+        )
+
     def covered_by_hold(self, target: ModelTarget) -> bool:
-        """A fallback is used only when its worst case fits in the hold placed for the primary model."""
+        """A fallback is used only when the hold placed for the primary model pays its input and at
+        least one output character (the output is metered from there, as for the primary)."""
         if target is self.targets[0]:
             return True
-        worst = hold_amount(
-            input_chars=self.input_chars_for(target),
-            max_tokens=min(self.max_tokens, target.max_output_tokens),
-            hold_chars_per_token=settings.BILLING_HOLD_CHARS_PER_TOKEN,
-            input_ratio=target.input_ratio,
-            output_ratio=target.output_ratio,
-            is_free_model=target.is_free,
-            is_member=self.is_member,
-            input_free_threshold=settings.BILLING_INPUT_FREE_THRESHOLD,
-        )
-        return worst <= self.hold_amount
+        return self.input_cost_for(target) + one_char_cost(**self._terms(target)) <= self.hold_amount
 
 
 def max_tokens_check(target: ModelTarget, requested: int | None) -> int:
@@ -233,7 +255,32 @@ def generation_open(*, prepared: Prepared, user: Any, stream: bool, mode: str, *
         )
     prepared.generation_id = generation_id
     prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
+    prepared.hold_covers_worst = hold.covers_worst
     return prepared
+
+
+EXTEND_MIN_CHARS = 1000
+"""The smallest extension of a metered hold, in output characters (it doubles the allowance otherwise)."""
+
+
+def generation_extend(*, prepared: Prepared, target: ModelTarget, output_chars: int) -> int:
+    """Grow the hold so that `output_chars` output characters can be paid (asking for more at once,
+    `charges.extension_request`). Returns the new allowance in characters — still below `output_chars`
+    when the user's funds ran out, unchanged when the hold is no longer active (expired): the relay then
+    cuts the output there."""
+    terms = prepared._terms(target)
+    budget = prepared.hold_amount - prepared.input_cost_for(target)
+    needed = output_cost(output_chars=output_chars, **terms)
+    ask = extension_request(
+        shortfall=max(0, needed - budget),
+        output_budget=max(0, budget),
+        min_step=output_cost(output_chars=EXTEND_MIN_CHARS, **terms),
+    )
+    extension = billing.hold_extend(generation_id=prepared.generation_id, amount=max(1, ask))
+    if extension is not None:
+        prepared.hold_amount = extension.amount
+    allowance = prepared.output_allowance(target)
+    return output_chars if allowance is None else allowance
 
 
 @dataclass(slots=True)
@@ -248,6 +295,7 @@ class Outcome:
     error_message: str = ""
     ttft_ms: int | None = None
     attempts: Sequence[Any] = ()
+    stopped_by_balance: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +344,7 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
                 "used_daily_free": consumption.used_daily_free,
                 "used_paid": consumption.used_paid,
                 "member_benefit_applied": consumption.member_benefit_applied,
+                "stopped_by_balance": outcome.stopped_by_balance,
                 "duration_ms": duration_ms,
                 "ttft_ms": outcome.ttft_ms,
                 "error_code": outcome.error_code[:50],
@@ -323,7 +372,7 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
         consumption = billing.Consumption()
         billing.hold_release(generation_id=prepared.generation_id, record_statement=record)
     return Finished(
-        consumption=consumption.as_api(),
+        consumption=replace(consumption, stopped_by_balance=outcome.stopped_by_balance).as_api(),
         usage={
             "promptTokens": usage.prompt_tokens,
             "completionTokens": usage.completion_tokens,

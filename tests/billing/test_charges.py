@@ -7,16 +7,21 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from apps.billing.charges import (
     Charge,
+    HoldPlan,
     Split,
+    affordable_output_chars,
     compute_charge,
     count_chars,
+    extension_request,
     hold_amount,
-    max_affordable_tokens,
+    one_char_cost,
+    output_cost,
+    plan_hold,
     split_payment,
 )
 
@@ -254,71 +259,85 @@ def test_hold_amount_rejects_negative(max_tokens: int, hold_cpt: int, message: s
     assert str(excinfo.value) == message
 
 
-# --- max_affordable_tokens -----------------------------------------------------------------------
+# --- metering: plan_hold, affordable_output_chars, output costs, extension steps -------------------
 
 
 @pytest.mark.parametrize(
-    ("available", "input_cost", "output_ratio", "hold_cpt", "member", "free", "cap", "expected"),
+    ("input_cost", "worst_output", "one_char", "available", "expected"),
     [
-        pytest.param(10_000, 0, D(1), 4, False, False, 8_192, 2_500, id="exact-fit"),
-        pytest.param(10_003, 0, D(1), 4, False, False, 8_192, 2_500, id="remainder-not-enough-for-one-more"),
-        pytest.param(10_004, 0, D(1), 4, False, False, 8_192, 2_501, id="one-more-fits"),
-        pytest.param(20_192, 12_000, D(1), 4, False, False, 8_192, 2_048, id="after-input-cost"),
-        pytest.param(100_000, 12_000, D(1), 4, False, False, 2_048, 2_048, id="cap-applied"),
-        pytest.param(11_999, 12_000, D(1), 4, False, False, 2_048, 0, id="input-does-not-fit"),
-        pytest.param(12_000, 12_000, D(1), 4, False, False, 2_048, 0, id="input-fits-no-output"),
-        pytest.param(12_003, 12_000, D(1), 4, False, False, 2_048, 0, id="three-left-one-token-needs-four"),
-        pytest.param(0, 0, D(1), 4, False, False, 2_048, 0, id="nothing-available"),
-        pytest.param(1_000, 0, D(3), 4, False, False, 8_192, 750, id="ratio-3"),
-        pytest.param(1_000, 0, D("1.5"), 4, False, False, 8_192, 375, id="ratio-1.5"),
-        pytest.param(1_000, 0, D("0.5"), 4, False, False, 8_192, 125, id="ratio-0.5"),
-        pytest.param(1_000, 0, D("0.01"), 4, False, False, 8_192, 2, id="ratio-0.01"),
-        pytest.param(1_000, 0, D(1), 3, False, False, 8_192, 333, id="three-chars-per-token"),
-        pytest.param(12_000, 12_000, D(1), 4, True, False, 4_096, 4_096, id="member-input-fits"),
-        pytest.param(100, 12_000, D(1), 4, True, False, 4_096, 0, id="member-input-does-not-fit"),
-        pytest.param(0, 0, D(1), 4, False, True, 4_096, 4_096, id="free-model"),
-        pytest.param(5, 0, D(1), 0, False, False, 4_096, 4_096, id="zero-chars-per-token"),
-        pytest.param(10_000, 0, D(1), 4, False, False, 0, 0, id="cap-zero"),
+        pytest.param(0, 8_192, 1, 100_000, HoldPlan(8_192, 1, True), id="enough-funds-worst-case"),
+        pytest.param(0, 8_192, 1, 1_956, HoldPlan(1_956, 1, False), id="seed-example-free-user"),
+        pytest.param(0, 1_200, 1, 600, HoldPlan(600, 1, False), id="600-chars-maxtokens-300"),
+        pytest.param(12_000, 8_192, 1, 20_192, HoldPlan(20_192, 12_001, True), id="exactly-worst-case"),
+        pytest.param(12_000, 8_192, 1, 12_001, HoldPlan(12_001, 12_001, False), id="input-and-one-char"),
+        pytest.param(12_000, 8_192, 1, 12_000, HoldPlan(0, 12_001, False, True), id="input-only-refused"),
+        pytest.param(12_000, 8_192, 1, 11_999, HoldPlan(0, 12_001, False, True), id="input-does-not-fit"),
+        pytest.param(0, 400, 2, 1, HoldPlan(0, 2, False, True), id="ratio-0.5-one-char-costs-2"),
+        pytest.param(0, 400, 2, 2, HoldPlan(2, 2, False), id="ratio-0.5-two-available"),
+        pytest.param(0, 1, 1, 0, HoldPlan(0, 1, False, True), id="nothing-available"),
+        pytest.param(12_000, 0, 0, 12_000, HoldPlan(12_000, 12_000, True), id="member-input-fits"),
+        pytest.param(12_000, 0, 0, 11_999, HoldPlan(0, 12_000, False, True), id="member-input-does-not-fit"),
+        pytest.param(0, 0, 0, 0, HoldPlan(0, 0, True), id="free-model-nothing"),
     ],
 )
-def test_max_affordable_tokens(
-    available: int,
-    input_cost: int,
-    output_ratio: Decimal,
-    hold_cpt: int,
-    member: bool,
-    free: bool,
-    cap: int,
-    expected: int,
-) -> None:
-    tokens = max_affordable_tokens(
-        available=available,
-        input_cost=input_cost,
-        output_ratio=output_ratio,
-        hold_chars_per_token=hold_cpt,
-        is_member=member,
-        is_free_model=free,
-        cap=cap,
-    )
-    assert tokens == expected
+def test_plan_hold(input_cost: int, worst_output: int, one_char: int, available: int, expected: HoldPlan) -> None:
+    plan = plan_hold(input_cost=input_cost, worst_output_cost=worst_output, one_char_cost=one_char, available=available)
+    assert plan == expected
+
+
+@pytest.mark.parametrize("field", ["input_cost", "worst_output_cost", "one_char_cost", "available"])
+def test_plan_hold_rejects_negative(field: str) -> None:
+    kwargs = {"input_cost": 0, "worst_output_cost": 0, "one_char_cost": 0, "available": 0, field: -1}
+    with pytest.raises(ValueError, match=f"^{field} must be >= 0, got -1$"):
+        plan_hold(**kwargs)
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("available", -1), ("input_cost", -1), ("hold_chars_per_token", -1), ("cap", -1)]
+    ("budget", "ratio", "expected"),
+    [
+        pytest.param(100, D(4), 400, id="ratio-4"),
+        pytest.param(100, D(1), 100, id="ratio-1"),
+        pytest.param(100, D("0.5"), 50, id="ratio-0.5"),
+        pytest.param(100, D("1.5"), 150, id="ratio-1.5"),
+        pytest.param(7, D("1.15"), 8, id="exact-fraction-1.15"),  # ⌈8 / 1.15⌉ = 7, ⌈9 / 1.15⌉ = 8
+        pytest.param(1, D("0.5"), 0, id="one-unit-buys-nothing-at-0.5"),
+        pytest.param(0, D(1), 0, id="zero"),
+        pytest.param(-5, D(1), 0, id="negative-budget"),
+    ],
 )
-def test_max_affordable_tokens_rejects_negative(field: str, value: int) -> None:
-    kwargs: dict[str, object] = {
-        "available": 100,
-        "input_cost": 0,
-        "output_ratio": D(1),
-        "hold_chars_per_token": 4,
-        "is_member": False,
-        "is_free_model": False,
-        "cap": 100,
-    }
-    kwargs[field] = value
-    with pytest.raises(ValueError, match=f"^{field} must be >= 0, got -1$"):
-        max_affordable_tokens(**kwargs)  # type: ignore[arg-type]
+def test_affordable_output_chars(budget: int, ratio: Decimal, expected: int) -> None:
+    assert affordable_output_chars(budget=budget, output_ratio=ratio) == expected
+
+
+@pytest.mark.parametrize(
+    ("chars", "ratio", "member", "free", "cost", "first"),
+    [
+        pytest.param(400, D(4), False, False, 100, 1, id="ratio-4"),
+        pytest.param(401, D(4), False, False, 101, 1, id="ratio-4-rounds-up"),
+        pytest.param(3, D("0.5"), False, False, 6, 2, id="ratio-0.5"),
+        pytest.param(400, D(1), True, False, 0, 0, id="member"),
+        pytest.param(400, D(1), False, True, 0, 0, id="free-model"),
+    ],
+)
+def test_output_cost_and_one_char_cost(
+    chars: int, ratio: Decimal, member: bool, free: bool, cost: int, first: int
+) -> None:
+    terms = {"output_ratio": ratio, "is_member": member, "is_free_model": free}
+    assert output_cost(output_chars=chars, **terms) == cost
+    assert one_char_cost(**terms) == first
+
+
+@pytest.mark.parametrize(
+    ("shortfall", "budget", "min_step", "expected"),
+    [
+        pytest.param(3, 8_192, 1_000, 8_192, id="doubles-the-budget"),
+        pytest.param(3, 10, 1_000, 1_000, id="at-least-the-minimum-step"),
+        pytest.param(50_000, 8_192, 1_000, 50_000, id="at-least-the-shortfall"),
+        pytest.param(0, 0, 0, 0, id="nothing"),
+    ],
+)
+def test_extension_request(shortfall: int, budget: int, min_step: int, expected: int) -> None:
+    assert extension_request(shortfall=shortfall, output_budget=budget, min_step=min_step) == expected
 
 
 # --- count_chars ---------------------------------------------------------------------------------
@@ -385,58 +404,30 @@ def test_compute_charge_matches_fraction_oracle(
     assert charge == Charge(expected_input, expected_output, expected_input + expected_output, member)
 
 
+@given(budget=st.integers(min_value=0, max_value=10_000_000), output_ratio=ratios)
+def test_affordable_chars_cost_fits_and_one_more_does_not(budget: int, output_ratio: Decimal) -> None:
+    chars = affordable_output_chars(budget=budget, output_ratio=output_ratio)
+    terms = {"output_ratio": output_ratio, "is_member": False, "is_free_model": False}
+    assert output_cost(output_chars=chars, **terms) <= budget  # type: ignore[arg-type]
+    assert output_cost(output_chars=chars + 1, **terms) > budget  # type: ignore[arg-type]
+
+
 @given(
-    available=st.integers(min_value=0, max_value=10_000_000),
-    input_chars=st.integers(min_value=0, max_value=60_000),
-    input_ratio=ratios,
-    output_ratio=ratios,
-    hold_cpt=st.integers(min_value=0, max_value=8),
-    member=st.booleans(),
-    free=st.booleans(),
-    cap=st.integers(min_value=0, max_value=200_000),
+    input_cost=st.integers(min_value=0, max_value=100_000),
+    worst_output=st.integers(min_value=0, max_value=100_000),
+    one_char=st.integers(min_value=0, max_value=100),
+    available=st.integers(min_value=0, max_value=300_000),
 )
-def test_max_affordable_tokens_hold_fits_and_one_more_does_not(
-    available: int,
-    input_chars: int,
-    input_ratio: Decimal,
-    output_ratio: Decimal,
-    hold_cpt: int,
-    member: bool,
-    free: bool,
-    cap: int,
+def test_a_plan_never_holds_more_than_is_available_nor_more_than_the_worst_case(
+    input_cost: int, worst_output: int, one_char: int, available: int
 ) -> None:
-    common = {
-        "input_ratio": input_ratio,
-        "output_ratio": output_ratio,
-        "is_free_model": free,
-        "is_member": member,
-        "input_free_threshold": THRESHOLD,
-    }
-    input_cost = compute_charge(input_chars=input_chars, output_chars=0, **common).input_cost  # type: ignore[arg-type]
-    tokens = max_affordable_tokens(
-        available=available,
-        input_cost=input_cost,
-        output_ratio=output_ratio,
-        hold_chars_per_token=hold_cpt,
-        is_member=member,
-        is_free_model=free,
-        cap=cap,
-    )
-
-    def hold(max_tokens: int) -> int:
-        return hold_amount(
-            input_chars=input_chars,
-            max_tokens=max_tokens,
-            hold_chars_per_token=hold_cpt,
-            **common,  # type: ignore[arg-type]
-        )
-
-    assert 0 <= tokens <= cap
-    if hold(0) > available:
-        assert tokens == 0
+    assume(worst_output == 0 or worst_output >= one_char)  # the worst case is at least one character
+    plan = plan_hold(input_cost=input_cost, worst_output_cost=worst_output, one_char_cost=one_char, available=available)
+    if plan.refused:
+        assert plan.amount == 0 and plan.required > available
     else:
-        assert hold(tokens) <= available
-        assert tokens == cap or hold(tokens + 1) > available
+        assert plan.required <= plan.amount <= min(available, input_cost + worst_output)
+        assert plan.covers_worst == (plan.amount == input_cost + worst_output)
 
 
 @given(

@@ -25,6 +25,7 @@ from io import StringIO
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
@@ -348,4 +349,121 @@ def test_burst_through_the_live_server(
         f"\n[billing e2e burst] {BURST} requests in {elapsed:.2f}s: {dict(results)}; records {dict(records)}; "
         f"{charged} charged: {figures['paid']} paid + {figures['free']} free; "
         f"balance {FUNDS_E2E} → {figures['balance']}"
+    )
+
+
+# --- 4. metered generations end to end ---------------------------------------------------------
+
+
+METERED = 200
+FUNDS_METERED = 40_000  # + 2 000 free: less than a third of what 200 replies of 600 characters cost
+
+
+def test_200_metered_generations_on_one_wallet(
+    live_server_url,
+    token,  # noqa: F811
+    user,
+    fake_upstream,
+    make_model,  # noqa: F811
+    writing_prompt,  # noqa: F811
+    settings,
+):
+    """Streams and JSON answers, some cut where the balance ends (extending their holds while others
+    hold too), upstream failures, a model that is down, clients that hang up: no negative balance, one
+    charge per generation, every charge exactly the delivered characters, and what each client received
+    is exactly what its record was charged for."""
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+            "user": "0",
+            "generation": "0",
+        },
+    }
+    make_model("gpt-4-turbo", max_concurrency=0)
+    make_model("broken", max_concurrency=0, base_url="http://127.0.0.1:9", connection_name="down")
+    # 600 characters, or 1 500 for an upstream that ignores maxTokens (its hold then has to grow)
+    short, long = ["天地玄黄宇宙洪荒" * 5] * 15, ["日月盈昃辰宿列张" * 5] * 38
+    fake_upstream.default = Reply(chunks=short, chunk_delay=0.02)
+    fake_upstream.script(*[Reply.error(500)] * 6, *[Reply(chunks=long, chunk_delay=0.02)] * 30)
+    services.wallet_grant(user=user, amount=FUNDS_METERED)
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[str, str | None, str]:
+        """(outcome, generation id, the text the client received)."""
+        await asyncio.sleep(i * 0.01)
+        body = {
+            "promptId": writing_prompt.pk,
+            "userInput": f"第{i}段",
+            "maxTokens": 250,  # worst case 1 000 output characters
+            "modelId": "broken" if i % 10 == 9 else "gpt-4-turbo",
+        }
+        if i % 3 == 0:
+            response = await client.post("/api/v1/generation/writing", json=body)
+            if response.status_code != 200:
+                return str(response.status_code), None, ""
+            answer = response.json()
+            return "200 json", answer["generationId"], answer["content"]
+        received: list[str] = []
+        async with client.stream("POST", "/api/v1/generation/writing/stream", json=body) as response:
+            if response.status_code != 200:
+                await response.aread()
+                return str(response.status_code), None, ""
+            async for line in response.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                event = orjson.loads(line[6:])
+                if "error" in event:
+                    return "stream error", None, ""
+                if event.get("generationId"):
+                    return "200 stream", event["generationId"], "".join(received)
+                received.append(event["content"])
+                if i % 3 == 2 and len(received) == 3:
+                    return "hung up", None, ""  # leaving the block closes the connection mid-stream
+            return "no final event", None, ""
+
+    async def burst() -> list[tuple[str, str | None, str]]:
+        limits = httpx.Limits(max_connections=METERED + 10)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=live_server_url, headers=headers, timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(METERED)))
+
+    started = time.monotonic()
+    answers = asyncio.run(burst())
+    elapsed = time.monotonic() - started
+    deadline = time.monotonic() + 30
+    while Generation.objects.filter(status="pending").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    results = Counter(outcome for outcome, _gid, _text in answers)
+    assert set(results) <= {"200 json", "200 stream", "402", "502", "hung up", "stream error"}, results
+    assert results["402"] > 0 and results["502"] > 0 and results["hung up"] > 0
+    assert results["200 json"] > 0 and results["200 stream"] > 0
+    records = {g.public_id: g for g in Generation.objects.all()}
+    assert not [g for g in records.values() if g.status == "pending"]
+    assert len(records) == METERED - results["402"]
+    # what each client received is exactly what was charged
+    for outcome, gid, text in answers:
+        if gid is not None:
+            record = records[gid]
+            assert (record.status, record.content, record.output_chars) == ("succeeded", text, len(text)), outcome
+    charges = {c.generation_id: c for c in Charge.objects.all()}
+    for record in records.values():
+        charge = charges.get(record.public_id)
+        if record.status == "failed" or record.output_chars == 0:
+            assert charge is None or charge.total_cost == 0
+            continue
+        assert charge is not None, record.public_id
+        assert (charge.output_chars, charge.output_cost, charge.total_cost) == (record.output_chars,) * 3
+        assert (charge.used_daily_free, charge.used_paid) == (record.used_daily_free, record.used_paid)
+    stopped = [r for r in records.values() if r.stopped_by_balance]
+    assert stopped and all(r.finish_reason == "length" and r.status == "succeeded" for r in stopped)
+    grown = [r for r in records.values() if r.output_chars > 1000 and not r.stopped_by_balance]
+    figures = assert_books_balanced(user)
+    delivered = sum(r.output_chars for r in records.values() if r.public_id in charges)
+    assert figures["paid"] + figures["free"] == delivered
+    assert figures["balance"] == FUNDS_METERED - figures["paid"]
+    print(
+        f"\n[metered burst] {METERED} requests in {elapsed:.2f}s: {dict(results)}; "
+        f"{len(stopped)} cut by the balance, {len(grown)} grown past their first hold; "
+        f"charged {figures['paid']} paid + {figures['free']} free = {delivered} delivered characters"
     )

@@ -254,14 +254,31 @@ def test_the_record_statement_runs_with_the_writes_active_or_not(user):
     assert wallet(user) == (9000, 0)
 
 
-def test_not_enough_funds_is_402_with_affordable_tokens_and_writes_nothing(user):
+def test_a_hold_beyond_the_funds_holds_what_is_left(user):
+    services.wallet_grant(user=user, amount=1000)
+    held = place(user, "g1", max_tokens=1000)  # worst case 4 000 > 2 000 free + 1 000 paid
+    assert held == services.HoldResult(amount=3000, is_member=False, covers_worst=False)
+    assert Hold.objects.values_list("free_part", "paid_part").get() == (2000, 1000)
+    assert wallet(user) == (1000, 1000)
+
+
+def test_402_only_when_not_even_the_input_and_one_character_fit(user, settings):
     services.wallet_grant(user=user, amount=1000)
     with pytest.raises(ApplicationError) as exc:
-        place(user, "g1", max_tokens=1000)  # hold 4 000 > 2 000 free + 1 000 paid
+        place(user, "g1", input_chars=12_000, max_tokens=1)  # input 12 000 > 2 000 free + 1 000 paid
     assert exc.value.status_code == 402
-    assert exc.value.extra == {"required": 4000, "available": 3000, "maxAffordableTokens": 750}
+    assert exc.value.extra == {"required": 12_001, "available": 3000, "inputCost": 12_000, "heldByRunning": 0}
+    assert exc.value.message == (
+        "Not enough characters: this request's input costs 12000 and it needs at least 12001 to answer; "
+        "you have 3000 available. Top up or shorten the prompt."
+    )
     assert not Hold.objects.exists() and not DailyUsage.objects.exists()
     assert wallet(user) == (1000, 0)
+    # exactly the input and one character: accepted, and that is all it holds
+    settings.BILLING_INPUT_FREE_THRESHOLD = 0
+    with pytest.raises(ApplicationError):
+        place(user, "g2", input_chars=3000, max_tokens=100)
+    assert place(user, "g3", input_chars=2999, max_tokens=100) == services.HoldResult(3000, False, False)
 
 
 def test_holds_are_counted_against_later_requests(user):
@@ -270,9 +287,41 @@ def test_holds_are_counted_against_later_requests(user):
     place(user, "g2", max_tokens=250)  # 1 000 paid
     with pytest.raises(ApplicationError) as exc:
         place(user, "g3", max_tokens=1)
-    assert exc.value.extra["available"] == 0 and exc.value.extra["maxAffordableTokens"] == 0
+    assert exc.value.extra == {"required": 1, "available": 0, "inputCost": 0, "heldByRunning": 3000}
+    assert "3000 more are held by your running generations" in exc.value.message
     services.hold_release(generation_id="g2")
     assert place(user, "g3", max_tokens=1).amount == 4
+
+
+def test_a_member_needs_only_the_input_cost(user):
+    services.membership_extend(user=user, days=30)  # 10 000 free a day
+    held = place(user, "g1", input_chars=10_000, max_tokens=4000)
+    assert held == services.HoldResult(amount=10_000, is_member=True, covers_worst=True)
+    with pytest.raises(ApplicationError) as exc:
+        place(user, "g2", input_chars=10_000, max_tokens=1)
+    assert exc.value.extra["required"] == 10_000 and exc.value.extra["available"] == 0
+
+
+def test_extension_grows_the_hold_free_first_and_pushes_back_its_expiry(user, settings):
+    services.wallet_grant(user=user, amount=1000)
+    with at("2026-03-10T04:00:00+00:00"):
+        place(user, "g1", max_tokens=250)  # 1 000 of the 2 000 free
+    with at("2026-03-10T04:00:30+00:00"):
+        grown = services.hold_extend(generation_id="g1", amount=1500)
+    assert grown == services.Extension(amount=2500, granted=1500)
+    hold = Hold.objects.get()
+    assert (hold.amount, hold.free_part, hold.paid_part) == (2500, 2000, 500)
+    assert hold.expires_at == datetime(2026, 3, 10, 4, 0, 30, tzinfo=UTC) + timedelta(
+        seconds=settings.BILLING_HOLD_TTL_SECONDS
+    )
+    assert wallet(user) == (1000, 500)
+    # only what is left is granted, then nothing
+    assert services.hold_extend(generation_id="g1", amount=9999) == services.Extension(amount=3000, granted=500)
+    assert services.hold_extend(generation_id="g1", amount=1) == services.Extension(amount=3000, granted=0)
+    # the settlement charges what was delivered and gives the rest back
+    assert settle("g1", output_chars=2600) == services.Consumption(2600, 0, 2600, 2000, 600, False)
+    assert wallet(user) == (400, 0)
+    assert services.hold_extend(generation_id="g1", amount=10) is None  # settled: the caller must stop
 
 
 def test_settle_after_membership_ended_keeps_the_free_part_it_reserved(user):

@@ -43,9 +43,14 @@ class Target:
 class Prepared:
     generation_id: str = "gen_test"
     extra: dict[str, Any] = field(default_factory=dict)
+    allowance: int | None = None  # output characters the hold pays for (None: unmetered)
+    hold_covers_worst: bool = True
 
     def answer_fields(self) -> dict[str, Any]:
         return self.extra
+
+    def output_allowance(self, target: Any) -> int | None:
+        return self.allowance
 
 
 @dataclass
@@ -293,3 +298,105 @@ async def test_settle_is_idempotent():
 
     assert first is second is FINISHED
     assert [o.status for o in finish.outcomes] == [Generation.Status.CANCELLED]
+
+
+# -------------------------------------------------------------------------------- metered billing
+
+
+class Extensions:
+    """`generation_extend` as the relay sees it: each call grants up to `grants[i]` more characters."""
+
+    def __init__(self, *grants: int) -> None:
+        self.grants = list(grants)
+        self.asked: list[int] = []
+
+    def __call__(self, *, prepared: Prepared, target: Any, output_chars: int) -> int:
+        self.asked.append(output_chars)
+        assert prepared.allowance is not None
+        prepared.allowance += self.grants.pop(0) if self.grants else 0
+        return prepared.allowance
+
+
+@pytest.fixture
+def extensions(monkeypatch):
+    def install(*grants: int) -> Extensions:
+        fake = Extensions(*grants)
+        monkeypatch.setattr(relay_module, "generation_extend", fake)
+        return fake
+
+    return install
+
+
+async def test_the_stream_stops_at_exactly_the_last_affordable_character(extensions):
+    asked = extensions(0)
+    script = Script(items=[Delta(content="一二三四"), Delta(content="五六七八"), Delta(content="九十")])
+    relay, finish = make_relay(script, allowance=6)
+
+    events = payloads(await body_of(relay))
+
+    assert events[:2] == [{"content": "一二三四"}, {"content": "五六"}]
+    assert events[2]["finishReason"] == "length" and events[3] == "[DONE]"
+    assert asked.asked == [8]  # one extension asked for, nothing granted
+    assert script.closed  # the upstream request is cancelled at the cut
+    [outcome] = finish.outcomes
+    assert (outcome.status, outcome.content, outcome.finish_reason) == (
+        Generation.Status.SUCCEEDED,
+        "一二三四五六",
+        "length",
+    )
+    assert outcome.stopped_by_balance is True
+
+
+async def test_reasoning_is_kept_first_when_the_cut_falls_inside_a_delta(extensions):
+    extensions(0)
+    relay, finish = make_relay(Script(items=[Delta(content="abc", reasoning="xyz")]), allowance=4)
+
+    events = payloads(await body_of(relay))
+
+    assert events[0] == {"content": "a", "reasoning": "xyz"}
+    assert (finish.outcomes[0].reasoning, finish.outcomes[0].content) == ("xyz", "a")
+
+
+async def test_an_extension_lets_the_reply_go_on(extensions):
+    asked = extensions(100)
+    relay, finish = make_relay(
+        Script(items=[Delta(content="abcd"), Delta(content="efgh", finish_reason="stop")]), allowance=5
+    )
+
+    events = payloads(await body_of(relay))
+
+    assert [e for e in events if isinstance(e, dict) and e.get("content")] == [{"content": "abcd"}, {"content": "efgh"}]
+    assert asked.asked == [8]
+    [outcome] = finish.outcomes
+    assert (outcome.content, outcome.finish_reason, outcome.stopped_by_balance) == ("abcdefgh", "stop", False)
+
+
+async def test_unmetered_output_is_never_cut(extensions):
+    asked = extensions()
+    relay, finish = make_relay(Script(items=[Delta(content="x" * 10_000)]), allowance=None)
+
+    await body_of(relay)
+
+    assert asked.asked == [] and len(finish.outcomes[0].content) == 10_000
+
+
+async def test_a_json_answer_whose_hold_is_short_streams_internally_and_is_cut(extensions):
+    extensions(2)
+    script = Script(items=[Delta(content="一二三"), Delta(content="四五六"), Pause(30), Delta(content="never")])
+    relay, finish = make_relay(script, allowance=3, hold_covers_worst=False)
+
+    body = await relay.complete()
+
+    assert (body["content"], body["finishReason"]) == ("一二三四五", "length")
+    assert script.closed
+    assert finish.outcomes[0].stopped_by_balance is True
+
+
+async def test_a_json_answer_longer_than_its_hold_is_metered_too(extensions):
+    extensions(1)
+    relay, finish = make_relay(Script(completion=Completion("abcdefgh", "", "stop", None)), allowance=5)
+
+    body = await relay.complete()
+
+    assert (body["content"], body["finishReason"]) == ("abcdef", "length")
+    assert (finish.outcomes[0].content, finish.outcomes[0].stopped_by_balance) == ("abcdef", True)

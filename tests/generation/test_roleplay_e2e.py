@@ -45,8 +45,9 @@ CARD: dict[str, Any] = {
 
 
 @pytest.fixture(autouse=True)
-def funds(user):
-    wallet_grant(user=user, amount=100_000)
+def funds(request, user):
+    if "no_funds" not in request.keywords:
+        wallet_grant(user=user, amount=100_000)
 
 
 @pytest.fixture
@@ -575,3 +576,18 @@ def test_persona_crud_keeps_one_default(http, other_user, live_server_url):
     assert bad.status_code == 400 and "descriptionPosition" in bad.json()["details"]
     assert http.delete(f"/api/v1/personas/{second['id']}").status_code == 204
     assert http.get(f"/api/v1/personas/{second['id']}").status_code == 404
+
+
+@pytest.mark.no_funds
+def test_a_turn_stops_where_the_balance_ends_and_the_chat_keeps_what_was_delivered(http, chat, fake_upstream, settings):
+    settings.BILLING_DAILY_FREE_QUOTA = 30  # the chat's prompt is below the input threshold: 30 output characters
+    fake_upstream.script(Reply(chunks=["Sera nods slowly. "] * 10, chunk_delay=0.01))
+
+    response = generate(http, chat["id"], userInput="Hello")
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["content"] == ("Sera nods slowly. " * 2)[:30]
+    assert answer["finishReason"] == "length" and answer["consumption"]["stoppedByBalance"] is True
+    assert messages_of(http, chat["id"])[-1]["content"] == answer["content"]
+    assert generate(http, chat["id"], userInput="More?").status_code == 402
