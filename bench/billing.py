@@ -8,8 +8,9 @@
     .venv/bin/python bench/billing.py --services /tmp/old.py
 
 Each database runs in its own process (settings are read at import). The schema is migrated, one user
-gets a large paid balance, then each cycle does what a writing call does: `hold_place` inside a
-transaction (as `writing_prepare`), then `charge_settle` (or `hold_release`). The daily free quota is
+gets a large paid balance, then each cycle does what a writing call does: `hold_place` (its own
+transaction, as in `generation_open`: one statement in autocommit on PostgreSQL), then `charge_settle`
+(or `hold_release`). The daily free quota is
 used up during the warm-up, so the measured cycles take the full path: free quota exhausted, paid part
 held, ledger entry written on settlement. Statements are counted in a separate pass (capturing them
 costs CPU); CPU is `time.process_time()` of this process (the client side: ORM + driver), best of 5
@@ -51,7 +52,7 @@ def run_one(db_url: str, cycles: int, member: bool, services_path: str | None) -
     from decimal import Decimal
 
     from django.core.management import call_command
-    from django.db import connection, transaction
+    from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from apps.accounts.services import user_create
@@ -73,14 +74,12 @@ def run_one(db_url: str, cycles: int, member: bool, services_path: str | None) -
 
     def hold_settle() -> None:
         gid = f"bb{next(counter)}-{os.getpid()}"
-        with transaction.atomic():
-            services.hold_place(user=user, generation_id=gid, pricing=pricing, input_chars=input_chars, max_tokens=100)
+        services.hold_place(user=user, generation_id=gid, pricing=pricing, input_chars=input_chars, max_tokens=100)
         services.charge_settle(generation_id=gid, pricing=pricing, input_chars=input_chars, output_chars=300)
 
     def hold_release() -> None:
         gid = f"bb{next(counter)}-{os.getpid()}"
-        with transaction.atomic():
-            services.hold_place(user=user, generation_id=gid, pricing=pricing, input_chars=input_chars, max_tokens=100)
+        services.hold_place(user=user, generation_id=gid, pricing=pricing, input_chars=input_chars, max_tokens=100)
         services.hold_release(generation_id=gid)
 
     def statements(fn) -> tuple[int, list[str]]:

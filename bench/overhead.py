@@ -74,11 +74,20 @@ slow, _ = Connection.objects.update_or_create(name="bench-slow", defaults=dict(k
 for mid, c in (("bench-model", conn), ("bench-slow", slow)):
     AIModel.objects.update_or_create(model_id=mid, defaults=dict(connection=c, upstream_model="fake-model",
         context_tokens=32768, max_output_tokens=4096, input_ratio=Decimal(1), output_ratio=Decimal(1)))
-prompt = Prompt.objects.create(author=user, title="bench")
-PromptContent.objects.create(prompt=prompt, order=1, type="text",
-                             content="你是一名专业的小说作家。主角：{{主角名字}}。")
-PromptContent.objects.create(prompt=prompt, order=2, type="text", content="故事背景：{{故事背景}}，时间 {{date}}。")
-print(json.dumps({"token": token_create(user=user).token, "prompt": prompt.pk}))
+def bench_prompt(author):
+    prompt = Prompt.objects.create(author=author, title="bench")
+    PromptContent.objects.create(prompt=prompt, order=1, type="text",
+                                 content="你是一名专业的小说作家。主角：{{主角名字}}。")
+    PromptContent.objects.create(prompt=prompt, order=2, type="text", content="故事背景：{{故事背景}}，时间 {{date}}。")
+    return prompt.pk
+others = []
+for i in range(1, 16):  # the "16 users" cases: one user per client, each with its own wallet
+    name = f"bench{i}"
+    other = get_user_model().objects.filter(username=name).first() or user_create(username=name, password="x")
+    wallet_grant(user=other, amount=10**12)
+    others.append({"token": token_create(user=other).token, "prompt": bench_prompt(other)})
+main = {"token": token_create(user=user).token, "prompt": bench_prompt(user)}
+print(json.dumps({**main, "users": [main, *others]}))
 """
 
 
@@ -118,27 +127,32 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_workers(n_clients: int, total: int, call) -> tuple[list[float], float]:  # type: ignore[no-untyped-def]
-    """`total` calls spread over `n_clients` workers, each with its own client. Returns latencies, wall."""
+    """`total` calls spread over `n_clients` workers, each with its own client (`call(client, worker)`).
+    Returns latencies, wall."""
     latencies: list[float] = []
     counter = iter(range(total))
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=4)) as client:
             for _ in counter:
-                latencies.append(await call(client))
+                latencies.append(await call(client, index))
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(n_clients)))
+    await asyncio.gather(*(worker(i) for i in range(n_clients)))
     return latencies, time.perf_counter() - started
 
 
 class Bench:
-    def __init__(self, fake: str, service: str, token: str, prompt: int, service_pid: int) -> None:
+    def __init__(
+        self, fake: str, service: str, token: str, prompt: int, service_pid: int, users: list[dict] | None = None
+    ) -> None:
         self.fake = fake
         self.service = service
         self.auth = {"Authorization": f"Bearer {token}"}
         self.prompt = prompt
         self.pid = service_pid
+        # (headers, body) per user for the "16 users" cases
+        self.users = [({"Authorization": f"Bearer {u['token']}"}, {"promptId": u["prompt"]}) for u in users or []]
         self.body = {
             "promptId": prompt,
             "parameters": {"主角名字": "李明", "故事背景": "现代都市"},
@@ -159,7 +173,7 @@ class Bench:
             ],
         }
 
-    async def direct(self, client: httpx.AsyncClient) -> float:
+    async def direct(self, client: httpx.AsyncClient, _worker: int = 0) -> float:
         t = time.perf_counter()
         r = await client.post(
             f"{self.fake}/v1/chat/completions", json=self.direct_body, headers={"Authorization": "Bearer sk-bench"}
@@ -167,14 +181,22 @@ class Bench:
         r.raise_for_status()
         return time.perf_counter() - t
 
-    async def proxied(self, client: httpx.AsyncClient) -> float:
+    def _as(self, worker: int | None) -> tuple[dict, dict]:
+        """Headers and body: the one bench user's, or (`worker` given) that worker's own user's."""
+        if worker is None:
+            return self.auth, self.body
+        headers, body = self.users[worker % len(self.users)]
+        return headers, {**self.body, **body}
+
+    async def proxied(self, client: httpx.AsyncClient, _worker: int = 0, *, user: int | None = None) -> float:
+        headers, body = self._as(user)
         t = time.perf_counter()
-        r = await client.post(f"{self.service}/api/v1/generation/writing", json=self.body, headers=self.auth)
+        r = await client.post(f"{self.service}/api/v1/generation/writing", json=body, headers=headers)
         if r.status_code != 200:
             raise RuntimeError(r.text)
         return time.perf_counter() - t
 
-    async def direct_stream(self, client: httpx.AsyncClient) -> float:
+    async def direct_stream(self, client: httpx.AsyncClient, _worker: int = 0) -> float:
         t = time.perf_counter()
         first = None
         body = {**self.direct_body, "stream": True, "stream_options": {"include_usage": True}}
@@ -184,11 +206,12 @@ class Bench:
                     first = time.perf_counter() - t
         return first if first is not None else time.perf_counter() - t
 
-    async def proxied_stream(self, client: httpx.AsyncClient) -> float:
+    async def proxied_stream(self, client: httpx.AsyncClient, _worker: int = 0, *, user: int | None = None) -> float:
+        headers, body = self._as(user)
         t = time.perf_counter()
         first = None
         async with client.stream(
-            "POST", f"{self.service}/api/v1/generation/writing/stream", json=self.body, headers=self.auth
+            "POST", f"{self.service}/api/v1/generation/writing/stream", json=body, headers=headers
         ) as r:
             async for line in r.aiter_lines():
                 if first is None and line.startswith('data: {"content":"') and line != 'data: {"content":""':
@@ -232,6 +255,12 @@ class Bench:
             flush=True,
         )
         return row
+
+    async def proxied_users(self, client: httpx.AsyncClient, worker: int) -> float:
+        return await self.proxied(client, worker, user=worker)
+
+    async def proxied_stream_users(self, client: httpx.AsyncClient, worker: int) -> float:
+        return await self.proxied_stream(client, worker, user=worker)
 
     async def many_streams(self, count: int) -> dict:
         idle = tree_rss_mib(self.pid)
@@ -299,6 +328,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--streams-only", action="store_true", help="only the concurrent-streams case")
+    parser.add_argument("--contention", action="store_true", help="only the 16-client cases: one user against 16 users")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args()
     total = 300 if args.quick else args.requests
@@ -356,7 +386,7 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        bench = Bench(fake, service, setup["token"], setup["prompt"], service_proc.pid)
+        bench = Bench(fake, service, setup["token"], setup["prompt"], service_proc.pid, setup["users"])
         print(
             f"database: {env['DATABASE_URL'].split('@')[-1]}  redis: {env.get('REDIS_URL') or '-'}  "
             f"workers: {args.workers}"
@@ -366,15 +396,34 @@ def main() -> None:
             rows = []
             if args.streams_only:
                 return [await bench.many_streams(streams)]
+            if args.contention:
+                await bench.case("warm-up", 4, 100, bench.direct, bench.proxied, rounds=1)
+                return [
+                    await bench.case("non-stream", 16, total, bench.direct, bench.proxied),
+                    await bench.case("non-stream, 16 users", 16, total, bench.direct, bench.proxied_users),
+                    await bench.case(
+                        "stream (time to first chunk)", 16, total, bench.direct_stream, bench.proxied_stream
+                    ),
+                    await bench.case(
+                        "stream (first chunk), 16 users", 16, total, bench.direct_stream, bench.proxied_stream_users
+                    ),
+                ]
             await bench.case("warm-up", 4, 100, bench.direct, bench.proxied, rounds=1)
             for clients in (1, 16, 64):
                 rows.append(await bench.case("non-stream", clients, total, bench.direct, bench.proxied))
+            # the same 16 clients, each its own user (no wallet row shared): one user should not be slower
+            rows.append(await bench.case("non-stream, 16 users", 16, total, bench.direct, bench.proxied_users))
             for clients in (1, 16):
                 rows.append(
                     await bench.case(
                         "stream (time to first chunk)", clients, total, bench.direct_stream, bench.proxied_stream
                     )
                 )
+            rows.append(
+                await bench.case(
+                    "stream (first chunk), 16 users", 16, total, bench.direct_stream, bench.proxied_stream_users
+                )
+            )
             rows.append(await bench.many_streams(streams))
             return rows
 

@@ -73,7 +73,7 @@ PLAN_CACHE_SECONDS = 30
 _plans: tuple[float, dict[str, int]] = (0.0, {})
 
 
-def _plan_quotas() -> dict[str, int]:
+def plan_quotas() -> dict[str, int]:
     """Daily quota per tier, read at most every PLAN_CACHE_SECONDS per process (plans change rarely;
     an operator's edit is live everywhere within that time)."""
     global _plans
@@ -93,7 +93,7 @@ def plans_forget() -> None:
 def tier_quota(tier: str | None) -> int:
     """The daily free quota of a membership of `tier` (None: no membership): its plan's, else the
     setting (`BILLING_DAILY_FREE_QUOTA`, or `BILLING_MEMBER_DAILY_FREE_QUOTA` for any tier)."""
-    quota = _plan_quotas().get(DEFAULT_TIER if tier is None else tier)
+    quota = plan_quotas().get(DEFAULT_TIER if tier is None else tier)
     if quota is not None:
         return quota
     return settings.BILLING_DAILY_FREE_QUOTA if tier is None else settings.BILLING_MEMBER_DAILY_FREE_QUOTA

@@ -5,21 +5,23 @@ hold → wallet → daily usage, so concurrent settlements cannot deadlock.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.billing import charges, statements
 from apps.billing.models import Hold, LedgerEntry, Membership, RedemptionCode, Wallet
-from apps.billing.selectors import Consumption, billing_day, charge_get, tier_quota
-from apps.core.db import Statement
+from apps.billing.selectors import Consumption, billing_day, charge_get, plan_quotas, tier_quota
+from apps.core.db import Expr, Statement
 from apps.core.errors import ApplicationError, InsufficientBalance
 
 MEMBER_TIER = "member"
@@ -74,13 +76,75 @@ class HoldResult:
     covers_worst: bool = True  # the hold is the whole worst case (else the output is cut where it ends)
 
 
-class RecordStatement[OutcomeT](Protocol):
-    """The caller's one statement about its own record (the generation's), built from billing's outcome
-    (`HoldResult` of a hold, `Consumption` of a settlement or a release). Billing runs it with its own
-    writes — in the same statement on PostgreSQL — so the record and the money commit together, and
-    billing stays unaware of what the record is."""
+@dataclass(frozen=True, slots=True)
+class HoldRecord:
+    """What the caller's record stores about a hold: its amount — a value, or (the one-statement hold on
+    PostgreSQL) an `Expr` reading the statement's decided row, which the record's `INSERT` then selects
+    `FROM source` (no row: the hold was refused, and the record is not written either)."""
 
-    def __call__(self, outcome: OutcomeT, /) -> Statement: ...
+    amount: int | Expr
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumptionRecord:
+    """What the caller's record stores about a settlement or a release: the consumption's values, or
+    (the one-statement settlement on PostgreSQL) `Expr`s reading the statement's settled row, which the
+    record's `UPDATE` then reads `FROM source`."""
+
+    total_cost: int | Expr
+    input_cost: int | Expr
+    output_cost: int | Expr
+    used_daily_free: int | Expr
+    used_paid: int | Expr
+    member_benefit_applied: bool | Expr
+    source: str | None = None
+
+    @classmethod
+    def of(cls, consumption: Consumption) -> ConsumptionRecord:
+        return cls(
+            consumption.total_cost,
+            consumption.input_cost,
+            consumption.output_cost,
+            consumption.used_daily_free,
+            consumption.used_paid,
+            consumption.member_benefit_applied,
+        )
+
+
+# The settled row's columns in the one-statement settlement (`statements.charge_settle_one`).
+_SETTLED = ConsumptionRecord(
+    total_cost=Expr(f"{statements.SETTLE_SOURCE}.total"),
+    input_cost=Expr(f"{statements.SETTLE_SOURCE}.input_c"),
+    output_cost=Expr(f"{statements.SETTLE_SOURCE}.output_c"),
+    used_daily_free=Expr(f"{statements.SETTLE_SOURCE}.free_used"),
+    used_paid=Expr(f"{statements.SETTLE_SOURCE}.paid_used"),
+    member_benefit_applied=Expr(f"{statements.SETTLE_SOURCE}.benefit"),
+    source=statements.SETTLE_SOURCE,
+)
+_HOLD_DECIDED = HoldRecord(Expr(f"{statements.HOLD_SOURCE}.amount"), source=statements.HOLD_SOURCE)
+
+
+class RecordStatement[RecordT](Protocol):
+    """The caller's one statement about its own record (the generation's), built from what billing says
+    of it (`HoldRecord` of a hold, `ConsumptionRecord` of a settlement or a release). Billing runs it with
+    its own writes — in the same statement on PostgreSQL — so the record and the money commit together,
+    and billing stays unaware of what the record is."""
+
+    def __call__(self, record: RecordT, /) -> Statement: ...
+
+
+def _one_statement() -> bool:
+    """PostgreSQL runs the hold, its extensions and the settlement as one statement each."""
+    return connection.vendor == "postgresql"
+
+
+def _quota_terms() -> statements.QuotaTerms:
+    return statements.QuotaTerms(
+        default=tier_quota(None),
+        plans=json.dumps(plan_quotas(), sort_keys=True),
+        other_tiers=settings.BILLING_MEMBER_DAILY_FREE_QUOTA,
+    )
 
 
 def _terms(pricing: Pricing, *, is_member: bool) -> dict[str, Any]:
@@ -153,41 +217,45 @@ def hold_place(
     pricing: Pricing,
     input_chars: int,
     max_tokens: int,
-    record_statement: RecordStatement[HoldResult] | None = None,
+    record_statement: RecordStatement[HoldRecord] | None = None,
 ) -> HoldResult:
     """Reserve what the call can pay, free quota first (metered billing, `charges.plan_hold`): the input
     cost plus the worst-case output cost, or as much of it as is left. Not even the input cost and one
     output character ⇒ `InsufficientBalance` (402), nothing written.
 
-    Must run inside the caller's transaction. `record_statement` gives one more statement (the
-    generation record) to run with the hold's writes — in the same statement on PostgreSQL.
+    Its own transaction: one statement in autocommit on PostgreSQL (`statements.hold_place_one`), an
+    atomic block elsewhere (a savepoint inside a caller's transaction). `record_statement` gives one
+    more statement (the generation record) to run with the hold's writes — in the same statement on
+    PostgreSQL — and only if the hold is placed.
     """
     now = timezone.now()
     day = billing_day(now)
-    with connection.cursor() as cursor:
+    if _one_statement() and not pricing.is_free:
+        return _hold_place_one(
+            user_id=user.pk,
+            generation_id=generation_id,
+            pricing=pricing,
+            input_chars=input_chars,
+            max_tokens=max_tokens,
+            record_statement=record_statement,
+            now=now,
+            day=day,
+        )
+    with transaction.atomic(), connection.cursor() as cursor:
         # A paid model's hold is not zero (unless its ratios are): lock its rows with the tier read.
         tier, rows = statements.hold_rows(cursor, user.pk, day, now, lock=not pricing.is_free)
         is_member = tier is not None
-        terms = _terms(pricing, is_member=is_member)
-        input_cost = charges.compute_charge(input_chars=input_chars, output_chars=0, **terms).input_cost
-        worst = charges.hold_amount(
-            input_chars=input_chars,
-            max_tokens=max_tokens,
-            hold_chars_per_token=settings.BILLING_HOLD_CHARS_PER_TOKEN,
-            **terms,
-        )
+        input_cost, worst_output, one_char = _hold_terms(pricing, input_chars, max_tokens, is_member=is_member)
         free_part = paid_part = 0
         writes: list[Statement] = []
         plan = charges.HoldPlan(amount=0, required=0, covers_worst=True)
-        if worst > 0:
+        if input_cost + worst_output > 0:
             rows = rows or statements.wallet_usage_locked(cursor, user.pk, day)
             free_available, paid_available = _available(tier, rows)
             plan = charges.plan_hold(
                 input_cost=input_cost,
-                worst_output_cost=worst - input_cost,
-                one_char_cost=charges.one_char_cost(
-                    output_ratio=pricing.output_ratio, is_member=is_member, is_free_model=pricing.is_free
-                ),
+                worst_output_cost=worst_output,
+                one_char_cost=one_char,
                 available=free_available + paid_available,
             )
             if plan.refused:
@@ -198,11 +266,7 @@ def hold_place(
                     held=rows.wallet.paid_held + rows.usage.held,
                 )
             free_part, paid_part, writes = _reserve(
-                user_id=user.pk,
-                free_available=free_available,
-                amount=plan.amount,
-                wallet=rows.wallet,
-                usage=rows.usage,
+                user_id=user.pk, free_available=free_available, amount=plan.amount, wallet=rows.wallet, usage=rows.usage
             )
         writes.append(
             statements.hold_insert(
@@ -218,11 +282,80 @@ def hold_place(
                 expires_at=now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS),
             )
         )
-        result = HoldResult(amount=plan.amount, is_member=is_member, covers_worst=plan.covers_worst)
         if record_statement is not None:
-            writes.append(record_statement(result))
+            writes.append(record_statement(HoldRecord(plan.amount)))
         statements.write(cursor, writes)
-    return result
+    return HoldResult(amount=plan.amount, is_member=is_member, covers_worst=plan.covers_worst)
+
+
+def _hold_terms(pricing: Pricing, input_chars: int, max_tokens: int, *, is_member: bool) -> tuple[int, int, int]:
+    """(input cost, worst-case output cost, one output character's cost) for this user and model."""
+    terms = _terms(pricing, is_member=is_member)
+    input_cost = charges.compute_charge(input_chars=input_chars, output_chars=0, **terms).input_cost
+    worst = charges.hold_amount(
+        input_chars=input_chars,
+        max_tokens=max_tokens,
+        hold_chars_per_token=settings.BILLING_HOLD_CHARS_PER_TOKEN,
+        **terms,
+    )
+    one_char = charges.one_char_cost(
+        output_ratio=pricing.output_ratio, is_member=is_member, is_free_model=pricing.is_free
+    )
+    return input_cost, worst - input_cost, one_char
+
+
+def _hold_place_one(
+    *,
+    user_id: int,
+    generation_id: str,
+    pricing: Pricing,
+    input_chars: int,
+    max_tokens: int,
+    record_statement: RecordStatement[HoldRecord] | None,
+    now: datetime,
+    day: date,
+) -> HoldResult:
+    """`hold_place` on PostgreSQL: the non-member terms go in, the statement applies the member's rule
+    (output free) itself when it finds an active membership."""
+    input_cost, worst_output, one_char = _hold_terms(pricing, input_chars, max_tokens, is_member=False)
+    record = record_statement(_HOLD_DECIDED) if record_statement is not None else None
+    async_commit = statements.async_commit()  # decided here: the first-use path adds a savepoint
+
+    def place(cursor: CursorWrapper) -> statements.HoldOutcome | None:
+        outcome = statements.hold_place_one(
+            cursor,
+            user_id=user_id,
+            day=day,
+            at=now,
+            quotas=_quota_terms(),
+            input_cost=input_cost,
+            worst_output_cost=worst_output,
+            one_char_cost=one_char,
+            generation_id=generation_id,
+            model_id=pricing.model_id,
+            expires_at=now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS),
+            record=record,
+            async_commit=async_commit,
+        )
+        if outcome is not None and outcome.amount is None:
+            charged_output = outcome.tier is None and worst_output > 0  # a member's output is free
+            raise _insufficient(
+                required=input_cost + (one_char if charged_output else 0),
+                available=outcome.free_available + outcome.paid_available,
+                input_cost=input_cost,
+                held=outcome.held,
+            )
+        return outcome
+
+    with connection.cursor() as cursor:
+        outcome = place(cursor)
+        if outcome is None:  # first use of the wallet or of the day: create the rows in a transaction
+            with transaction.atomic():  # that a 402 rolls back (it writes nothing, not even empty rows)
+                statements.rows_create(user_id, day)
+                outcome = place(cursor)
+    if outcome is None or outcome.amount is None:  # pragma: no cover - the rows were just created
+        raise RuntimeError(f"no wallet or usage row for user {user_id}")
+    return HoldResult(amount=outcome.amount, is_member=outcome.tier is not None, covers_worst=outcome.covers_worst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +370,23 @@ class Extension:
 def hold_extend(*, generation_id: str, amount: int) -> Extension | None:
     """Reserve up to `amount` more for a running generation, free quota (of the hold's day) first, and
     push back the hold's expiry. Grants what is available, possibly 0. None when the hold is no longer
-    active (settled, released or expired): the caller must stop."""
+    active (settled, released or expired) or reserved nothing (output not metered): the caller must stop.
+    One statement in autocommit on PostgreSQL."""
     if amount <= 0:
         raise ValueError(f"amount must be > 0, got {amount}")
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS)
+    if _one_statement():
+        with connection.cursor() as cursor:
+            grown = statements.hold_extend_one(
+                cursor,
+                generation_id=generation_id,
+                amount=amount,
+                quotas=_quota_terms(),
+                now=now,
+                expires_at=expires_at,
+            )
+        return None if grown is None else Extension(amount=grown.amount, granted=grown.granted)
     with transaction.atomic(), connection.cursor() as cursor:
         hold = statements.hold_locked(cursor, generation_id, with_tier=True)
         if hold is None or hold.amount == 0:  # not active, or nothing metered (its rows are not locked)
@@ -247,13 +394,8 @@ def hold_extend(*, generation_id: str, amount: int) -> Extension | None:
         rows = statements.LockedRows(hold.wallet, hold.usage)
         free_available, paid_available = _available(hold.tier, rows)
         granted = min(amount, free_available + paid_available)
-        now = timezone.now()
         free_part, paid_part, writes = _reserve(
-            user_id=hold.user_id,
-            free_available=free_available,
-            amount=granted,
-            wallet=hold.wallet,
-            usage=hold.usage,
+            user_id=hold.user_id, free_available=free_available, amount=granted, wallet=hold.wallet, usage=hold.usage
         )
         writes.append(
             statements.hold_grow(
@@ -261,7 +403,7 @@ def hold_extend(*, generation_id: str, amount: int) -> Extension | None:
                 amount=hold.amount + granted,
                 free_part=hold.free_part + free_part,
                 paid_part=hold.paid_part + paid_part,
-                expires_at=now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS),
+                expires_at=expires_at,
             )
         )
         statements.write(cursor, writes)
@@ -302,18 +444,42 @@ def charge_settle(
     pricing: Pricing,
     input_chars: int,
     output_chars: int,
-    record_statement: RecordStatement[Consumption] | None = None,
+    record_statement: RecordStatement[ConsumptionRecord] | None = None,
 ) -> Consumption:
     """Replace the hold by the real charge (never more than the hold). Idempotent: a generation that
     was already settled or released returns its existing charge (or nothing) and changes nothing.
     `record_statement` gives one more statement for the charge (the generation record's), run with the
-    writes, settled now or before."""
+    writes, settled now or before. One statement in autocommit on PostgreSQL."""
+    if _one_statement():
+        non_member = charges.compute_charge(
+            input_chars=input_chars, output_chars=output_chars, **_terms(pricing, is_member=False)
+        )
+        with connection.cursor() as cursor:
+            consumption = statements.charge_settle_one(
+                cursor,
+                generation_id=generation_id,
+                quotas=_quota_terms(),
+                input_cost=non_member.input_cost,
+                output_cost=non_member.output_cost,
+                is_free_model=pricing.is_free,
+                model_id=pricing.model_id,
+                input_chars=input_chars,
+                output_chars=output_chars,
+                note=f"generation {generation_id} ({pricing.model_id})"[:300],
+                now=timezone.now(),
+                record=record_statement(_SETTLED) if record_statement is not None else None,
+            )
+            if consumption is None:  # settled or released before: its charge (or nothing)
+                consumption = charge_get(generation_id=generation_id)
+                if record_statement is not None:
+                    cursor.execute(*record_statement(ConsumptionRecord.of(consumption)))
+        return consumption
     with transaction.atomic(), connection.cursor() as cursor:
         hold = statements.hold_locked(cursor, generation_id, with_tier=True)
         if hold is None:
             consumption = charge_get(generation_id=generation_id)
             if record_statement is not None:
-                cursor.execute(*record_statement(consumption))
+                cursor.execute(*record_statement(ConsumptionRecord.of(consumption)))
             return consumption
         charge = charges.compute_charge(
             input_chars=input_chars, output_chars=output_chars, **_terms(pricing, is_member=hold.is_member)
@@ -347,7 +513,7 @@ def charge_settle(
         )
         writes.append(statements.hold_close(hold, Hold.Status.SETTLED.value, now))
         if record_statement is not None:
-            writes.append(record_statement(consumption))
+            writes.append(record_statement(ConsumptionRecord.of(consumption)))
         statements.write(
             cursor, [*statements.row_updates(user_id=hold.user_id, usage_id=hold.usage.id, changes=changes), *writes]
         )
@@ -358,7 +524,7 @@ def hold_release(
     *,
     generation_id: str,
     status: str = Hold.Status.RELEASED,
-    record_statement: RecordStatement[Consumption] | None = None,
+    record_statement: RecordStatement[ConsumptionRecord] | None = None,
 ) -> bool:
     """Give the reservation back without charging (upstream failure). False if it was not active.
     `record_statement` gives one more statement (the generation record's) for the release's consumption
@@ -367,14 +533,14 @@ def hold_release(
         hold = statements.hold_locked(cursor, generation_id, with_tier=False)
         if hold is None:
             if record_statement is not None:
-                cursor.execute(*record_statement(Consumption()))
+                cursor.execute(*record_statement(ConsumptionRecord.of(Consumption())))
             return False
         writes = [
             *statements.row_updates(user_id=hold.user_id, usage_id=hold.usage.id, changes=_unreserved(hold)),
             statements.hold_close(hold, str(status), timezone.now()),
         ]
         if record_statement is not None:
-            writes.append(record_statement(Consumption()))
+            writes.append(record_statement(ConsumptionRecord.of(Consumption())))
         statements.write(cursor, writes)
     return True
 

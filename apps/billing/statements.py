@@ -3,14 +3,16 @@ order hold → wallet → daily usage (so concurrent settlements cannot deadlock
 hot path. The services decide what to write; this module only locks, reads and writes, and returns small
 typed rows.
 
-The hot path of every generation is written as a few raw statements (no ORM query compilation, which
-costs ≈ 0.5 ms CPU per query): on PostgreSQL a hold is 2 statements (one SELECT reading the membership
-tier and locking wallet then usage, one statement writing everything with data-modifying CTEs) and a
-settlement 2 (one SELECT locking hold → wallet → usage in that order and reading the membership, one
-writing statement); a first use of a wallet or a day takes the ORM path that creates the rows.
-SQLite has neither FOR UPDATE nor data-modifying CTEs: there the transaction is IMMEDIATE (writers
-serialised from BEGIN) and the writes are separate statements. The statements' text is constant for a
-given shape of write, so that psycopg can prepare them (see `prepare_threshold` in the settings).
+The hot path of every generation is written as raw statements (no ORM query compilation, which costs
+≈ 0.5 ms CPU per query). On PostgreSQL a hold, an extension and a settlement are **one statement each,
+in autocommit** (`hold_place_one`, `hold_extend_one`, `charge_settle_one`): the statement locks its rows,
+decides in CTEs (the rules of `charges.plan_hold` and `services._settlement`, in SQL) and writes with
+data-modifying CTEs, so no row lock is ever held across a round trip to Python. A release takes two
+statements in a transaction (one SELECT locking hold → wallet → usage, one writing statement); a first
+use of a wallet or a day creates the rows first. SQLite has neither FOR UPDATE nor data-modifying CTEs:
+there the services run the same rules in Python, the transaction IMMEDIATE (writers serialised from
+BEGIN), the writes separate statements. The statements' text is constant for a given shape of write,
+so that psycopg can prepare them (see `prepare_threshold` in the settings).
 """
 
 from __future__ import annotations
@@ -144,22 +146,22 @@ def member_tier(cursor: CursorWrapper, user_id: int, at: datetime) -> str | None
 _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 
 
-def _async_commit() -> bool:
+def async_commit() -> bool:
     """Whether `hold_place` makes its transaction's commit asynchronous: PostgreSQL, unless
-    `BILLING_DURABLE_HOLDS`, and only when the hold's transaction is the outermost one — a caller's
-    larger transaction keeps its durable commit."""
+    `BILLING_DURABLE_HOLDS`, and only when the hold is its own transaction — one statement in autocommit,
+    or the outermost atomic block; a caller's larger transaction keeps its durable commit."""
     if connection.vendor != "postgresql" or settings.BILLING_DURABLE_HOLDS:
         return False
-    return connection.in_atomic_block and not connection.savepoint_ids
+    return not connection.savepoint_ids
 
 
 def hold_rows(cursor: CursorWrapper, user_id: int, day: date, at: datetime, *, lock: bool) -> TierAndRows:
     """The user's membership tier at `at` and, with `lock`, their wallet and day's usage rows locked
     (wallet first) as `wallet_usage_locked` returns them — one statement in the common case. Makes the
-    transaction's commit asynchronous where `_async_commit` says so."""
+    transaction's commit asynchronous where `async_commit` says so."""
     tier_sql = _MEMBER_TIER_SQL.format(user="%s")
-    async_commit = _async_commit()
-    extra = f", {_ASYNC_COMMIT}" if async_commit else ""
+    commit_async = async_commit()
+    extra = f", {_ASYNC_COMMIT}" if commit_async else ""
     if not lock:
         cursor.execute(f"SELECT ({tier_sql}){extra}", [user_id, _dt(at), _dt(at)])
         return TierAndRows(cursor.fetchone()[0], None)
@@ -172,7 +174,7 @@ def hold_rows(cursor: CursorWrapper, user_id: int, day: date, at: datetime, *, l
     if row is not None:
         return TierAndRows(row[0], LockedRows(WalletRow(*row[1:3]), UsageRow(*row[3:6])))
     # first use (of the wallet or of the day): create the rows, in order
-    if async_commit:
+    if commit_async:
         cursor.execute(f"SELECT {_ASYNC_COMMIT}")
     return TierAndRows(member_tier(cursor, user_id, at), wallet_usage_locked(cursor, user_id, day))
 
@@ -352,3 +354,247 @@ def write(cursor: CursorWrapper, parts: Sequence[Statement]) -> None:
         return
     for sql, params in parts:
         cursor.execute(sql, params)
+
+
+# --- one-statement hold, extension and settlement (PostgreSQL) ------------------------------------------
+#
+# On PostgreSQL the hot path's decisions run inside the statement that takes the locks: one statement in
+# autocommit each (no `BEGIN`/`COMMIT` round trips, and no row lock held while Python computes between two
+# statements — with 16 concurrent calls of one user, that wait on the wallet row was the bottleneck). The
+# rules are those of `charges.plan_hold` and `services._settlement`, written in SQL; the services keep the
+# Python versions for SQLite, and tests/billing/test_statements.py checks both give the same rows.
+# Each statement reads its locked rows in CTEs (hold → wallet → usage, the one lock order), decides in
+# CTEs, writes in data-modifying CTEs that read the decided row, and returns the decision. An empty
+# decision (a refused hold, a settled or expired hold) writes nothing.
+
+
+class QuotaTerms(NamedTuple):
+    """The daily free quota per membership tier, as `selectors.tier_quota` computes it, for SQL: no
+    membership ⇒ `default`; a tier ⇒ its plan's quota (`plans`, JSON) else `other_tiers`."""
+
+    default: int
+    plans: str
+    other_tiers: int
+
+
+def _quota_sql(tier: str) -> str:
+    """The quota of the tier in column `tier` (params: `QuotaTerms` in order)."""
+    return f"(CASE WHEN {tier} IS NULL THEN %s ELSE COALESCE((%s::jsonb ->> {tier})::bigint, %s) END)"
+
+
+class HoldOutcome(NamedTuple):
+    """What the one-statement hold found and did: the tier, what was available, what running calls hold;
+    `amount` None when it was refused (nothing written)."""
+
+    tier: str | None
+    free_available: int
+    paid_available: int
+    held: int
+    amount: int | None
+    covers_worst: bool
+
+
+HOLD_SOURCE = "s"  # the decided row of the hold statement, for the caller's record (`FROM s`)
+
+
+def hold_place_one(
+    cursor: CursorWrapper,
+    *,
+    user_id: int,
+    day: date,
+    at: datetime,
+    quotas: QuotaTerms,
+    input_cost: int,
+    worst_output_cost: int,
+    one_char_cost: int,
+    generation_id: str,
+    model_id: str,
+    expires_at: datetime,
+    record: Statement | None,
+    async_commit: bool,
+) -> HoldOutcome | None:
+    """Decide and place a metered hold in one statement (`charges.plan_hold`, free quota first). None
+    when the user's wallet or day's usage row does not exist yet (the caller creates them and retries).
+    `record` is the caller's `INSERT … SELECT … FROM s` (its one row when the hold is placed)."""
+    now = _dt(at)
+    tier_sql = _MEMBER_TIER_SQL.format(user="%s")
+    record_sql = f", ig AS ({record[0]})" if record else ""
+    commit_sql = f", {_ASYNC_COMMIT}" if async_commit else ""
+    cursor.execute(
+        f"WITH t AS (SELECT ({tier_sql}) AS tier),"  # noqa: S608 (constant SQL, values as parameters)
+        " r AS (SELECT w.paid_balance, w.paid_held, u.id AS usage_id, u.used, u.held FROM billing_wallet w"
+        " JOIN billing_dailyusage u ON u.user_id = w.user_id AND u.day = %s WHERE w.user_id = %s"
+        " FOR UPDATE OF w, u),"
+        f" a AS (SELECT r.*, t.tier, GREATEST(0, {_quota_sql('t.tier')} - r.used - r.held) AS free_avail,"
+        " GREATEST(0, r.paid_balance - r.paid_held) AS paid_avail,"
+        " CASE WHEN t.tier IS NULL THEN %s::bigint ELSE 0 END AS worst_out,"
+        " CASE WHEN t.tier IS NULL THEN %s::bigint ELSE 0 END AS one_char FROM r CROSS JOIN t),"
+        " d AS (SELECT a.*, %s::bigint + LEAST(a.worst_out, a.free_avail + a.paid_avail - %s::bigint) AS amount"
+        " FROM a WHERE %s::bigint + CASE WHEN a.worst_out > 0 THEN a.one_char ELSE 0 END"
+        " <= a.free_avail + a.paid_avail),"
+        " s AS (SELECT d.*, LEAST(d.amount, d.free_avail) AS free_part,"
+        " d.amount - LEAST(d.amount, d.free_avail) AS paid_part, d.amount = %s::bigint + d.worst_out AS covers_worst"
+        " FROM d),"
+        " uw AS (UPDATE billing_wallet w SET paid_held = w.paid_held + s.paid_part FROM s"
+        " WHERE w.user_id = %s AND s.paid_part > 0),"
+        " uu AS (UPDATE billing_dailyusage u SET held = u.held + s.free_part FROM s"
+        " WHERE u.id = s.usage_id AND s.free_part > 0),"
+        " ih AS (INSERT INTO billing_hold (generation_id, user_id, model_id, day, amount, free_part, paid_part,"
+        " is_member, status, created_at, expires_at, closed_at)"
+        " SELECT %s, %s, %s, %s, s.amount, s.free_part, s.paid_part, s.tier IS NOT NULL, %s, %s, %s, NULL FROM s)"
+        f"{record_sql}"
+        " SELECT a.tier, a.free_avail, a.paid_avail, a.paid_held + a.held, s.amount, s.covers_worst"
+        f"{commit_sql} FROM a LEFT JOIN s ON TRUE",
+        [
+            user_id,
+            now,
+            now,
+            _day(day),
+            user_id,
+            *quotas,
+            worst_output_cost,
+            one_char_cost,
+            input_cost,
+            input_cost,
+            input_cost,
+            input_cost,
+            user_id,
+            generation_id,
+            user_id,
+            model_id,
+            _day(day),
+            Hold.Status.ACTIVE.value,
+            now,
+            _dt(expires_at),
+            *(record[1] if record else []),
+        ],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return HoldOutcome(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+class ExtendOutcome(NamedTuple):
+    amount: int
+    granted: int
+
+
+def hold_extend_one(
+    cursor: CursorWrapper, *, generation_id: str, amount: int, quotas: QuotaTerms, now: datetime, expires_at: datetime
+) -> ExtendOutcome | None:
+    """Grow an active, non-zero hold by up to `amount` (free quota of its day first) and push back its
+    expiry, in one statement. None when there is no such hold."""
+    tier_sql = _MEMBER_TIER_SQL.format(user="h.user_id")
+    cursor.execute(
+        "WITH h AS (SELECT id, user_id, day, amount, free_part, paid_part FROM billing_hold"  # noqa: S608 (constant SQL, values as parameters)
+        " WHERE generation_id = %s AND status = %s AND amount > 0 FOR UPDATE),"
+        f" r AS (SELECT h.*, w.paid_balance, w.paid_held, u.id AS usage_id, u.used, u.held, ({tier_sql}) AS tier"
+        " FROM h JOIN billing_wallet w ON w.user_id = h.user_id"
+        " JOIN billing_dailyusage u ON u.user_id = h.user_id AND u.day = h.day FOR UPDATE OF w, u),"
+        f" a AS (SELECT r.*, GREATEST(0, {_quota_sql('r.tier')} - r.used - r.held) AS free_avail,"
+        " GREATEST(0, r.paid_balance - r.paid_held) AS paid_avail FROM r),"
+        " g AS (SELECT a.*, LEAST(%s::bigint, a.free_avail + a.paid_avail) AS granted FROM a),"
+        " e AS (SELECT g.*, LEAST(g.granted, g.free_avail) AS free_add,"
+        " g.granted - LEAST(g.granted, g.free_avail) AS paid_add FROM g),"
+        " uw AS (UPDATE billing_wallet w SET paid_held = w.paid_held + e.paid_add FROM e"
+        " WHERE w.user_id = e.user_id AND e.paid_add > 0),"
+        " uu AS (UPDATE billing_dailyusage u SET held = u.held + e.free_add FROM e"
+        " WHERE u.id = e.usage_id AND e.free_add > 0),"
+        " uh AS (UPDATE billing_hold SET amount = e.amount + e.granted, free_part = e.free_part + e.free_add,"
+        " paid_part = e.paid_part + e.paid_add, expires_at = %s FROM e WHERE billing_hold.id = e.id)"
+        " SELECT e.amount + e.granted, e.granted FROM e",
+        [generation_id, Hold.Status.ACTIVE.value, _dt(now), _dt(now), *quotas, amount, _dt(expires_at)],
+    )
+    row = cursor.fetchone()
+    return None if row is None else ExtendOutcome(row[0], row[1])
+
+
+SETTLE_SOURCE = "c"  # the settled row of the settlement statement, for the caller's record (`FROM c`)
+
+
+def charge_settle_one(
+    cursor: CursorWrapper,
+    *,
+    generation_id: str,
+    quotas: QuotaTerms,
+    input_cost: int,
+    output_cost: int,
+    is_free_model: bool,
+    model_id: str,
+    input_chars: int,
+    output_chars: int,
+    note: str,
+    now: datetime,
+    record: Statement | None,
+) -> Consumption | None:
+    """Settle an active hold in one statement: the charge (`output_cost` waived for a member's hold),
+    never more than the hold; free quota first (the hold's own free part at least); the wallet, the day's
+    usage, the ledger entry, the `Charge`, the hold closed, and the caller's `record`
+    (`UPDATE … FROM c`). None when the hold is not active (settled, released or expired): nothing written."""
+    at = _dt(now)
+    tier_sql = _MEMBER_TIER_SQL.format(user="h.user_id")
+    record_sql = f", ig AS ({record[0]})" if record else ""
+    cursor.execute(
+        "WITH h AS (SELECT id, user_id, day, amount, free_part, paid_part, is_member FROM billing_hold"  # noqa: S608 (constant SQL, values as parameters)
+        " WHERE generation_id = %s AND status = %s FOR UPDATE),"
+        " r AS (SELECT h.id AS hold_id, w.paid_balance, w.paid_held, u.id AS usage_id, u.used, u.held,"
+        f" ({tier_sql}) AS tier FROM h JOIN billing_wallet w ON w.user_id = h.user_id AND h.amount > 0"
+        " JOIN billing_dailyusage u ON u.user_id = h.user_id AND u.day = h.day FOR UPDATE OF w, u),"
+        " k AS (SELECT h.*, r.usage_id, r.used, r.held, r.tier,"
+        " LEAST(%s::bigint + CASE WHEN h.is_member THEN 0 ELSE %s::bigint END, h.amount) AS total,"
+        " LEAST(%s::bigint, h.amount) AS input_c FROM h LEFT JOIN r ON r.hold_id = h.id),"
+        " q AS (SELECT k.*, k.total - k.input_c AS output_c, CASE WHEN k.total > 0 THEN LEAST(k.total,"
+        f" GREATEST(0, {_quota_sql('k.tier')} - k.used - (k.held - k.free_part), k.free_part)) ELSE 0 END"
+        " AS free_used, k.is_member AND NOT %s AS benefit FROM k),"
+        " c AS (SELECT q.*, q.total - q.free_used AS paid_used FROM q),"
+        " uw AS (UPDATE billing_wallet w SET paid_held = w.paid_held - c.paid_part,"
+        " paid_balance = w.paid_balance - c.paid_used,"
+        " updated_at = CASE WHEN c.paid_used > 0 THEN %s ELSE w.updated_at END FROM c"
+        " WHERE w.user_id = c.user_id AND (c.paid_part > 0 OR c.paid_used > 0) RETURNING w.paid_balance),"
+        " uu AS (UPDATE billing_dailyusage u SET held = u.held - c.free_part, used = u.used + c.free_used FROM c"
+        " WHERE u.id = c.usage_id AND (c.free_part > 0 OR c.free_used > 0)),"
+        " il AS (INSERT INTO billing_ledgerentry (user_id, kind, amount, balance_after, generation_id, note,"
+        " created_by_id, created_at) SELECT c.user_id, %s, -c.paid_used, uw.paid_balance, %s, %s, NULL, %s"
+        " FROM c CROSS JOIN uw WHERE c.paid_used > 0),"
+        " ic AS (INSERT INTO billing_charge (generation_id, user_id, model_id, day, input_chars, output_chars,"
+        " input_cost, output_cost, total_cost, used_daily_free, used_paid, member_benefit_applied, created_at)"
+        " SELECT %s, c.user_id, %s, c.day, %s, %s, c.input_c, c.output_c, c.total, c.free_used, c.paid_used,"
+        " c.benefit, %s FROM c),"
+        " hc AS (UPDATE billing_hold SET status = %s, closed_at = %s FROM c WHERE billing_hold.id = c.id)"
+        f"{record_sql}"
+        " SELECT c.total, c.input_c, c.output_c, c.free_used, c.paid_used, c.benefit FROM c",
+        [
+            generation_id,
+            Hold.Status.ACTIVE.value,
+            at,
+            at,
+            input_cost,
+            output_cost,
+            input_cost,
+            *quotas,
+            is_free_model,
+            at,
+            LedgerEntry.Kind.CHARGE.value,
+            generation_id,
+            note,
+            at,
+            generation_id,
+            model_id,
+            input_chars,
+            output_chars,
+            at,
+            Hold.Status.SETTLED.value,
+            at,
+            *(record[1] if record else []),
+        ],
+    )
+    row = cursor.fetchone()
+    return None if row is None else Consumption(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def rows_create(user_id: int, day: date) -> None:
+    """The user's wallet and day's usage row, created if missing (no lock: a concurrent creator wins
+    harmlessly) — before a one-statement hold, which only finds existing rows."""
+    Wallet.objects.bulk_create([Wallet(user_id=user_id)], ignore_conflicts=True)
+    DailyUsage.objects.bulk_create([DailyUsage(user_id=user_id, day=day)], ignore_conflicts=True)

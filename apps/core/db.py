@@ -84,27 +84,56 @@ def _insert_fields(model: type[Model]) -> tuple[Field, ...]:
     return tuple(f for f in model._meta.concrete_fields if not (f.primary_key and isinstance(f, AutoFieldMixin)))
 
 
-def insert_statement(model: type[Model], values: Mapping[str, Any]) -> Statement:
+class Expr(str):
+    """SQL written into a statement as it is, not as a parameter: a column of the statement's own rows
+    (`Expr("s.amount")` in a one-statement write whose data-modifying CTEs read a CTE `s`). Only ever
+    built from constants in the code, never from input."""
+
+    __slots__ = ()
+
+
+def _value_sql(field: Field, value: Any, params: list[Any]) -> str:
+    if isinstance(value, Expr):
+        return str(value)
+    params.append(field.get_db_prep_save(value, connection))
+    return "%s"
+
+
+def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: str | None = None) -> Statement:
     """A raw `INSERT` of one row of `model`: every column, the model's defaults for those not in `values`
     (keyed by attname, e.g. `user_id`), values prepared by the fields as the ORM would. For hot paths
-    that fold the insert into another statement (see `apps.billing.services`)."""
+    that fold the insert into another statement (see `apps.billing.services`).
+
+    With `source` (a CTE of the enclosing statement), `INSERT … SELECT … FROM source`: one row per row of
+    `source` (none when it is empty), `Expr` values reading its columns."""
     fields = _insert_fields(model)
     qn = connection.ops.quote_name
-    params = [
-        f.get_db_prep_save(values[f.attname] if f.attname in values else f.get_default(), connection) for f in fields
-    ]
+    params: list[Any] = []
+    placeholders = ", ".join(
+        _value_sql(f, values[f.attname] if f.attname in values else f.get_default(), params) for f in fields
+    )
     columns = ", ".join(qn(f.column) for f in fields)  # type: ignore[arg-type]  # concrete fields have a column
-    placeholders = ", ".join(["%s"] * len(fields))
-    return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({placeholders})", params  # noqa: S608 (names from the model, values as parameters)
+    if source is None:
+        return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({placeholders})", params  # noqa: S608 (names from the model, values as parameters)
+    return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) SELECT {placeholders} FROM {source}", params  # noqa: S608
 
 
-def update_statement(model: type[Model], values: Mapping[str, Any], *, where: str, equals: Any) -> Statement:
-    """A raw `UPDATE` of the rows of `model` whose field `where` equals `equals` (values by attname)."""
+def update_statement(
+    model: type[Model], values: Mapping[str, Any], *, where: str, equals: Any, source: str | None = None
+) -> Statement:
+    """A raw `UPDATE` of the rows of `model` whose field `where` equals `equals` (values by attname).
+    With `source` (a CTE of the enclosing statement), `UPDATE … FROM source`: nothing when it is empty,
+    `Expr` values reading its columns."""
     meta = model._meta
     qn = connection.ops.quote_name
     fields = [meta.get_field(name) for name in values]
     key = meta.get_field(where)
-    assignments = ", ".join(f"{qn(f.column)} = %s" for f in fields)  # type: ignore[union-attr,arg-type]
-    params = [f.get_db_prep_save(values[name], connection) for name, f in zip(values, fields, strict=True)]  # type: ignore[union-attr]
+    params: list[Any] = []
+    assignments = ", ".join(
+        f"{qn(f.column)} = {_value_sql(f, values[name], params)}"  # type: ignore[union-attr,arg-type]
+        for name, f in zip(values, fields, strict=True)
+    )
     params.append(key.get_db_prep_value(equals, connection))  # type: ignore[union-attr]
-    return f"UPDATE {qn(meta.db_table)} SET {assignments} WHERE {qn(key.column)} = %s", params  # type: ignore[union-attr,arg-type]  # noqa: S608
+    table = qn(meta.db_table)
+    source_sql = f" FROM {source}" if source else ""
+    return f"UPDATE {table} SET {assignments}{source_sql} WHERE {table}.{qn(key.column)} = %s", params  # type: ignore[union-attr,arg-type]  # noqa: S608

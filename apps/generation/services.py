@@ -10,7 +10,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -225,7 +224,7 @@ def generation_open(*, prepared: Prepared, user: Any, stream: bool, mode: str, *
     generation_id = new_generation_id()
     input_chars = prepared.input_chars_for(primary)
 
-    def record(hold: billing.HoldResult) -> Statement:
+    def record(hold: billing.HoldRecord) -> Statement:
         return insert_statement(
             Generation,
             {
@@ -242,17 +241,18 @@ def generation_open(*, prepared: Prepared, user: Any, stream: bool, mode: str, *
                 "hold_amount": hold.amount,
                 **record_fields,
             },
+            source=hold.source,
         )
 
-    with transaction.atomic():
-        hold = billing.hold_place(
-            user=user,
-            generation_id=generation_id,
-            pricing=pricing_of(primary),
-            input_chars=input_chars,
-            max_tokens=prepared.max_tokens,
-            record_statement=record,
-        )
+    # the hold is its own transaction (one statement on PostgreSQL), the record written with it
+    hold = billing.hold_place(
+        user=user,
+        generation_id=generation_id,
+        pricing=pricing_of(primary),
+        input_chars=input_chars,
+        max_tokens=prepared.max_tokens,
+        record_statement=record,
+    )
     prepared.generation_id = generation_id
     prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
     prepared.hold_covers_worst = hold.covers_worst
@@ -326,7 +326,7 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
         )
         estimated = True
 
-    def record(consumption: billing.Consumption) -> Statement:
+    def record(consumption: billing.ConsumptionRecord) -> Statement:
         return update_statement(
             Generation,
             {
@@ -358,6 +358,7 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
             },
             where="public_id",
             equals=prepared.generation_id,
+            source=consumption.source,
         )
 
     if pays:

@@ -16,7 +16,8 @@ from django.db import transaction
 from django.utils import translation
 
 from apps.billing import selectors, services
-from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
+from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, RedemptionCode, Wallet
+from apps.core.db import update_statement
 from apps.core.errors import ApplicationError
 
 pytestmark = pytest.mark.django_db
@@ -225,33 +226,58 @@ def test_unknown_generation_settles_and_releases_to_nothing(user):
 
 
 def test_the_record_statement_runs_with_the_writes_active_or_not(user):
-    """The caller's record statement gets billing's outcome (a release charges nothing) and runs in
-    billing's transaction, whether the hold was still active or not."""
+    """The caller's record statement gets what billing says of the record (a release charges nothing) and
+    runs with billing's writes — in the same statement on PostgreSQL, reading its decided row — whether
+    the hold was still active or not. Here the "record" is a probe row that stores the amount it is given."""
     services.wallet_grant(user=user, amount=10_000)
-    seen = []
+    Plan.objects.create(tier="probe", daily_free_quota=0)
+    seen = set()
 
-    def record(outcome):
-        seen.append(outcome)
-        return "UPDATE billing_plan SET daily_free_quota = 0 WHERE tier = %s", ["no such tier"]
+    def record(what):
+        seen.add(type(what).__name__)
+        value = what.amount if isinstance(what, services.HoldRecord) else what.total_cost
+        return update_statement(Plan, {"daily_free_quota": value}, where="tier", equals="probe", source=what.source)
+
+    def probe():
+        return Plan.objects.get(tier="probe").daily_free_quota
 
     with transaction.atomic():
         held = services.hold_place(
             user=user, generation_id="g1", pricing=PAID, input_chars=0, max_tokens=1000, record_statement=record
         )
+    assert held == services.HoldResult(amount=4000, is_member=False) and probe() == 4000
     charged = services.charge_settle(
         generation_id="g1", pricing=PAID, input_chars=0, output_chars=3000, record_statement=record
     )
+    assert probe() == 3000
+    Plan.objects.filter(tier="probe").update(daily_free_quota=0)
     again = services.charge_settle(
         generation_id="g1", pricing=PAID, input_chars=0, output_chars=3000, record_statement=record
     )
+    assert probe() == 3000  # settled before: the record gets the existing charge
     place(user, "g2", max_tokens=10)
     assert services.hold_release(generation_id="g2", record_statement=record) is True
+    assert probe() == 0
     assert services.hold_release(generation_id="g2", record_statement=record) is False
 
-    assert seen == [held, charged, again, services.Consumption(), services.Consumption()]
-    assert held == services.HoldResult(amount=4000, is_member=False)
+    assert seen == {"HoldRecord", "ConsumptionRecord"}
     assert charged == again == services.Consumption(3000, 0, 3000, 2000, 1000, False)
     assert wallet(user) == (9000, 0)
+
+
+def test_a_refused_hold_writes_no_record(user):
+    Plan.objects.create(tier="probe", daily_free_quota=7)
+
+    def record(what):
+        return update_statement(
+            Plan, {"daily_free_quota": what.amount}, where="tier", equals="probe", source=what.source
+        )
+
+    with pytest.raises(ApplicationError), transaction.atomic():
+        services.hold_place(
+            user=user, generation_id="g1", pricing=PAID, input_chars=20_000, max_tokens=10, record_statement=record
+        )
+    assert Plan.objects.get(tier="probe").daily_free_quota == 7
 
 
 def test_a_hold_beyond_the_funds_holds_what_is_left(user):
