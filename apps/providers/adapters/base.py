@@ -28,6 +28,20 @@ ADAPTER_KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini", "openai_text"
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+SAMPLING_PARAMS: tuple[str, ...] = (
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
+    "reasoning_effort",
+    "include_reasoning",
+)
+"""The sampling parameters a caller may set, by their OpenAI / SillyTavern names (`ChatRequest.sampling`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     messages: tuple[ChatMessage, ...]
@@ -36,6 +50,12 @@ class ChatRequest:
     temperature: float
     stop: tuple[str, ...] = ()
     extra: Mapping[str, Any] = _EMPTY  # merged into the upstream JSON body as-is
+    # Sampling parameters by their OpenAI names (keys of SAMPLING_PARAMS): each adapter sends those its
+    # wire format supports, in its own names, and drops the others.
+    sampling: Mapping[str, Any] = _EMPTY
+    # A raw text-completion prompt (`/v1/completions`): sent as it is by the text-completion adapter
+    # (no instruct template, `messages` unused); the chat adapters refuse it.
+    prompt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
