@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Bottom to top. `core` is the shared kernel; `cards`, `macros` are pure codecs/engines; `providers`
 # (upstream adapters, the model catalogue, the token estimate) and `billing` (the money) serve
-# everything above; `generation` (writing and roleplay) is the top of the domain.
+# everything above; `generation` (writing and roleplay) is the top of the domain, and `openai_api` (the
+# OpenAI-compatible API over it) the top of all.
 LAYERS = (
     "core",
     "cards",
@@ -38,6 +39,7 @@ LAYERS = (
     "worldviews",
     "prompts",
     "generation",
+    "openai_api",
 )
 
 PURE_MODULES = (

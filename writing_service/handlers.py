@@ -14,7 +14,7 @@ from django.test.utils import override_settings
 from django.urls import ResolverMatch, URLPattern, URLResolver, get_resolver, set_script_prefix
 from django.urls.resolvers import RoutePattern
 
-API_PREFIX = "/api/"
+API_PREFIXES = ("/api/", "/v1/")  # this service's API and the OpenAI-compatible one
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -168,7 +168,7 @@ class PathRouter:
             if path in self.async_paths:
                 await self.async_api(scope, receive, send)
                 return
-            if path.startswith(API_PREFIX):
+            if path.startswith(API_PREFIXES):
                 await self.api(scope, receive, send)
                 return
         await self.default(scope, receive, send)

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.providers",
     "apps.generation",
     "apps.billing",
+    "apps.openai_api",
 ]
 
 MIDDLEWARE = [

@@ -31,6 +31,7 @@ class TokenOutputSerializer(serializers.Serializer):
     lastUsedAt = serializers.DateTimeField(source="last_used_at", allow_null=True)
     revokedAt = serializers.DateTimeField(source="revoked_at", allow_null=True)
     active = serializers.BooleanField(source="is_active")
+    scope = serializers.CharField()
 
 
 class TokenCreateView(APIView):
@@ -48,11 +49,18 @@ class TokenCreateView(APIView):
         expiresInDays = serializers.IntegerField(
             required=False, allow_null=True, min_value=1, max_value=3650, default=None
         )
+        scope = serializers.ChoiceField(
+            choices=ApiToken.Scope.values,
+            required=False,
+            default=ApiToken.Scope.ALL,
+            help_text="`openai`: the token works only on the OpenAI-compatible API (/v1), e.g. for SillyTavern.",
+        )
 
     class OutputSerializer(serializers.Serializer):
         token = serializers.CharField()
         tokenId = serializers.IntegerField()
         name = serializers.CharField()
+        scope = serializers.CharField()
         createdAt = serializers.DateTimeField()
         expiresAt = serializers.DateTimeField(allow_null=True)
 
@@ -64,12 +72,16 @@ class TokenCreateView(APIView):
         if user is None:
             raise ApplicationError(_("Incorrect username or password."), status_code=401, code="invalid_credentials")
         issued = services.token_create(
-            user=user, name=data.validated_data["name"], expires_in_days=data.validated_data["expiresInDays"]
+            user=user,
+            name=data.validated_data["name"],
+            expires_in_days=data.validated_data["expiresInDays"],
+            scope=data.validated_data["scope"],
         )
         body = {
             "token": issued.token,
             "tokenId": issued.record.pk,
             "name": issued.record.name,
+            "scope": issued.record.scope,
             "createdAt": issued.record.created_at,
             "expiresAt": issued.record.expires_at,
         }

@@ -6,15 +6,18 @@ from django.utils.translation import gettext as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from apps.accounts.models import ApiToken
 from apps.accounts.services import token_authenticate
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer <token>`; missing → anonymous (then 401), invalid/revoked/expired → 401."""
+    """`Authorization: Bearer <token>`; missing → anonymous (then 401), invalid/revoked/expired → 401.
+    Only tokens of scope `all`: a token limited to the OpenAI-compatible API is refused here."""
 
     keyword = "bearer"
+    scopes: frozenset[str] = frozenset({ApiToken.Scope.ALL})
 
-    def authenticate(self, request: Any) -> tuple[Any, Any] | None:
+    def presented_token(self, request: Any) -> str | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
@@ -24,18 +27,49 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         token = token.strip()
         if not token:
             raise exceptions.AuthenticationFailed(_("Invalid token header. No credentials provided."))
+        return token
+
+    def authenticate(self, request: Any) -> tuple[Any, Any] | None:
+        token = self.presented_token(request)
+        if token is None:
+            return None
         record = token_authenticate(token=token)
         if record is None:
             raise exceptions.AuthenticationFailed(_("Invalid, revoked or expired token."))
+        if record.scope not in self.scopes:
+            raise exceptions.AuthenticationFailed(
+                _("This token may only be used with the OpenAI-compatible API (/v1).")
+            )
         return record.user, record
 
     def authenticate_header(self, request: Any) -> str:
         return 'Bearer realm="api"'
 
 
+class OpenAIKeyAuthentication(BearerTokenAuthentication):
+    """The OpenAI-compatible API: `Authorization: Bearer <token>` or `x-api-key: <token>` (clients built
+    for Anthropic-style keys send that), tokens of any scope."""
+
+    scopes = frozenset({ApiToken.Scope.ALL, ApiToken.Scope.OPENAI})
+
+    def presented_token(self, request: Any) -> str | None:
+        token = super().presented_token(request)
+        if token is None:
+            token = request.META.get("HTTP_X_API_KEY", "").strip() or None
+        return token
+
+
 class BearerTokenScheme(OpenApiAuthenticationExtension):
     target_class = "apps.accounts.authentication.BearerTokenAuthentication"
     name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer"}
+
+
+class OpenAIKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "apps.accounts.authentication.OpenAIKeyAuthentication"
+    name = "openaiBearerAuth"  # the same tokens (of any scope); `x-api-key: <token>` works too
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer"}

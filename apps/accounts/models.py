@@ -8,9 +8,11 @@ from django.utils import timezone
 # of this app: `user.has_perm("accounts.generation:writing:generate")`.
 PERM_WRITING_GENERATE = "generation:writing:generate"
 PERM_ROLEPLAY_GENERATE = "generation:roleplay:generate"
+PERM_CHAT_GENERATE = "generation:chat:generate"  # the OpenAI-compatible API (/v1)
 GENERATION_PERMISSIONS = (
     (PERM_WRITING_GENERATE, "Can generate in writing mode"),
     (PERM_ROLEPLAY_GENERATE, "Can generate in roleplay mode"),
+    (PERM_CHAT_GENERATE, "Can generate through the OpenAI-compatible API"),
 )
 
 
@@ -27,7 +29,14 @@ class GenerationAccess(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token: only a lookup prefix and a keyed hash are stored, never the token itself."""
+    """A bearer token: only a lookup prefix and a keyed hash are stored, never the token itself.
+
+    `scope`: `all` works everywhere; `openai` only on the OpenAI-compatible API (`/v1/…`) — the token a
+    user pastes into SillyTavern or Tavo cannot manage their account or spend through other routes."""
+
+    class Scope(models.TextChoices):
+        ALL = "all", "all"
+        OPENAI = "openai", "openai"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100, blank=True, default="")
@@ -37,6 +46,7 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ALL)
 
     class Meta:
         ordering = ("-created_at", "-id")

@@ -8,7 +8,12 @@ from django.core.cache import cache
 from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 
-from apps.accounts.models import GENERATION_PERMISSIONS, PERM_ROLEPLAY_GENERATE, PERM_WRITING_GENERATE
+from apps.accounts.models import (
+    GENERATION_PERMISSIONS,
+    PERM_CHAT_GENERATE,
+    PERM_ROLEPLAY_GENERATE,
+    PERM_WRITING_GENERATE,
+)
 
 PERMISSIONS_CACHE_SECONDS = 60
 
@@ -44,3 +49,4 @@ def require_permission(permission: str) -> type[BasePermission]:
 
 CanGenerateWriting = require_permission(PERM_WRITING_GENERATE)
 CanGenerateRoleplay = require_permission(PERM_ROLEPLAY_GENERATE)
+CanGenerateChat = require_permission(PERM_CHAT_GENERATE)

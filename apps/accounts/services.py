@@ -45,7 +45,9 @@ def split_token(token: str) -> str | None:
     return token[: len(start) + _PREFIX_LEN]
 
 
-def token_create(*, user: User, name: str = "", expires_in_days: int | None = None) -> IssuedToken:
+def token_create(
+    *, user: User, name: str = "", expires_in_days: int | None = None, scope: str = ApiToken.Scope.ALL
+) -> IssuedToken:
     for _attempt in range(5):
         prefix = settings.API_TOKEN_PREFIX + secrets.token_hex(_PREFIX_LEN // 2)
         if not ApiToken.objects.filter(prefix=prefix).exists():
@@ -53,7 +55,7 @@ def token_create(*, user: User, name: str = "", expires_in_days: int | None = No
     token = prefix + secrets.token_urlsafe(32)
     expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
     record = ApiToken.objects.create(
-        user=user, name=name[:100], prefix=prefix, digest=token_digest(token), expires_at=expires_at
+        user=user, name=name[:100], prefix=prefix, digest=token_digest(token), expires_at=expires_at, scope=scope
     )
     return IssuedToken(token=token, record=record)
 
@@ -107,7 +109,18 @@ def token_authenticate(*, token: str) -> ApiToken | None:
     return record
 
 
-_TOKEN_FIELDS = ("id", "user_id", "name", "prefix", "digest", "created_at", "expires_at", "last_used_at", "revoked_at")
+_TOKEN_FIELDS = (
+    "id",
+    "user_id",
+    "name",
+    "prefix",
+    "digest",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+    "scope",
+)
 _USER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser")
 
 

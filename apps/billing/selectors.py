@@ -208,6 +208,18 @@ def balance_get(*, user: Any, at: datetime | None = None) -> Balance:
     )
 
 
+def available_get(*, user_id: int, at: datetime | None = None) -> int:
+    """What a new call can reserve now: today's free quota left (quota − used − held) plus the paid
+    balance less what running calls hold (the `X-Balance-Remaining` of the OpenAI-compatible API)."""
+    at = at or timezone.now()
+    paid = Wallet.objects.filter(pk=user_id).values_list("paid_balance", "paid_held").first() or (0, 0)
+    usage = DailyUsage.objects.filter(user_id=user_id, day=billing_day(at)).values_list("used", "held").first()
+    used, held = usage or (0, 0)
+    membership = Membership.objects.filter(user_id=user_id, starts_at__lte=at, ends_at__gt=at).order_by("-ends_at")
+    tier = membership.values_list("tier", flat=True).first()
+    return max(0, tier_quota(tier) - used - held) + max(0, paid[0] - paid[1])
+
+
 def ledger_list(*, user: Any, kind: str | None = None) -> QuerySet[LedgerEntry]:
     """The user's ledger entries, newest first."""
     qs = LedgerEntry.objects.filter(user=user)

@@ -23,7 +23,7 @@ from apps.core.api.views import AsyncAPIView, request_user
 from apps.core.db import db_sync_to_async
 from apps.generation import selectors, services
 from apps.generation.models import Generation
-from apps.generation.relay import respond
+from apps.generation.relay import Relay, respond
 from apps.providers.types import ChatMessage
 
 MAX_TEXT = 200_000
@@ -113,6 +113,7 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
     initial_in_handler = frozenset({"post"})
     input_serializer: type[RequestSerializer[ReqT]]
     stream = False  # the `/stream` endpoints always stream; the others when the body says so
+    relay_class: type[Relay] = Relay  # the wire format of the answer
 
     @abc.abstractmethod
     def open(self, user: Any, req: ReqT) -> PrepT:
@@ -131,10 +132,18 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
 
     async def generate(self, request: Request) -> HttpResponse | StreamingHttpResponse:
         prepared, wants_stream = await db_sync_to_async(self._checked_open)(request)
-        answer = await respond(prepared, self.finish, stream=self.stream or wants_stream)
+        answer = await respond(prepared, self.finish, stream=self.stream or wants_stream, relay_class=self.relay_class)
         if isinstance(answer, dict):  # rendered here: no DRF Response, renderer and second HttpResponse
-            return HttpResponse(dumps(answer), content_type=JSONRenderer.media_type)
+            response = HttpResponse(dumps(answer), content_type=JSONRenderer.media_type)
+            self.decorate(prepared, response, answer)
+            return response
+        self.decorate(prepared, answer, None)
         return answer
+
+    def decorate(
+        self, prepared: PrepT, response: HttpResponse | StreamingHttpResponse, body: dict[str, Any] | None
+    ) -> None:
+        """Add headers to the answer (`body` is None for a stream, whose headers go out first)."""
 
 
 class WritingView(GenerationView[services.WritingRequest, services.Prepared]):

@@ -19,6 +19,7 @@ class Generation(models.Model):
     class Mode(models.TextChoices):
         WRITING = "writing", "writing"
         ROLEPLAY = "roleplay", "roleplay"
+        CHAT = "chat", "chat"  # the OpenAI-compatible API (/v1)
 
     class Status(models.TextChoices):
         PENDING = "pending", "pending"

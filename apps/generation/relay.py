@@ -69,7 +69,9 @@ class Finish(Protocol):
     def __call__(self, *, prepared: Any, outcome: Outcome) -> Finished: ...
 
 
-async def respond(prepared: Prepared, finish: Finish, *, stream: bool) -> StreamingHttpResponse | dict[str, Any]:
+async def respond(
+    prepared: Prepared, finish: Finish, *, stream: bool, relay_class: type[Relay] | None = None
+) -> StreamingHttpResponse | dict[str, Any]:
     """Call the model for a prepared generation and answer: an SSE stream, or the JSON body at the end.
 
     `finish` completes the record and the billing (and, for roleplay, the chat) exactly once.
@@ -80,7 +82,7 @@ async def respond(prepared: Prepared, finish: Finish, *, stream: bool) -> Stream
         redis_url=settings.REDIS_URL,
         can_use=prepared.covered_by_hold,
     )
-    relay = Relay(prepared, routed, finish)
+    relay = (relay_class or Relay)(prepared, routed, finish)
     if stream:
         primed = await relay.prime()
         response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")
@@ -248,7 +250,11 @@ class Relay:
             await self.close_upstream()
             await self.settle(Generation.Status.FAILED, exc)
             raise
-        finished = await self.settle(Generation.Status.SUCCEEDED)
+        return self.answer(await self.settle(Generation.Status.SUCCEEDED))
+
+    # -- the wire format (this API's; `apps.openai_api` has OpenAI's) ----------------------------------
+    def answer(self, finished: Finished) -> dict[str, Any]:
+        """The JSON body of a non-streamed answer."""
         content, reasoning = "".join(self.content), "".join(self.reasoning)
         body: dict[str, Any] = {"content": content}
         if reasoning:
@@ -263,6 +269,14 @@ class Relay:
         )
         body.update(self.prepared.answer_fields())
         return body
+
+    def end_events(self) -> list[bytes]:
+        """The events after the last delta of a stream that succeeded."""
+        return [sse(self.final_event()), DONE]
+
+    def error_events(self, error: ApplicationError) -> list[bytes]:
+        """The events that end a stream the upstream broke off."""
+        return [sse({"content": "", "error": envelope(error.status_code, error.message)}), DONE]
 
     def delta_event(self, delta: Delta) -> bytes | None:
         if not delta.content and not delta.reasoning:
@@ -338,9 +352,5 @@ class Relay:
                 await self.close_upstream()
             # An upstream failure is never charged, even after some text was relayed (SPEC §9).
             await self.settle(status, error)
-        if error is not None:
-            api_error = upstream_api_error(error)
-            yield sse({"content": "", "error": envelope(api_error.status_code, api_error.message)})
-        else:
-            yield sse(self.final_event())
-        yield DONE
+        for event in self.error_events(upstream_api_error(error)) if error is not None else self.end_events():
+            yield event

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -70,6 +70,10 @@ class Prepared:
     history_dropped: int
     prompt_tokens_estimate: int
     hold_covers_worst: bool = True  # else a non-streamed call streams internally, to be cut where funds end
+    # the OpenAI-compatible API's request options (writing and roleplay leave them empty)
+    stop: tuple[str, ...] = ()
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    prompt: str | None = None  # a raw text-completion prompt: sent as it is, `messages` only estimate it
     started: float = field(default_factory=time.perf_counter)
     _requests: dict[str, tuple[ChatRequest, int]] = field(default_factory=dict)
 
@@ -88,8 +92,14 @@ class Prepared:
                 model=target.upstream_model,
                 max_tokens=min(self.max_tokens, target.max_output_tokens),
                 temperature=self.temperature,
+                stop=self.stop,
+                sampling=self.sampling,
+                prompt=self.prompt,
             )
-            cached = self._requests[target.model_id] = (request, sum(count_chars(m.content) for m in messages))
+            chars = (
+                count_chars(self.prompt) if self.prompt is not None else sum(count_chars(m.content) for m in messages)
+            )
+            cached = self._requests[target.model_id] = (request, chars)
         return cached
 
     def answer_fields(self) -> dict[str, Any]:

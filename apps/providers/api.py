@@ -5,7 +5,6 @@ Only public fields are exposed: never the connection, its base URL, the upstream
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -14,11 +13,7 @@ from rest_framework.views import APIView
 
 from apps.core.api.pagination import PagePagination
 from apps.providers.models import AIModel
-
-
-def models_visible() -> QuerySet[AIModel]:
-    """Enabled models whose connection is enabled, by ``model_id``."""
-    return AIModel.objects.filter(enabled=True, connection__enabled=True).order_by("model_id")
+from apps.providers.selectors import models_visible
 
 
 class ModelOutputSerializer(serializers.Serializer):

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
 from apps.core.errors import ApplicationError
@@ -54,6 +55,11 @@ def _target(model: AIModel) -> ModelTarget:
 
 CHAIN_CACHE_SECONDS = 10.0
 _chains: dict[str, tuple[float, list[ModelTarget]]] = {}
+
+
+def models_visible() -> QuerySet[AIModel]:
+    """Enabled models whose connection is enabled, by ``model_id`` (what users may pick)."""
+    return AIModel.objects.filter(enabled=True, connection__enabled=True).order_by("model_id")
 
 
 def model_chain(*, model_id: str) -> list[ModelTarget]:

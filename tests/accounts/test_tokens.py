@@ -17,7 +17,8 @@ def test_login_issues_token_shown_once_and_stored_hashed(anon, user):
     # then
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"token", "tokenId", "name", "createdAt", "expiresAt"}
+    assert set(body) == {"token", "tokenId", "name", "scope", "createdAt", "expiresAt"}
+    assert body["scope"] == "all"
     token = body["token"]
     assert token.startswith("wst_") and body["name"] == "cli" and body["expiresAt"] is None
     record = ApiToken.objects.get(pk=body["tokenId"])
@@ -44,7 +45,11 @@ def test_token_authenticates_and_records_last_used(anon, user):
 
 def test_me_lists_default_role_permissions(api):
     body = api.get("/api/v1/auth/me").json()
-    assert body["permissions"] == ["generation:writing:generate", "generation:roleplay:generate"]
+    assert body["permissions"] == [
+        "generation:writing:generate",
+        "generation:roleplay:generate",
+        "generation:chat:generate",
+    ]
     assert body["membership"]["active"] is False
 
 
@@ -138,3 +143,17 @@ def test_login_is_rate_limited_with_retry_after(anon, user, settings):
     assert 1 <= int(responses[-1]["Retry-After"]) <= 60
     assert responses[-1].json()["statusCode"] == 429
     assert responses[-1].json()["error"] == "Too Many Requests"
+
+
+def test_a_token_limited_to_the_openai_api_is_refused_elsewhere(anon, make_client, user):
+    response = anon.post(
+        "/api/v1/auth/token",
+        {"username": "alice", "password": "secret-pass-123", "name": "tavern", "scope": "openai"},
+        format="json",
+    )
+    assert response.status_code == 201 and response.json()["scope"] == "openai"
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['token']}")
+    refused = anon.get("/api/v1/auth/me")
+    assert refused.status_code == 401
+    assert refused.json()["message"] == "此令牌只能用于 OpenAI 兼容接口（/v1）。"
+    assert anon.post("/api/v1/auth/token", {"username": "alice", "scope": "admin"}, format="json").status_code == 400
