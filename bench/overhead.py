@@ -256,6 +256,38 @@ class Bench:
         )
         return row
 
+    def _openai_body(self, stream: bool) -> dict:
+        # the messages writing mode assembles for self.body, sent as an OpenAI client would
+        return {
+            "model": "bench-model",
+            "messages": self.direct_body["messages"],
+            "max_tokens": 256,
+            "temperature": 0.7,
+            "stream": stream,
+        }
+
+    async def proxied_openai(self, client: httpx.AsyncClient, _worker: int = 0) -> float:
+        t = time.perf_counter()
+        r = await client.post(f"{self.service}/v1/chat/completions", json=self._openai_body(False), headers=self.auth)
+        if r.status_code != 200:
+            raise RuntimeError(r.text)
+        return time.perf_counter() - t
+
+    async def proxied_openai_stream(self, client: httpx.AsyncClient, _worker: int = 0) -> float:
+        t = time.perf_counter()
+        first = None
+        body = self._openai_body(True)
+        async with client.stream("POST", f"{self.service}/v1/chat/completions", json=body, headers=self.auth) as r:
+            async for line in r.aiter_lines():
+                if (
+                    first is None
+                    and line.startswith("data: {")
+                    and '"content":"' in line
+                    and '"content":""' not in line
+                ):
+                    first = time.perf_counter() - t
+        return first if first is not None else time.perf_counter() - t
+
     async def proxied_users(self, client: httpx.AsyncClient, worker: int) -> float:
         return await self.proxied(client, worker, user=worker)
 
@@ -329,6 +361,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--streams-only", action="store_true", help="only the concurrent-streams case")
     parser.add_argument("--contention", action="store_true", help="only the 16-client cases: one user against 16 users")
+    parser.add_argument("--openai", action="store_true", help="only the /v1 (OpenAI-compatible) cases")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args()
     total = 300 if args.quick else args.requests
@@ -396,6 +429,15 @@ def main() -> None:
             rows = []
             if args.streams_only:
                 return [await bench.many_streams(streams)]
+            if args.openai:
+                await bench.case("warm-up", 4, 100, bench.direct, bench.proxied_openai, rounds=1)
+                return [
+                    await bench.case("non-stream", 1, total, bench.direct, bench.proxied),
+                    await bench.case("/v1 non-stream", 1, total, bench.direct, bench.proxied_openai),
+                    await bench.case(
+                        "/v1 stream (first chunk)", 1, total, bench.direct_stream, bench.proxied_openai_stream
+                    ),
+                ]
             if args.contention:
                 await bench.case("warm-up", 4, 100, bench.direct, bench.proxied, rounds=1)
                 return [
@@ -423,6 +465,11 @@ def main() -> None:
                 await bench.case(
                     "stream (first chunk), 16 users", 16, total, bench.direct_stream, bench.proxied_stream_users
                 )
+            )
+            # the OpenAI-compatible API (/v1/chat/completions), same model and messages
+            rows.append(await bench.case("/v1 non-stream", 1, total, bench.direct, bench.proxied_openai))
+            rows.append(
+                await bench.case("/v1 stream (first chunk)", 1, total, bench.direct_stream, bench.proxied_openai_stream)
             )
             rows.append(await bench.many_streams(streams))
             return rows

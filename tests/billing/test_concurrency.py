@@ -368,8 +368,9 @@ def test_200_metered_generations_on_one_wallet(
     writing_prompt,  # noqa: F811
     settings,
 ):
-    """Streams and JSON answers, some cut where the balance ends (extending their holds while others
-    hold too), upstream failures, a model that is down, clients that hang up: no negative balance, one
+    """Streams and JSON answers, half of them through the OpenAI-compatible API, some cut where the balance
+    ends (extending their holds while others hold too), upstream failures, a model that is down, clients
+    that hang up: no negative balance, one
     charge per generation, every charge exactly the delivered characters, and what each client received
     is exactly what its record was charged for."""
     settings.REST_FRAMEWORK = {
@@ -397,6 +398,8 @@ def test_200_metered_generations_on_one_wallet(
             "maxTokens": 250,  # worst case 1 000 output characters
             "modelId": "broken" if i % 10 == 9 else "gpt-4-turbo",
         }
+        if i % 2:  # every other call through the OpenAI-compatible API, same model, same wallet
+            return await one_v1(client, i, body)
         if i % 3 == 0:
             response = await client.post("/api/v1/generation/writing", json=body)
             if response.status_code != 200:
@@ -419,6 +422,38 @@ def test_200_metered_generations_on_one_wallet(
                 received.append(event["content"])
                 if i % 3 == 2 and len(received) == 3:
                     return "hung up", None, ""  # leaving the block closes the connection mid-stream
+            return "no final event", None, ""
+
+    async def one_v1(client: httpx.AsyncClient, i: int, writing: dict) -> tuple[str, str | None, str]:
+        body = {
+            "model": writing["modelId"],
+            "messages": [{"role": "user", "content": writing["userInput"]}],
+            "max_tokens": 250,
+            "stream": i % 3 != 0,
+            "stream_options": {"include_usage": True},
+        }
+        if not body["stream"]:
+            response = await client.post("/v1/chat/completions", json=body)
+            if response.status_code != 200:
+                return str(response.status_code), None, ""
+            answer = response.json()
+            return "200 json", answer["id"], answer["choices"][0]["message"]["content"]
+        received: list[str] = []
+        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                await response.aread()
+                return str(response.status_code), None, ""
+            async for line in response.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                event = orjson.loads(line[6:])
+                if "error" in event:
+                    return "stream error", None, ""
+                if not event["choices"]:  # the usage chunk: the end
+                    return "200 stream", event["id"], "".join(received)
+                received.append(event["choices"][0]["delta"].get("content") or "")
+                if i % 3 == 2 and len(received) == 3:
+                    return "hung up", None, ""
             return "no final event", None, ""
 
     async def burst() -> list[tuple[str, str | None, str]]:
