@@ -55,7 +55,7 @@ def sampler_extras(config: ConnectionConfig, base_url: str) -> bool:
     completion also ``reasoning_effort``): the connection's ``options["sampler_extras"]`` when set (a
     bool, or a string such as ``"true"``/``"false"``); otherwise yes unless ``base_url``'s host is
     ``api.openai.com``, which answers an unknown body field with a 400 (llama.cpp, vLLM, Ollama,
-    OpenRouter… take them or ignore the ones they lack). Decided once per adapter, not per request."""
+    OpenRouter… take them or ignore the ones they lack). Decided when the adapter is built."""
     explicit = config.options.get("sampler_extras")
     if explicit is not None:
         return explicit.strip().lower() in _TRUE if isinstance(explicit, str) else bool(explicit)
