@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import aclosing
 
 import pytest
@@ -275,3 +276,86 @@ async def test_base_url_with_or_without_v1(fake_upstream: FakeUpstream, suffix: 
 async def test_list_models(fake_upstream: FakeUpstream) -> None:
     assert await adapter(fake_upstream).list_models() == ["fake-model", "fake-model-2"]
     assert fake_upstream.requests[-1].headers["x-api-key"] == KEY
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling parameters and the raw-prompt guard
+
+BODY = {  # what REQ sends (streamed) without any sampling parameter
+    "model": "claude-test",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "讲个故事"}],
+    "temperature": 0.8,
+    "system": "You are Claude.",
+    "stop_sequences": ["\n\nHuman:"],
+    "stream": True,
+}
+ALL_SAMPLING = {
+    "top_p": 0.8,
+    "top_k": 40,
+    "min_p": 0.05,
+    "presence_penalty": 0.5,
+    "frequency_penalty": -0.25,
+    "repetition_penalty": 1.1,
+    "seed": 7,
+    "reasoning_effort": "high",
+    "include_reasoning": True,
+}
+
+
+async def send(a, request: ChatRequest, mode: str) -> None:
+    if mode == "stream":
+        await collect(a.stream(request))
+    else:
+        await a.complete(request)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "sent"),
+    [
+        pytest.param(ALL_SAMPLING, {"top_p": 0.8, "top_k": 40}, id="all nine: top_p and top_k only"),
+        pytest.param({"top_k": 1}, {"top_k": 1}, id="top_k alone"),
+        pytest.param({"presence_penalty": 1, "seed": 3, "min_p": 0.1}, {}, id="no penalties, seed or min_p"),
+        pytest.param({"top_p": None, "top_k": 0}, {"top_k": 0}, id="None left out, 0 kept"),
+        pytest.param({"top_p": "0.5"}, {"top_p": "0.5"}, id="values as given"),
+    ],
+)
+async def test_sampling_sent_by_anthropic_names(fake_upstream: FakeUpstream, sampling, sent) -> None:
+    await collect(adapter(fake_upstream).stream(dataclasses.replace(REQ, sampling=sampling)))
+    assert fake_upstream.completion_requests[-1].json == {**BODY, **sent}
+
+
+async def test_extra_wins_over_sampling(fake_upstream: FakeUpstream) -> None:
+    request = dataclasses.replace(REQ, sampling={"top_k": 40, "top_p": 0.9}, extra={"top_k": 5})
+    await adapter(fake_upstream).complete(request)
+    body = fake_upstream.completion_requests[-1].json
+    assert (body["top_k"], body["top_p"]) == (5, 0.9)
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(REQ, id="no sampling"),
+        pytest.param(dataclasses.replace(REQ, sampling={}), id="empty sampling"),
+        pytest.param(dataclasses.replace(REQ, sampling=dict.fromkeys(ALL_SAMPLING)), id="all None"),
+    ],
+)
+async def test_no_sampling_body_is_byte_for_byte_unchanged(fake_upstream: FakeUpstream, request_, mode: str) -> None:
+    # the bytes this adapter sent for REQ before sampling parameters existed (commit 011fc14)
+    expected = (
+        b'{"model":"claude-test","max_tokens":100,"messages":[{"role":"user","content":'
+        b'"\xe8\xae\xb2\xe4\xb8\xaa\xe6\x95\x85\xe4\xba\x8b"}],"temperature":0.8,"system":"You are Claude.",'
+        b'"stop_sequences":["\\n\\nHuman:"]' + (b',"stream":true}' if mode == "stream" else b"}")
+    )
+    await send(adapter(fake_upstream), request_, mode)
+    assert fake_upstream.completion_requests[-1].body == expected
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+async def test_a_raw_prompt_is_refused_without_calling_upstream(fake_upstream: FakeUpstream, mode: str) -> None:
+    with pytest.raises(UpstreamBadRequest) as info:
+        await send(adapter(fake_upstream), dataclasses.replace(REQ, prompt="\n\nHuman: hi\n\nAssistant:"), mode)
+    assert info.value.retryable is False
+    assert "this connection does not do text completion" in str(info.value)
+    assert fake_upstream.requests == []

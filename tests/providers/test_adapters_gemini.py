@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import aclosing
 
 import pytest
@@ -21,7 +22,7 @@ from apps.providers.adapters import (
     Usage,
     get_adapter,
 )
-from apps.providers.adapters.gemini import gemini_contents
+from apps.providers.adapters.gemini import SAFETY_CATEGORIES, gemini_contents
 from apps.providers.types import ChatMessage as M
 from tests.fakes.upstream import FakeUpstream, Reply, collect
 
@@ -231,3 +232,91 @@ async def test_model_with_models_prefix(fake_upstream: FakeUpstream) -> None:
 async def test_list_models(fake_upstream: FakeUpstream) -> None:
     assert await adapter(fake_upstream).list_models() == ["fake-model", "fake-model-2"]
     assert fake_upstream.requests[-1].path == "/v1beta/models"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling parameters and the raw-prompt guard
+
+CONFIG = {  # REQ's generationConfig without any sampling parameter
+    "candidateCount": 1,
+    "maxOutputTokens": 50,
+    "temperature": 0.9,
+    "stopSequences": ["a", "b", "c", "d", "e"],
+}
+ALL_SAMPLING = {
+    "top_p": 0.8,
+    "top_k": 40,
+    "min_p": 0.05,
+    "presence_penalty": 0.5,
+    "frequency_penalty": -0.25,
+    "repetition_penalty": 1.1,
+    "seed": 7,
+    "reasoning_effort": "high",
+    "include_reasoning": True,
+}
+
+
+async def send(a, request: ChatRequest, mode: str) -> None:
+    if mode == "stream":
+        await collect(a.stream(request))
+    else:
+        await a.complete(request)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "sent"),
+    [
+        pytest.param(
+            ALL_SAMPLING,
+            {"topP": 0.8, "topK": 40, "presencePenalty": 0.5, "frequencyPenalty": -0.25, "seed": 7},
+            id="all nine: the five generationConfig has, camelCase",
+        ),
+        pytest.param({"min_p": 0.1, "repetition_penalty": 1.2, "reasoning_effort": "low"}, {}, id="none of these"),
+        pytest.param({"seed": 0, "top_p": None}, {"seed": 0}, id="None left out, 0 kept"),
+        pytest.param({"top_k": "40"}, {"topK": "40"}, id="values as given"),
+    ],
+)
+async def test_sampling_sent_in_generation_config(fake_upstream: FakeUpstream, sampling, sent) -> None:
+    await collect(adapter(fake_upstream).stream(dataclasses.replace(REQ, sampling=sampling)))
+    body = fake_upstream.completion_requests[-1].json
+    assert body["generationConfig"] == {**CONFIG, **sent}
+    assert set(body) == {"contents", "generationConfig", "safetySettings", "systemInstruction"}
+
+
+async def test_extra_generation_config_wins_over_sampling(fake_upstream: FakeUpstream) -> None:
+    request = dataclasses.replace(REQ, sampling={"top_k": 40, "seed": 3}, extra={"generationConfig": {"topK": 1}})
+    await adapter(fake_upstream).complete(request)
+    config = fake_upstream.completion_requests[-1].json["generationConfig"]
+    assert (config["topK"], config["seed"]) == (1, 3)
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(REQ, id="no sampling"),
+        pytest.param(dataclasses.replace(REQ, sampling={}), id="empty sampling"),
+        pytest.param(dataclasses.replace(REQ, sampling=dict.fromkeys(ALL_SAMPLING)), id="all None"),
+    ],
+)
+async def test_no_sampling_body_is_byte_for_byte_unchanged(fake_upstream: FakeUpstream, request_, mode: str) -> None:
+    # the bytes this adapter sent for REQ before sampling parameters existed (commit 011fc14)
+    safety = ",".join(f'{{"category":"{c}","threshold":"OFF"}}' for c in SAFETY_CATEGORIES).encode()
+    expected = (
+        b'{"contents":[{"role":"user","parts":[{"text":"Hi"}]},{"role":"model","parts":[{"text":"Hello"}]},'
+        b'{"role":"user","parts":[{"text":"\xe5\x86\x99\xe8\xaf\x97"}]}],"generationConfig":{"candidateCount":1,'
+        b'"maxOutputTokens":50,"temperature":0.9,"stopSequences":["a","b","c","d","e"]},"safetySettings":['
+        + safety
+        + b'],"systemInstruction":{"parts":[{"text":"Be brief."}]}}'
+    )
+    await send(adapter(fake_upstream), request_, mode)
+    assert fake_upstream.completion_requests[-1].body == expected
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+async def test_a_raw_prompt_is_refused_without_calling_upstream(fake_upstream: FakeUpstream, mode: str) -> None:
+    with pytest.raises(UpstreamBadRequest) as info:
+        await send(adapter(fake_upstream), dataclasses.replace(REQ, prompt="Once upon a time"), mode)
+    assert info.value.retryable is False
+    assert "this connection does not do text completion" in str(info.value)
+    assert fake_upstream.requests == []

@@ -29,8 +29,8 @@ pytestmark = [
 MESSAGES = (M("system", "You are a helpful assistant."), M("user", "Name three colours."))
 
 
-def req(max_tokens: int = 16, **kw) -> ChatRequest:
-    return ChatRequest(messages=MESSAGES, model="gemma", max_tokens=max_tokens, temperature=0, **kw)
+def req(max_tokens: int = 16, temperature: float = 0, **kw) -> ChatRequest:
+    return ChatRequest(messages=MESSAGES, model="gemma", max_tokens=max_tokens, temperature=temperature, **kw)
 
 
 def adapter(kind: str = "openai", **kw):
@@ -85,3 +85,42 @@ async def test_early_close_then_next_request_works() -> None:
 
 async def test_list_models() -> None:
     assert "gemma" in await adapter().list_models()
+
+
+ALL_SAMPLING = {
+    "top_p": 0.9,
+    "top_k": 40,
+    "min_p": 0.05,
+    "presence_penalty": 0.1,
+    "frequency_penalty": 0.1,
+    "repetition_penalty": 1.1,
+    "seed": 42,
+    "reasoning_effort": "low",
+    "include_reasoning": True,
+}
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai_text"])
+async def test_every_sampling_parameter_is_accepted(kind: str) -> None:
+    a = adapter(kind, instruct_template="transcript") if kind == "openai_text" else adapter(kind)
+    result = await a.complete(req(max_tokens=8, sampling=ALL_SAMPLING))
+    assert result.finish_reason in ("stop", "length")
+
+
+async def test_sampling_reaches_the_sampler() -> None:
+    # at temperature 1.5 different seeds give different texts, unless top_k = 1 makes it greedy
+    a = adapter("openai_text", instruct_template="transcript")
+    free = {(await a.complete(req(max_tokens=8, temperature=1.5, sampling={"seed": s}))).content for s in range(4)}
+    greedy = {
+        (await a.complete(req(max_tokens=8, temperature=1.5, sampling={"seed": s, "top_k": 1}))).content
+        for s in range(3)
+    }
+    assert len(free) > 1
+    assert len(greedy) == 1
+
+
+async def test_raw_prompt_is_sent_as_is() -> None:
+    a = adapter("openai_text", instruct_template="no-such-template")  # not used for a raw prompt
+    raw = ChatRequest(messages=(), model="gemma", max_tokens=8, temperature=0, prompt="The capital of France is")
+    result = await a.complete(raw)
+    assert result.usage is not None and 0 < result.usage.prompt_tokens <= 8  # no template around it

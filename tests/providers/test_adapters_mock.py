@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 
 import pytest
@@ -100,3 +101,24 @@ async def test_error_option(name: str, cls: type) -> None:
 
 async def test_list_models() -> None:
     assert await get_adapter(FAST).list_models() == ["mock"]
+
+
+async def test_sampling_is_ignored() -> None:
+    a = get_adapter(FAST)
+    sampled = dataclasses.replace(REQ, sampling={"top_p": 0.1, "top_k": 1, "seed": 42, "reasoning_effort": "high"})
+    assert await collect(a.stream(sampled)) == await collect(a.stream(REQ))
+    assert await a.complete(sampled) == await a.complete(REQ)
+
+
+@pytest.mark.parametrize("prompt", ["Once upon a time, in a town by the river", "", "  续写：\n雨夜  "])
+async def test_raw_prompt_answers_as_one_user_message(prompt: str) -> None:
+    a = get_adapter(FAST)
+    # messages are not used: the prompt is answered as if it were the only (user) message
+    raw = dataclasses.replace(REQ, prompt=prompt)
+    one_user = dataclasses.replace(REQ, messages=(M("user", prompt),))
+    assert await collect(a.stream(raw)) == await collect(a.stream(one_user))
+    assert await a.complete(raw) == await a.complete(one_user)
+    content, _, final, _ = await collect(a.stream(raw))
+    assert final.usage is not None and final.usage.prompt_tokens == math.ceil(len(prompt) / 4)
+    topic = " ".join(prompt.split())[:24]
+    assert content.startswith(f"【模拟回复】关于「{topic}」" if topic else "【模拟回复】\n\n")

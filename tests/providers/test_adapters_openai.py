@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,9 @@ from apps.providers.adapters import (
     UpstreamTimeout,
     Usage,
     get_adapter,
+    normalize_base_url,
 )
+from apps.providers.adapters.openai import sampler_extras
 from apps.providers.types import ChatMessage
 from tests.fakes.upstream import FakeUpstream, Reply, collect
 
@@ -399,3 +402,147 @@ async def test_stream_mislabelled_as_json_is_still_parsed(fake_upstream: FakeUps
     fake_upstream.script(Reply(chunks=["a", "b"], headers={"content-type": "application/json"}))
     content, _, final, _ = await collect(adapter(fake_upstream).stream(REQ))
     assert (content, final.finish_reason) == ("ab", "stop")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling parameters, the sampler_extras rule, the raw-prompt guard
+
+PLAIN = dataclasses.replace(REQ, extra={})
+PLAIN_BODY = {  # what PLAIN sends (streamed) without any sampling parameter
+    "model": "gpt-test",
+    "messages": [
+        {"role": "system", "content": "You are a novelist."},
+        {"role": "user", "content": "写一段开头", "name": "alice"},
+    ],
+    "max_tokens": 64,
+    "temperature": 0.7,
+    "stream": True,
+    "stop": ["\nUser:"],
+    "stream_options": {"include_usage": True},
+}
+ALL_SAMPLING = {
+    "top_p": 0.8,
+    "top_k": 40,
+    "min_p": 0.05,
+    "presence_penalty": 0.5,
+    "frequency_penalty": -0.25,
+    "repetition_penalty": 1.1,
+    "seed": 7,
+    "reasoning_effort": "high",
+    "include_reasoning": True,
+}
+STANDARD = {"top_p": 0.8, "presence_penalty": 0.5, "frequency_penalty": -0.25, "seed": 7, "reasoning_effort": "high"}
+
+
+async def send(a, request: ChatRequest, mode: str) -> None:
+    if mode == "stream":
+        await collect(a.stream(request))
+    else:
+        await a.complete(request)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "sent"),
+    [
+        pytest.param(ALL_SAMPLING, ALL_SAMPLING, id="all nine, same names"),
+        pytest.param(STANDARD, STANDARD, id="the standard ones"),
+        pytest.param(
+            {"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.1, "include_reasoning": False},
+            {"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.1, "include_reasoning": False},
+            id="the extras",
+        ),
+        pytest.param({"seed": 0, "top_p": None, "min_p": 0.0}, {"seed": 0, "min_p": 0.0}, id="None left out, 0 kept"),
+        pytest.param({"mirostat": 2, "top_a": 0.2, "top_k": 5}, {"top_k": 5}, id="unknown names dropped"),
+        pytest.param({"top_k": "40", "seed": 1.5}, {"top_k": "40", "seed": 1.5}, id="values as given"),
+        pytest.param({}, {}, id="empty"),
+    ],
+)
+async def test_sampling_sent_by_their_openai_names(fake_upstream: FakeUpstream, sampling, sent) -> None:
+    await collect(adapter(fake_upstream).stream(dataclasses.replace(PLAIN, sampling=sampling)))
+    assert fake_upstream.completion_requests[-1].json == {**PLAIN_BODY, **sent}
+
+
+@pytest.mark.parametrize(
+    ("option", "sent"),
+    [
+        pytest.param({}, ALL_SAMPLING, id="default on a compatible server: all"),
+        pytest.param({"sampler_extras": True}, ALL_SAMPLING, id="option true: all"),
+        pytest.param({"sampler_extras": False}, STANDARD, id="option false: standard only"),
+        pytest.param({"sampler_extras": "false"}, STANDARD, id="option 'false' (a string) is false"),
+    ],
+)
+async def test_sampler_extras_option_on_the_fake_upstream(fake_upstream: FakeUpstream, option, sent) -> None:
+    a = adapter(fake_upstream, options=option)
+    await collect(a.stream(dataclasses.replace(PLAIN, sampling=ALL_SAMPLING)))
+    assert fake_upstream.completion_requests[-1].json == {**PLAIN_BODY, **sent}
+
+
+@pytest.mark.parametrize(
+    ("base_url", "options", "extras"),
+    [
+        ("", {}, False),  # empty = OpenAI's default base URL
+        ("https://api.openai.com/v1", {}, False),
+        ("https://API.OpenAI.com/v1/chat/completions", {}, False),
+        ("api.openai.com", {}, False),
+        ("https://api.openai.com/v1", {"sampler_extras": True}, True),
+        ("https://api.openai.com/v1", {"sampler_extras": "yes"}, True),
+        ("https://openrouter.ai/api/v1", {}, True),
+        ("https://api.deepseek.com", {}, True),
+        ("http://127.0.0.1:8080", {}, True),
+        ("https://api.openai.com.example.net/v1", {}, True),  # not OpenAI's host
+        ("https://openrouter.ai/api/v1", {"sampler_extras": False}, False),
+        ("http://127.0.0.1:8080", {"sampler_extras": 0}, False),
+    ],
+)
+def test_sampler_extras_rule(base_url: str, options: dict, extras: bool) -> None:
+    config = ConnectionConfig(kind="openai", base_url=base_url, options=options)
+    assert sampler_extras(config, normalize_base_url(base_url, "openai")) is extras
+    body = get_adapter(config).body(dataclasses.replace(PLAIN, sampling=ALL_SAMPLING), stream=False)
+    assert {k: body[k] for k in ALL_SAMPLING if k in body} == (ALL_SAMPLING if extras else STANDARD)
+
+
+async def test_extra_wins_over_sampling(fake_upstream: FakeUpstream) -> None:
+    request = dataclasses.replace(REQ, sampling={"top_p": 0.5, "seed": 3})  # REQ.extra = {"top_p": 0.9}
+    await collect(adapter(fake_upstream).stream(request))
+    body = fake_upstream.completion_requests[-1].json
+    assert (body["top_p"], body["seed"]) == (0.9, 3)
+
+
+async def test_sampling_in_a_non_streamed_call(fake_upstream: FakeUpstream) -> None:
+    await adapter(fake_upstream).complete(dataclasses.replace(PLAIN, sampling={"top_k": 20, "seed": 1}))
+    body = fake_upstream.completion_requests[-1].json
+    assert (body["stream"], body["top_k"], body["seed"]) == (False, 20, 1)
+    assert "stream_options" not in body
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(REQ, id="no sampling"),
+        pytest.param(dataclasses.replace(REQ, sampling={}), id="empty sampling"),
+        pytest.param(dataclasses.replace(REQ, sampling=dict.fromkeys(ALL_SAMPLING)), id="all None"),
+    ],
+)
+async def test_no_sampling_body_is_byte_for_byte_unchanged(fake_upstream: FakeUpstream, request_, mode: str) -> None:
+    # the bytes this adapter sent for REQ before sampling parameters existed (commit 011fc14)
+    expected = (
+        b'{"model":"gpt-test","messages":[{"role":"system","content":"You are a novelist."},{"role":"user",'
+        b'"content":"\xe5\x86\x99\xe4\xb8\x80\xe6\xae\xb5\xe5\xbc\x80\xe5\xa4\xb4","name":"alice"}],"max_tokens":64,'
+        b'"temperature":0.7,"stream":'
+        + (b"true" if mode == "stream" else b"false")
+        + b',"stop":["\\nUser:"],'
+        + (b'"stream_options":{"include_usage":true},' if mode == "stream" else b"")
+        + b'"top_p":0.9}'
+    )
+    await send(adapter(fake_upstream), request_, mode)
+    assert fake_upstream.completion_requests[-1].body == expected
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+async def test_a_raw_prompt_is_refused_without_calling_upstream(fake_upstream: FakeUpstream, mode: str) -> None:
+    with pytest.raises(UpstreamBadRequest) as info:
+        await send(adapter(fake_upstream), dataclasses.replace(REQ, prompt="Once upon a time"), mode)
+    assert info.value.retryable is False
+    assert "this connection does not do text completion" in str(info.value)
+    assert fake_upstream.requests == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from contextlib import aclosing
 
 import pytest
@@ -181,3 +182,151 @@ async def test_concurrent(fake_upstream: FakeUpstream) -> None:
 )
 def test_merge_stops(groups, expected) -> None:
     assert merge_stops(*groups) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling parameters and the raw prompt
+
+BODY = {  # what REQ sends (streamed, transcript template) without any sampling parameter
+    "model": "base-model",
+    "prompt": "You write.\n\nUser: Hello\nAssistant:",
+    "max_tokens": 32,
+    "temperature": 0.5,
+    "stream": True,
+    "stop": ["\nUser:", "END"],
+    "stream_options": {"include_usage": True},
+}
+ALL_SAMPLING = {
+    "top_p": 0.8,
+    "top_k": 40,
+    "min_p": 0.05,
+    "presence_penalty": 0.5,
+    "frequency_penalty": -0.25,
+    "repetition_penalty": 1.1,
+    "seed": 7,
+    "reasoning_effort": "low",
+    "include_reasoning": True,
+}
+# OpenAI's /completions has these four; reasoning_effort is a chat parameter there
+STANDARD = {"top_p": 0.8, "presence_penalty": 0.5, "frequency_penalty": -0.25, "seed": 7}
+
+
+async def send(a, request: ChatRequest, mode: str) -> None:
+    if mode == "stream":
+        await collect(a.stream(request))
+    else:
+        await a.complete(request)
+
+
+@pytest.mark.parametrize(
+    ("options", "sampling", "sent"),
+    [
+        pytest.param({}, ALL_SAMPLING, ALL_SAMPLING, id="compatible server: all nine, same names"),
+        pytest.param({"sampler_extras": False}, ALL_SAMPLING, STANDARD, id="extras off: OpenAI's four"),
+        pytest.param({"sampler_extras": True}, ALL_SAMPLING, ALL_SAMPLING, id="extras on: all"),
+        pytest.param({}, {"seed": 0, "top_k": None, "mirostat": 2}, {"seed": 0}, id="None and unknown left out"),
+        pytest.param({}, {"min_p": "0.1"}, {"min_p": "0.1"}, id="values as given"),
+    ],
+)
+async def test_sampling_sent_by_their_openai_names(fake_upstream: FakeUpstream, options, sampling, sent) -> None:
+    await collect(adapter(fake_upstream, options=options).stream(dataclasses.replace(REQ, sampling=sampling)))
+    assert fake_upstream.completion_requests[-1].json == {**BODY, **sent}
+
+
+@pytest.mark.parametrize(
+    ("base_url", "options", "sent"),
+    [
+        ("https://api.openai.com/v1", {}, STANDARD),
+        ("", {}, STANDARD),
+        ("https://api.openai.com/v1", {"sampler_extras": True}, ALL_SAMPLING),
+        ("http://127.0.0.1:8080", {}, ALL_SAMPLING),
+        ("http://127.0.0.1:8080", {"sampler_extras": False}, STANDARD),
+    ],
+)
+def test_sampler_extras_rule_is_the_chat_one(base_url: str, options: dict, sent: dict) -> None:
+    config = ConnectionConfig(kind="openai_text", base_url=base_url, options=options, instruct_template="transcript")
+    body = get_adapter(config).body(dataclasses.replace(REQ, sampling=ALL_SAMPLING), stream=False)
+    assert {k: body[k] for k in ALL_SAMPLING if k in body} == sent
+
+
+async def test_extra_wins_over_sampling(fake_upstream: FakeUpstream) -> None:
+    request = dataclasses.replace(REQ, sampling={"top_k": 40, "seed": 3}, extra={"top_k": 1})
+    await collect(adapter(fake_upstream).stream(request))
+    body = fake_upstream.completion_requests[-1].json
+    assert (body["top_k"], body["seed"]) == (1, 3)
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(REQ, id="no sampling"),
+        pytest.param(dataclasses.replace(REQ, sampling={}), id="empty sampling"),
+        pytest.param(dataclasses.replace(REQ, sampling=dict.fromkeys(ALL_SAMPLING)), id="all None"),
+    ],
+)
+async def test_no_sampling_body_is_byte_for_byte_unchanged(fake_upstream: FakeUpstream, request_, mode: str) -> None:
+    # the bytes this adapter sent for REQ before sampling parameters existed (commit 011fc14)
+    expected = (
+        b'{"model":"base-model","prompt":"You write.\\n\\nUser: Hello\\nAssistant:","max_tokens":32,'
+        b'"temperature":0.5,"stream":'
+        + (b'true,"stop":["\\nUser:","END"],"stream_options":{"include_usage":true}}' if mode == "stream" else b"")
+        + (b'false,"stop":["\\nUser:","END"]}' if mode == "complete" else b"")
+    )
+    await send(adapter(fake_upstream), request_, mode)
+    assert fake_upstream.completion_requests[-1].body == expected
+
+
+RAW = "<|im_start|>user\n  Tell me a story <|im_end|>\n<|im_start|>assistant\nOnce"
+
+
+@pytest.mark.parametrize("mode", ["stream", "complete"])
+async def test_raw_prompt_is_sent_verbatim_with_the_request_stops_only(fake_upstream: FakeUpstream, mode: str) -> None:
+    # chatml would add <|im_end|> and <|im_start|> as stops, and render the messages: neither happens
+    fake_upstream.script(Reply(chunks=[" upon", " a time"]))
+    a = adapter(fake_upstream, template="chatml")
+    request = dataclasses.replace(REQ, prompt=RAW)
+    if mode == "stream":
+        content, *_ = await collect(a.stream(request))
+    else:
+        content = (await a.complete(request)).content
+    assert content == " upon a time"
+    req = fake_upstream.completion_requests[-1]
+    assert req.path == "/v1/completions"
+    assert req.json == {
+        "model": "base-model",
+        "prompt": RAW,
+        "max_tokens": 32,
+        "temperature": 0.5,
+        "stream": mode == "stream",
+        "stop": ["\nUser:", "END"],
+        **({"stream_options": {"include_usage": True}} if mode == "stream" else {}),
+    }
+
+
+@pytest.mark.parametrize(
+    ("prompt", "stop", "sent_stop"),
+    [
+        pytest.param("", (), None, id="empty prompt, no stop"),
+        pytest.param(" x \n", ("\n\n", "", "\n\n"), ["\n\n"], id="stops deduplicated, empty ones dropped"),
+    ],
+)
+async def test_raw_prompt_edges(fake_upstream: FakeUpstream, prompt: str, stop: tuple, sent_stop) -> None:
+    await collect(adapter(fake_upstream).stream(dataclasses.replace(REQ, prompt=prompt, stop=stop)))
+    body = fake_upstream.completion_requests[-1].json
+    assert body["prompt"] == prompt
+    assert body.get("stop") == sent_stop
+
+
+async def test_raw_prompt_needs_no_template(fake_upstream: FakeUpstream) -> None:
+    # a template that cannot render is not used at all for a raw prompt
+    a = adapter(fake_upstream, template="no-such-template")
+    await collect(a.stream(dataclasses.replace(REQ, prompt="Hi")))
+    assert fake_upstream.completion_requests[-1].json["prompt"] == "Hi"
+
+
+async def test_raw_prompt_with_sampling_and_extra(fake_upstream: FakeUpstream) -> None:
+    request = dataclasses.replace(REQ, prompt="Hi", sampling={"min_p": 0.1, "seed": 5}, extra={"seed": 6})
+    await collect(adapter(fake_upstream).stream(request))
+    body = fake_upstream.completion_requests[-1].json
+    assert (body["prompt"], body["min_p"], body["seed"]) == ("Hi", 0.1, 6)

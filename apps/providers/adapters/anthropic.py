@@ -9,7 +9,8 @@ Conversion (after SillyTavern's ``convertClaudeMessages`` with ``use_sysprompt``
 * the first message must be ``user``: the placeholder ``[Start a new chat]`` is inserted if needed;
 * a trailing assistant message is a **prefill** (trailing whitespace removed, which the API demands):
   the reply continues it and the deltas contain only the new text;
-* ``temperature`` is clamped to Anthropic's 0–1.
+* ``temperature`` is clamped to Anthropic's 0–1; of the sampling parameters only ``top_p`` and
+  ``top_k`` exist (passed as given).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Any
 
 import orjson
 
-from apps.providers.adapters.base import ChatRequest, Completion, ConnectionConfig, Delta, Usage
+from apps.providers.adapters.base import (
+    ChatRequest,
+    Completion,
+    ConnectionConfig,
+    Delta,
+    SamplingNames,
+    Usage,
+    add_sampling,
+)
 from apps.providers.adapters.errors import UpstreamProtocolError
 from apps.providers.adapters.messages import PLACEHOLDER, merge_turns, split_system
 from apps.providers.adapters.sse import SSEEvent
@@ -27,6 +36,8 @@ from apps.providers.adapters.transport import HttpAdapter, StreamHandler
 from apps.providers.types import ChatMessage, FinishReason
 
 ANTHROPIC_VERSION = "2023-06-01"
+# The Messages API's sampling parameters (no penalties, no seed), under the same names.
+SAMPLING: SamplingNames = (("top_p", "top_p"), ("top_k", "top_k"))
 
 _STOP: Mapping[str, FinishReason] = {
     "end_turn": "stop",
@@ -156,6 +167,7 @@ class AnthropicAdapter(HttpAdapter):
         return auth
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        self.refuse_prompt(request)
         system, messages = anthropic_messages(request.messages, mode=self._system_mode)
         body: dict[str, Any] = {
             "model": request.model,
@@ -169,6 +181,8 @@ class AnthropicAdapter(HttpAdapter):
             body["stop_sequences"] = list(request.stop)
         if stream:
             body["stream"] = True
+        if request.sampling:
+            add_sampling(body, request.sampling, SAMPLING)
         body.update(request.extra)
         return body
 

@@ -41,6 +41,19 @@ SAMPLING_PARAMS: tuple[str, ...] = (
 )
 """The sampling parameters a caller may set, by their OpenAI / SillyTavern names (`ChatRequest.sampling`)."""
 
+SamplingNames = tuple[tuple[str, str], ...]
+"""(name in `SAMPLING_PARAMS`, name in the wire format) pairs: what an adapter sends, and as what."""
+
+
+def add_sampling(body: dict[str, Any], sampling: Mapping[str, Any], names: SamplingNames) -> None:
+    """Put into ``body`` the parameters of ``sampling`` that ``names`` lists, under their wire names.
+    Values pass as given (the API layer validates them); unset and ``None`` ones are left out, and so
+    is any parameter ``names`` does not list (the wire format has no such field)."""
+    for ours, theirs in names:
+        value = sampling.get(ours)
+        if value is not None:
+            body[theirs] = value
+
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:

@@ -3,7 +3,9 @@
 Conversion (after SillyTavern's ``convertGooglePrompt`` with ``use_sysprompt``): leading system
 messages → ``systemInstruction`` (later ones become ``user`` turns where they stand), assistant →
 ``model``, ``name`` → ``"Name: "`` prefix, empty messages dropped, consecutive same roles merged with
-blank lines. Key in the ``x-goog-api-key`` header (never in the URL, so it can't leak into logs).
+blank lines. Sampling parameters go into ``generationConfig`` by its names (``topP``, ``topK``,
+``presencePenalty``, ``frequencyPenalty``, ``seed``). Key in the ``x-goog-api-key`` header (never in
+the URL, so it can't leak into logs).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from urllib.parse import quote
 
 import orjson
 
-from apps.providers.adapters.base import ChatRequest, Completion, Delta, Usage
+from apps.providers.adapters.base import ChatRequest, Completion, Delta, SamplingNames, Usage, add_sampling
 from apps.providers.adapters.errors import UpstreamProtocolError
 from apps.providers.adapters.messages import PLACEHOLDER, merge_turns, split_system
 from apps.providers.adapters.sse import SSEEvent
@@ -22,6 +24,14 @@ from apps.providers.adapters.transport import HttpAdapter, StreamHandler
 from apps.providers.types import ChatMessage, FinishReason
 
 MAX_STOP_SEQUENCES = 5
+# The sampling parameters `generationConfig` has, by their camelCase names there.
+SAMPLING: SamplingNames = (
+    ("top_p", "topP"),
+    ("top_k", "topK"),
+    ("presence_penalty", "presencePenalty"),
+    ("frequency_penalty", "frequencyPenalty"),
+    ("seed", "seed"),
+)
 SAFETY_CATEGORIES = (
     "HARM_CATEGORY_HARASSMENT",
     "HARM_CATEGORY_HATE_SPEECH",
@@ -144,6 +154,7 @@ class GeminiAdapter(HttpAdapter):
         return f"{self.base_url}/models/{model}:generateContent"
 
     def body(self, request: ChatRequest, *, stream: bool = False) -> dict[str, Any]:
+        self.refuse_prompt(request)
         system, contents = gemini_contents(request.messages)
         config: dict[str, Any] = {
             "candidateCount": 1,
@@ -152,6 +163,8 @@ class GeminiAdapter(HttpAdapter):
         }
         if request.stop:
             config["stopSequences"] = list(request.stop[:MAX_STOP_SEQUENCES])
+        if request.sampling:
+            add_sampling(config, request.sampling, SAMPLING)
         body: dict[str, Any] = {
             "contents": contents,
             "generationConfig": config,

@@ -8,16 +8,21 @@ Options (``ConnectionConfig.options``): ``chunk_delay`` seconds between chunks (
 in tests), ``chunk_chars`` (default 4), ``text`` (replace the passage), ``reasoning`` (emit this
 reasoning text first), ``error`` (raise that error class before the first token, e.g.
 ``"UpstreamRateLimited"`` — for tests of the layers above).
+
+Sampling parameters are ignored; a raw ``prompt`` is answered as a conversation of one user message
+holding that prompt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import AsyncGenerator
 
 from apps.providers.adapters import errors
 from apps.providers.adapters.base import Adapter, ChatRequest, Completion, ConnectionConfig, Delta, Usage
+from apps.providers.types import ChatMessage
 
 CHARS_PER_TOKEN = 4
 DEFAULT_CHUNK_DELAY = 0.02
@@ -63,6 +68,8 @@ class MockAdapter(Adapter):
             if not (isinstance(cls, type) and issubclass(cls, errors.UpstreamError)):
                 cls = errors.UpstreamServerError
             raise cls(f"mock upstream failure ({cls.__name__})", provider="mock")
+        if request.prompt is not None:
+            request = dataclasses.replace(request, messages=(ChatMessage("user", request.prompt),), prompt=None)
         text = mock_text(request, self.passage)
         limit = max(0, request.max_tokens) * CHARS_PER_TOKEN
         reasoning = self.reasoning[:limit]

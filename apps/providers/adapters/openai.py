@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
-from apps.providers.adapters.base import ChatRequest, Completion, Delta, Usage
+from apps.providers.adapters.base import (
+    ChatRequest,
+    Completion,
+    ConnectionConfig,
+    Delta,
+    SamplingNames,
+    Usage,
+    add_sampling,
+)
 from apps.providers.adapters.errors import UpstreamProtocolError
 from apps.providers.adapters.sse import SSEEvent
 from apps.providers.adapters.transport import HttpAdapter, StreamHandler
@@ -25,6 +35,36 @@ _FINISH: Mapping[str, FinishReason] = {
     "stop_sequence": "stop",
     "max_tokens": "length",
 }
+
+
+# Sampling parameters of OpenAI's Chat Completions API, and those only OpenAI-compatible servers take
+# (llama.cpp, vLLM, Ollama, OpenRouter, koboldcpp…: sent when `sampler_extras` allows). Same names.
+CHAT_SAMPLING: SamplingNames = tuple(
+    (n, n) for n in ("top_p", "presence_penalty", "frequency_penalty", "seed", "reasoning_effort")
+)
+CHAT_SAMPLING_EXTRAS: SamplingNames = tuple(
+    (n, n) for n in ("top_k", "min_p", "repetition_penalty", "include_reasoning")
+)
+OPENAI_HOST = "api.openai.com"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def sampler_extras(config: ConnectionConfig, base_url: str) -> bool:
+    """Whether an OpenAI-style connection may be sent the sampling parameters OpenAI's own API does
+    not define (``top_k``, ``min_p``, ``repetition_penalty``, ``include_reasoning``; for text
+    completion also ``reasoning_effort``): the connection's ``options["sampler_extras"]`` when set (a
+    bool, or a string such as ``"true"``/``"false"``); otherwise yes unless ``base_url``'s host is
+    ``api.openai.com``, which answers an unknown body field with a 400 (llama.cpp, vLLM, Ollama,
+    OpenRouter… take them or ignore the ones they lack). Decided when the adapter is built."""
+    explicit = config.options.get("sampler_extras")
+    if explicit is not None:
+        return explicit.strip().lower() in _TRUE if isinstance(explicit, str) else bool(explicit)
+    return not _is_openai(base_url)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_openai(base_url: str) -> bool:  # cached: an adapter is built for every request
+    return urlsplit(base_url).hostname == OPENAI_HOST
 
 
 def map_finish(value: Any) -> FinishReason | None:
@@ -122,11 +162,21 @@ class OpenAIChatAdapter(HttpAdapter):
     kind = "openai"
     provider = "OpenAI-compatible upstream"
     path = "chat/completions"
+    #: the sampling parameters always sent, and those sent when :func:`sampler_extras` allows
+    sampling_names: SamplingNames = CHAT_SAMPLING
+    sampling_extras: SamplingNames = CHAT_SAMPLING_EXTRAS
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        super().__init__(config)
+        self._sampling = self.sampling_names
+        if sampler_extras(config, self.base_url):
+            self._sampling += self.sampling_extras
 
     def auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        self.refuse_prompt(request)
         body: dict[str, Any] = {
             "model": request.model,
             "messages": openai_messages(request),
@@ -138,6 +188,8 @@ class OpenAIChatAdapter(HttpAdapter):
             body["stop"] = list(request.stop)
         if stream:
             body["stream_options"] = {"include_usage": True}
+        if request.sampling:
+            add_sampling(body, request.sampling, self._sampling)
         body.update(request.extra)
         return body
 

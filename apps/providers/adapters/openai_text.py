@@ -1,4 +1,5 @@
-"""OpenAI Text Completions (``/completions``) with a prompt rendered by an instruct template.
+"""OpenAI Text Completions (``/completions``) with a prompt rendered by an instruct template, or the
+request's raw ``prompt`` sent as it is.
 
 The instruct templates live in :mod:`apps.providers.instruct` (imported lazily):
 ``render_prompt(messages, template, custom_template=None) -> RenderedPrompt(prompt, stop)``.
@@ -10,12 +11,22 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from apps.providers.adapters.base import ChatRequest, Completion, Delta
+from apps.providers.adapters.base import ChatRequest, Completion, Delta, SamplingNames, add_sampling
 from apps.providers.adapters.errors import UpstreamBadRequest, UpstreamProtocolError, safe_message
-from apps.providers.adapters.openai import OpenAIChatAdapter, OpenAIStyleStream, map_finish, parse_usage
+from apps.providers.adapters.openai import (
+    CHAT_SAMPLING_EXTRAS,
+    OpenAIChatAdapter,
+    OpenAIStyleStream,
+    map_finish,
+    parse_usage,
+)
 from apps.providers.adapters.transport import StreamHandler
 
 DEFAULT_TEMPLATE = "chatml"
+# OpenAI's /completions has no `reasoning_effort` (a chat parameter): here it is one of the extras,
+# sent only where `sampler_extras` allows, like the parameters OpenAI does not know at all.
+TEXT_SAMPLING: SamplingNames = tuple((n, n) for n in ("top_p", "presence_penalty", "frequency_penalty", "seed"))
+TEXT_SAMPLING_EXTRAS: SamplingNames = (*CHAT_SAMPLING_EXTRAS, ("reasoning_effort", "reasoning_effort"))
 
 
 def merge_stops(*groups: tuple[str, ...] | list[str]) -> list[str]:
@@ -40,11 +51,14 @@ class _TextStream(OpenAIStyleStream):
 
 class OpenAITextAdapter(OpenAIChatAdapter):
     """OpenAI's legacy text completions: the messages rendered into one prompt by an instruct
-    template; same authentication and stream framing as chat completions."""
+    template, or the request's raw ``prompt`` as it is; same authentication, stream framing and
+    sampling rule (:func:`~apps.providers.adapters.openai.sampler_extras`) as chat completions."""
 
     kind = "openai_text"
     provider = "text-completion upstream"
     path = "completions"
+    sampling_names = TEXT_SAMPLING
+    sampling_extras = TEXT_SAMPLING_EXTRAS
 
     def render(self, request: ChatRequest) -> tuple[str, list[str]]:
         """(prompt, stop strings: the template's then the request's). A template that fails to render
@@ -63,7 +77,10 @@ class OpenAITextAdapter(OpenAIChatAdapter):
         return rendered.prompt, merge_stops(tuple(rendered.stop), request.stop)
 
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        prompt, stop = self.render(request)
+        if request.prompt is None:
+            prompt, stop = self.render(request)
+        else:  # a raw prompt (`/v1/completions`): sent as it is, with the caller's stop strings only
+            prompt, stop = request.prompt, merge_stops(request.stop)
         body: dict[str, Any] = {
             "model": request.model,
             "prompt": prompt,
@@ -75,6 +92,8 @@ class OpenAITextAdapter(OpenAIChatAdapter):
             body["stop"] = stop
         if stream:
             body["stream_options"] = {"include_usage": True}
+        if request.sampling:
+            add_sampling(body, request.sampling, self._sampling)
         body.update(request.extra)
         return body
 

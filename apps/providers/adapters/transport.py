@@ -308,6 +308,17 @@ class HttpAdapter(Adapter):
     @abc.abstractmethod
     def body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]: ...
 
+    def refuse_prompt(self, request: ChatRequest) -> None:
+        """The chat formats' guard against a raw text-completion prompt (the API layer sends one only
+        to a text-completion connection): :class:`UpstreamBadRequest`, not retryable."""
+        if request.prompt is not None:
+            raise UpstreamBadRequest(
+                f"{self.provider}: this connection does not do text completion (a raw prompt needs an"
+                " openai_text connection)",
+                upstream_code="text_completion_unsupported",
+                provider=self.provider,
+            )
+
     @abc.abstractmethod
     def stream_handler(self) -> StreamHandler: ...
 
