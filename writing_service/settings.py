@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
     "apps.accounts",
     "apps.novels",
     "apps.prompts",
@@ -60,8 +61,25 @@ MIDDLEWARE = [
 # Accept-Language; security headers are set by RequestContextMiddleware.
 API_MIDDLEWARE = [
     "writing_service.middleware.RequestContextMiddleware",
+    "corsheaders.middleware.CorsMiddleware",  # async-capable; answers preflights before any view
     "writing_service.middleware.ApiLocaleMiddleware",
 ]
+
+# --- CORS (browser clients on other origins) ---------------------------------------------------
+# Only the listed origins get CORS headers (none by default); the API and the OpenAI-compatible API only.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/(api|v1)/"
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "accept-language",
+    "authorization",
+    "content-type",
+    "last-event-id",
+    "x-api-key",
+    "x-request-id",
+)
+CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After", "X-Consumption-Total", "X-Balance-Remaining")
+CORS_PREFLIGHT_MAX_AGE = 600
 
 ROOT_URLCONF = "writing_service.urls"
 ASGI_APPLICATION = "writing_service.asgi.application"
