@@ -78,6 +78,7 @@ class Reply:
     keepalive: bool = False  # ": keep-alive" comment lines between events
     line_ending: str = "\n"
     bom: bool = False  # start the event stream with a UTF-8 BOM
+    close_after: bool = False  # close the connection after answering, without saying so (llama.cpp does)
 
     @classmethod
     def error(
@@ -655,11 +656,12 @@ class _Conn(asyncio.Protocol):
                 self.server.requests.append(recorded)
                 self.in_response = (parts.path, self.server.epoch)
                 self.events_sent = 0
+                self.close_after = False
                 try:
                     await self._respond(recorded)
                 finally:
                     self.in_response = None
-                if headers.get("connection", "").lower() == "close":
+                if headers.get("connection", "").lower() == "close" or self.close_after:
                     self._close()
                     return
         except _ClientGone:
@@ -705,6 +707,7 @@ class _Conn(asyncio.Protocol):
             payload = loaded if isinstance(loaded, dict) else {}
         try:
             reply = self.server._next_reply(req)
+            self.close_after = reply.close_after
         except (ValueError, TypeError) as exc:  # a malformed x-fake-reply header
             await self._send_json(400, {"error": {"message": f"bad x-fake-reply: {exc}", "type": "fake_error"}})
             return

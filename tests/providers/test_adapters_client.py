@@ -175,3 +175,23 @@ async def test_aclose_clients_is_safe(n: int) -> None:
         get_pool(CFG)
     await aclose_clients()
     await aclose_clients()
+
+
+async def test_a_keep_alive_connection_the_server_closed_is_replaced_at_once(fake_upstream, provider_clients) -> None:
+    """llama.cpp closes the connection after a streamed reply without saying so; the next request, on that
+    pooled connection, must not fail (nor wait for the routing's retry and backoff)."""
+    from apps.providers.adapters import ChatRequest, get_adapter
+    from apps.providers.types import ChatMessage
+    from tests.fakes.upstream import Reply
+
+    adapter = get_adapter(ConnectionConfig(kind="openai", base_url=fake_upstream.base_url, api_key="k"))
+    request = ChatRequest(messages=(ChatMessage("user", "hi"),), model="m", max_tokens=5, temperature=0.5)
+    fake_upstream.script(*[Reply(chunks=[str(i)], close_after=True) for i in range(4)])
+
+    texts = []
+    for _ in range(2):
+        texts.append("".join([d.content async for d in adapter.stream(request)]))
+        texts.append((await adapter.complete(request)).content)
+
+    assert texts == ["0", "1", "2", "3"]
+    assert len({r.connection for r in fake_upstream.completion_requests}) == 4

@@ -138,9 +138,19 @@ async def open_response(
     async with pool.lease() as session:
         try:
             try:
-                response = await session.request(
-                    method, url, headers=headers, data=data, allow_redirects=False, **pool.request_options
-                )
+                try:
+                    response = await session.request(
+                        method, url, headers=headers, data=data, allow_redirects=False, **pool.request_options
+                    )
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    # A pooled keep-alive connection the server had closed meanwhile (llama.cpp closes
+                    # after a stream without saying so: the request meets EOF or a reset). Once more, at
+                    # once, on another connection; a failure to connect at all is not retried here.
+                    if isinstance(exc, aiohttp.ClientConnectorError):
+                        raise
+                    response = await session.request(
+                        method, url, headers=headers, data=data, allow_redirects=False, **pool.request_options
+                    )
             except WriteTimeout:
                 raise UpstreamTimeout(f"{provider}: request timed out (WriteTimeout)", provider=provider) from None
             except ValueError as exc:  # e.g. a header value with a line break (InvalidURL is a ClientError)
