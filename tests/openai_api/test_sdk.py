@@ -92,8 +92,30 @@ def test_chat_completion_answers_bills_and_records(client, fake_upstream, make_m
     assert (record.mode, record.status, record.output_chars, record.total_cost) == ("chat", "succeeded", 13, 13)
 
 
-def test_the_same_text_costs_the_same_as_writing_mode(client, http, fake_upstream, make_model, writing_prompt):
-    make_model(input_ratio="1.5", output_ratio="0.5")
+@pytest.mark.parametrize(
+    ("input_ratio", "output_ratio", "member", "input_cost", "output_cost"),
+    [
+        ("1.5", "0.5", False, 6_686, 10),  # ⌈10 029 / 1.5⌉, ⌈5 / 0.5⌉
+        ("1", "1", True, 10_029, 0),  # a member: the output is free, the long input is not
+        ("2", "3", False, 5_015, 2),  # ⌈10 029 / 2⌉, ⌈5 / 3⌉
+    ],
+)
+def test_the_same_text_costs_the_same_as_writing_mode(
+    client,
+    http,
+    fake_upstream,
+    make_model,
+    writing_prompt,
+    user,
+    input_ratio,
+    output_ratio,
+    member,
+    input_cost,
+    output_cost,
+):
+    make_model(input_ratio=input_ratio, output_ratio=output_ratio)
+    if member:
+        membership_extend(user=user, days=30)
     long_input = "长" * 10_000  # above the input threshold: the input is charged too
     fake_upstream.script(Reply(chunks=["一二三四五"]), Reply(chunks=["一二三四五"]))
 
@@ -116,13 +138,15 @@ def test_the_same_text_costs_the_same_as_writing_mode(client, http, fake_upstrea
         },
     ).json()
 
-    costs = ("totalCost", "inputCost", "outputCost", "memberBenefitApplied", "stoppedByBalance")
-    assert {k: chat.usage.model_extra["consumption"][k] for k in costs} == {k: writing["consumption"][k] for k in costs}
-    # the first call took the day's free quota, the second one is all paid
-    assert chat.usage.model_extra["consumption"]["usedDailyFree"] == 2000
-    assert writing["consumption"]["usedDailyFree"] == 0
-    assert writing["consumption"]["inputCost"] == 6_686  # ⌈10 029 / 1.5⌉
-    assert writing["consumption"]["outputCost"] == 10  # ⌈5 / 0.5⌉
+    v1 = chat.usage.model_extra["consumption"]
+    for consumption in (v1, writing["consumption"]):
+        assert (consumption["inputCost"], consumption["outputCost"]) == (input_cost, output_cost)
+        assert consumption["totalCost"] == input_cost + output_cost
+        assert consumption["memberBenefitApplied"] is member
+    # free quota first: the first call took what the day's quota covers, the second call the rest
+    quota = 10_000 if member else 2000
+    assert v1["usedDailyFree"] == min(quota, input_cost + output_cost)
+    assert writing["consumption"]["usedDailyFree"] == min(quota - v1["usedDailyFree"], input_cost + output_cost)
 
 
 def test_streaming_with_usage(client, fake_upstream, make_model):
