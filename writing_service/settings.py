@@ -169,6 +169,10 @@ AUTH_PASSWORD_VALIDATORS = [
 API_TOKEN_PREFIX = "wst_"  # noqa: S105 (visible token prefix, not a secret)
 # lastUsedAt is written at most this often per token (seconds) so that every request is not a write.
 API_TOKEN_LAST_USED_RESOLUTION = env.int("API_TOKEN_LAST_USED_RESOLUTION", default=60)
+# Tokens expire after this many days unless the request asks otherwise (0: tokens never expire by default);
+# a user holds at most this many active tokens (logging in again past it is refused until one is revoked).
+API_TOKEN_DEFAULT_EXPIRY_DAYS = env.int("API_TOKEN_DEFAULT_EXPIRY_DAYS", default=90)
+API_TOKEN_MAX_PER_USER = env.int("API_TOKEN_MAX_PER_USER", default=50)
 DEFAULT_ROLE_NAME = env.str("DEFAULT_ROLE_NAME", default="writer")
 
 # --- I18N -------------------------------------------------------------------------------------
@@ -205,6 +209,7 @@ REST_FRAMEWORK = {
         "auth": env.str("RATE_LIMIT_AUTH", default="20/min"),
         "generation": env.str("RATE_LIMIT_GENERATION", default="60/min"),
         "redeem": env.str("RATE_LIMIT_REDEEM", default="10/min"),
+        "admin_login": env.str("RATE_LIMIT_ADMIN_LOGIN", default="10/min"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),

@@ -5,6 +5,10 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core.api import exceptions, health
+from apps.core.api.throttling import rate_limited
+
+# Admin sign-in attempts per client address (RATE_LIMIT_ADMIN_LOGIN): password guessing gets 429s.
+admin.site.login = rate_limited("admin_login")(admin.site.login)  # type: ignore[method-assign]
 
 api_v1 = [
     path("", include("apps.accounts.urls")),

@@ -16,8 +16,10 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from apps.accounts.models import GENERATION_PERMISSIONS, ApiToken, GenerationAccess
+from apps.core.errors import Conflict
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -48,14 +50,31 @@ def split_token(token: str) -> str | None:
 def token_create(
     *, user: User, name: str = "", expires_in_days: int | None = None, scope: str = ApiToken.Scope.ALL
 ) -> IssuedToken:
+    """A new token (shown once). `expires_in_days` None: `API_TOKEN_DEFAULT_EXPIRY_DAYS` (0 there: never);
+    0: never. A user holds at most `API_TOKEN_MAX_PER_USER` active tokens (`Conflict` past it)."""
+    now = timezone.now()
+    active = ApiToken.objects.filter(user=user, revoked_at=None).exclude(expires_at__lte=now).count()
+    if active >= settings.API_TOKEN_MAX_PER_USER:
+        raise Conflict(
+            _("You already have %(count)s active tokens; revoke one before creating another.") % {"count": active},
+            code="too_many_tokens",
+        )
+    if expires_in_days is None:
+        expires_in_days = settings.API_TOKEN_DEFAULT_EXPIRY_DAYS
     for _attempt in range(5):
         prefix = settings.API_TOKEN_PREFIX + secrets.token_hex(_PREFIX_LEN // 2)
         if not ApiToken.objects.filter(prefix=prefix).exists():
             break
     token = prefix + secrets.token_urlsafe(32)
-    expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+    expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
     record = ApiToken.objects.create(
-        user=user, name=name[:100], prefix=prefix, digest=token_digest(token), expires_at=expires_at, scope=scope
+        user=user,
+        name=name[:100],
+        prefix=prefix,
+        digest=token_digest(token),
+        created_at=now,
+        expires_at=expires_at,
+        scope=scope,
     )
     return IssuedToken(token=token, record=record)
 
@@ -64,6 +83,9 @@ def token_revoke(*, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+    # A tombstone first: a request that read the row before this revocation and caches it afterwards
+    # must not bring the token back (authentication ignores the cache while the tombstone lives).
+    cache.set(_revoked_key(token.prefix), 1, TOKEN_CACHE_SECONDS * 2)
     cache.delete(_token_cache_key(token.prefix))
     return token
 
@@ -73,6 +95,16 @@ TOKEN_CACHE_SECONDS = 30
 
 def _token_cache_key(prefix: str) -> str:
     return f"apitoken:{prefix}"
+
+
+def _revoked_key(prefix: str) -> str:
+    return f"apitoken-revoked:{prefix}"
+
+
+def _token_cache_shared() -> bool:
+    """Tokens are cached only in a cache every app process shares (Redis): a per-process cache would
+    keep a revoked token alive in the other processes for TOKEN_CACHE_SECONDS."""
+    return bool(settings.REDIS_URL)
 
 
 def token_authenticate(*, token: str) -> ApiToken | None:
@@ -86,7 +118,11 @@ def token_authenticate(*, token: str) -> ApiToken | None:
     if prefix is None:
         return None
     key = _token_cache_key(prefix)
-    cached = cache.get(key)
+    use_cache = _token_cache_shared()
+    found = cache.get_many([key, _revoked_key(prefix)]) if use_cache else {}
+    if _revoked_key(prefix) in found:  # revoked lately: the cache may hold a stale copy
+        found, use_cache = {}, False
+    cached = found.get(key)
     record: ApiToken | None
     if cached is not None:
         record = _record_from_cache(cached)
@@ -94,7 +130,8 @@ def token_authenticate(*, token: str) -> ApiToken | None:
         record = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
         if record is None:
             return None
-        cache.set(key, _record_to_cache(record), TOKEN_CACHE_SECONDS)
+        if use_cache:
+            cache.set(key, _record_to_cache(record), TOKEN_CACHE_SECONDS)
     if not hmac.compare_digest(record.digest, token_digest(token)):
         return None
     if not record.is_active or not record.user.is_active:
@@ -105,7 +142,8 @@ def token_authenticate(*, token: str) -> ApiToken | None:
         # Written at most once per resolution window: authentication must not be a write per request.
         ApiToken.objects.filter(pk=record.pk).update(last_used_at=now)
         record.last_used_at = now
-        cache.set(key, _record_to_cache(record), TOKEN_CACHE_SECONDS)
+        if use_cache:
+            cache.set(key, _record_to_cache(record), TOKEN_CACHE_SECONDS)
     return record
 
 

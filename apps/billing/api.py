@@ -3,7 +3,7 @@ selector or service, serialize."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from django.utils.translation import gettext as _
@@ -86,13 +86,30 @@ class LedgerView(APIView):
         return paginator.get_paginated_response(LedgerEntrySerializer(page, many=True).data)
 
 
+# Dates outside this range answer 400 (the date arithmetic of a range would overflow at the ends).
+USAGE_FIRST_DAY = date(2000, 1, 1)
+USAGE_LAST_DAY = date(2999, 12, 31)
+
+
 class UsageQuerySerializer(serializers.Serializer):
     """`from` / `to` (inclusive billing days); `from` is a Python keyword, hence `get_fields`."""
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {"from": serializers.DateField(required=False), "to": serializers.DateField(required=False)}
 
+    def _in_range(self, name: str, value: date | None) -> None:
+        if value is not None and not USAGE_FIRST_DAY <= value <= USAGE_LAST_DAY:
+            raise serializers.ValidationError(
+                {
+                    name: [
+                        _("Use a date from %(first)s to %(last)s.") % {"first": USAGE_FIRST_DAY, "last": USAGE_LAST_DAY}
+                    ]
+                }
+            )
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        self._in_range("from", attrs.get("from"))
+        self._in_range("to", attrs.get("to"))
         today = selectors.billing_day()
         end = attrs.get("to")
         start = attrs.get("from")

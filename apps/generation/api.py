@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import replace
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -128,6 +129,8 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
         data = self.input_serializer(data=request.data)
         data.is_valid(raise_exception=True)
         req = data.to_request()
+        if self.stream and not req.stream:  # a `/stream` endpoint streams whatever the body says
+            req = replace(req, stream=True)  # type: ignore[type-var]  # the requests are dataclasses
         return self.open(request.user, req), req.stream
 
     async def generate(self, request: Request) -> HttpResponse | StreamingHttpResponse:

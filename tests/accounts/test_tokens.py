@@ -20,8 +20,9 @@ def test_login_issues_token_shown_once_and_stored_hashed(anon, user):
     assert set(body) == {"token", "tokenId", "name", "scope", "createdAt", "expiresAt"}
     assert body["scope"] == "all"
     token = body["token"]
-    assert token.startswith("wst_") and body["name"] == "cli" and body["expiresAt"] is None
+    assert token.startswith("wst_") and body["name"] == "cli"
     record = ApiToken.objects.get(pk=body["tokenId"])
+    assert (record.expires_at - record.created_at).days == 90  # API_TOKEN_DEFAULT_EXPIRY_DAYS
     assert record.digest == token_digest(token)
     assert token not in record.digest and token not in record.prefix
     assert not ApiToken.objects.filter(digest=token).exists()

@@ -360,3 +360,10 @@ def test_paid_balance_pays_after_daily_free_quota(http, fake_upstream, make_mode
     assert Wallet.objects.get(pk=user.pk).paid_balance == 97
     entry = LedgerEntry.objects.filter(kind="charge").get()
     assert entry.amount == -3 and entry.balance_after == 97 and entry.generation_id == body["generationId"]
+
+
+def test_the_stream_endpoint_records_a_streamed_generation(http, fake_upstream, make_model, writing_prompt):
+    make_model()
+    response = http.post("/api/v1/generation/writing/stream", json=seed_body(writing_prompt, stream=False))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    assert Generation.objects.get().stream is True  # was recorded from the body's `stream` (false)

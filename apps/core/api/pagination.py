@@ -10,10 +10,11 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
 MAX_PAGE_SIZE = 100
+MAX_PAGE = 1_000_000  # beyond: 400 (an offset past a 64-bit integer used to be a 500)
 
 
 class PageQuerySerializer(serializers.Serializer):
-    page = serializers.IntegerField(min_value=1, default=1)
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=1)
     pageSize = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=20)
 
 
@@ -53,7 +54,7 @@ class PagePagination(BasePagination):
                 "required": False,
                 "in": "query",
                 "description": _("Page number (from 1)."),
-                "schema": {"type": "integer", "minimum": 1},
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
             },
             {
                 "name": "pageSize",

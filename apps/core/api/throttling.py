@@ -6,10 +6,14 @@ per process. A refused request gets 429 with `Retry-After` (seconds to the end o
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.translation import gettext as _
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
@@ -26,7 +30,38 @@ def parse_rate(rate: str | None) -> tuple[int, int] | None:
 
 
 def client_ip(request: Any) -> str:
-    return request.META.get("REMOTE_ADDR") or "unknown"
+    """The client's address: `REMOTE_ADDR`, or behind `NUM_PROXIES` trusted proxies the address the
+    farthest trusted one saw (`X-Forwarded-For`, counted from the right: entries further left are the
+    client's own claims and cannot be trusted)."""
+    remote = request.META.get("REMOTE_ADDR") or "unknown"
+    proxies = api_settings.NUM_PROXIES or 0
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies > 0 and forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-min(proxies, len(hops))]
+    return remote
+
+
+def rate_limited(scope: str, *, methods: frozenset[str] = frozenset({"POST"})) -> Callable[[V], V]:
+    """Limit a plain Django view (the admin login) per client address with the `scope` rate of
+    `DEFAULT_THROTTLE_RATES`: past it, 429 with `Retry-After`, the view not called."""
+
+    def decorate(view: V) -> V:
+        @functools.wraps(view)
+        def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method in methods:
+                throttle = AnonymousRateThrottle(scope)
+                if not throttle.allow_request(request, None):
+                    wait = max(1, int((throttle.wait_seconds or 1) + 0.999))
+                    response = HttpResponse(_("Too many attempts; try again later."), status=429)
+                    response["Retry-After"] = str(wait)
+                    return response
+            return view(request, *args, **kwargs)
+
+        return limited  # type: ignore[return-value]
+
+    return decorate
 
 
 class WindowRateThrottle(BaseThrottle):
@@ -79,3 +114,16 @@ class ScopedRateThrottle(WindowRateThrottle):
 
     def get_scope(self, request: Any, view: Any) -> str:
         return getattr(view, "throttle_scope", None) or "user"
+
+
+class AnonymousRateThrottle(WindowRateThrottle):
+    """Per client address whoever is signed in (logins: nobody is yet)."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    def get_ident(self, request: Any) -> str:
+        return f"ip{client_ip(request)}"
+
+
+V = TypeVar("V", bound=Callable[..., Any])
