@@ -32,9 +32,11 @@ format: install
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+worker: export DEBUG ?= true
 worker: install
 	$(VENV)/bin/celery -A writing_service worker --loglevel=INFO
 
+beat: export DEBUG ?= true
 beat: install
 	$(VENV)/bin/celery -A writing_service beat --loglevel=INFO
 

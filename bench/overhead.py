@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -376,6 +378,9 @@ def main() -> None:
         "RATE_LIMIT_USER": "0",
         "RATE_LIMIT_GENERATION": "0",
         "DJANGO_SETTINGS_MODULE": "writing_service.settings",
+        # a production-like start (DEBUG off refuses the public development keys)
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(64),
+        "FIELD_ENCRYPTION_KEY": os.environ.get("FIELD_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
     }
     env.setdefault("DATABASE_URL", f"sqlite:///{tmp}/bench.sqlite3")
     service_proc = None

@@ -7,6 +7,10 @@ MAX_EXAMPLES=${1:-25}
 PORT=${FUZZ_PORT:-18666}
 WORK=$(mktemp -d)
 export DATABASE_URL="sqlite:///$WORK/fuzz.sqlite3" DEBUG=false LOG_LEVEL=ERROR LOG_FORMAT=json
+# a production-like start: real secrets (the service refuses the public development key with DEBUG off)
+SECRET_KEY=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(64))')
+FIELD_ENCRYPTION_KEY=$(.venv/bin/python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')
+export SECRET_KEY FIELD_ENCRYPTION_KEY
 export RATE_LIMIT_USER=0 RATE_LIMIT_GENERATION=0 RATE_LIMIT_AUTH=0 RATE_LIMIT_REDEEM=0
 unset REDIS_URL
 .venv/bin/python manage.py migrate -v0 --noinput

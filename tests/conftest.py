@@ -91,6 +91,13 @@ def anon(make_client: Callable[..., APIClient]) -> APIClient:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _test_secrets() -> None:
+    """Tests run with DEBUG off on the development keys: the production secrets rule is lifted for
+    them (tests/security/test_secrets.py checks the rule itself)."""
+    settings.ALLOW_INSECURE_SECRETS = True
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _fast_password_hasher() -> None:
     """Password hashing strength is not under test; PBKDF2's 1M iterations would dominate run time."""
     from django.contrib.auth.hashers import get_hashers, get_hashers_by_algorithm

@@ -16,6 +16,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "writing_service.settings")
 
 django_application = get_asgi_application()
 
+from writing_service.security import require_production_secrets  # noqa: E402
+
+require_production_secrets()
+
 from apps.providers.quickstart import quickstart_on_startup  # noqa: E402
 from writing_service.handlers import AsyncApiASGIHandler, PathRouter, api_asgi_handler, async_api_paths  # noqa: E402
 

@@ -233,6 +233,9 @@ SPECTACULAR_SETTINGS = {
 
 # --- Domain settings --------------------------------------------------------------------------
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
+# With DEBUG off the service refuses to start on the public development SECRET_KEY, a weak one, or no
+# FIELD_ENCRYPTION_KEY (writing_service/security.py); true lifts that for tests and throwaway servers.
+ALLOW_INSECURE_SECRETS = env.bool("ALLOW_INSECURE_SECRETS", default=False)
 BILLING_TIMEZONE = env.str("BILLING_TIMEZONE", default="Asia/Shanghai")
 BILLING_DAILY_FREE_QUOTA = env.int("BILLING_DAILY_FREE_QUOTA", default=2000)
 BILLING_MEMBER_DAILY_FREE_QUOTA = env.int("BILLING_MEMBER_DAILY_FREE_QUOTA", default=10000)
