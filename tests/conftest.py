@@ -95,6 +95,7 @@ def _test_secrets() -> None:
     """Tests run with DEBUG off on the development keys: the production secrets rule is lifted for
     them (tests/security/test_secrets.py checks the rule itself)."""
     settings.ALLOW_INSECURE_SECRETS = True
+    settings.BILLING_SWEEP_IN_PROCESS = False  # tests sweep explicitly (tests/security/test_deadlines.py)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -20,6 +20,10 @@ from writing_service.security import require_production_secrets  # noqa: E402
 
 require_production_secrets()
 
+from writing_service.sweeper import start_in_process_sweeper  # noqa: E402
+
+start_in_process_sweeper()  # only without a broker (BILLING_SWEEP_IN_PROCESS)
+
 from apps.providers.quickstart import quickstart_on_startup  # noqa: E402
 from writing_service.handlers import AsyncApiASGIHandler, PathRouter, api_asgi_handler, async_api_paths  # noqa: E402
 

@@ -243,6 +243,11 @@ BILLING_INPUT_FREE_THRESHOLD = env.int("BILLING_INPUT_FREE_THRESHOLD", default=1
 BILLING_HOLD_CHARS_PER_TOKEN = env.int("BILLING_HOLD_CHARS_PER_TOKEN", default=4)
 # A hold older than this is considered abandoned (crashed process) and released by the sweeper.
 BILLING_HOLD_TTL_SECONDS = env.int("BILLING_HOLD_TTL_SECONDS", default=1800)
+# A generation ends (its text so far delivered and charged, finishReason "length") after this long, so
+# its hold can never expire under it: must stay below BILLING_HOLD_TTL_SECONDS (a system check says so).
+GENERATION_MAX_SECONDS = env.int("GENERATION_MAX_SECONDS", default=1200)
+# Without a broker (no REDIS_URL) there is no Celery beat: each app process sweeps expired holds itself.
+BILLING_SWEEP_IN_PROCESS = env.bool("BILLING_SWEEP_IN_PROCESS", default=not REDIS_URL)
 # PostgreSQL: commit a new hold without waiting for its WAL flush (docs/billing.md, "Durability").
 # Charges, ledger entries, grants and redemptions are always committed durably.
 BILLING_DURABLE_HOLDS = env.bool("BILLING_DURABLE_HOLDS", default=False)

@@ -19,8 +19,15 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.billing import charges, statements
-from apps.billing.models import Hold, LedgerEntry, Membership, RedemptionCode, Wallet
-from apps.billing.selectors import Consumption, billing_day, charge_get, plan_quotas, tier_quota
+from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
+from apps.billing.selectors import (
+    Consumption,
+    billing_day,
+    charge_get,
+    membership_active,
+    plan_quotas,
+    tier_quota,
+)
 from apps.core.db import Expr, Statement
 from apps.core.errors import ApplicationError, InsufficientBalance
 
@@ -470,14 +477,18 @@ def charge_settle(
                 record=record_statement(_SETTLED) if record_statement is not None else None,
             )
             if consumption is None:  # settled or released before: its charge (or nothing)
-                consumption = charge_get(generation_id=generation_id)
+                consumption = _settle_expired(
+                    generation_id=generation_id, pricing=pricing, input_chars=input_chars, output_chars=output_chars
+                ) or charge_get(generation_id=generation_id)
                 if record_statement is not None:
                     cursor.execute(*record_statement(ConsumptionRecord.of(consumption)))
         return consumption
     with transaction.atomic(), connection.cursor() as cursor:
         hold = statements.hold_locked(cursor, generation_id, with_tier=True)
         if hold is None:
-            consumption = charge_get(generation_id=generation_id)
+            consumption = _settle_expired(
+                generation_id=generation_id, pricing=pricing, input_chars=input_chars, output_chars=output_chars
+            ) or charge_get(generation_id=generation_id)
             if record_statement is not None:
                 cursor.execute(*record_statement(ConsumptionRecord.of(consumption)))
             return consumption
@@ -516,6 +527,66 @@ def charge_settle(
             writes.append(record_statement(ConsumptionRecord.of(consumption)))
         statements.write(
             cursor, [*statements.row_updates(user_id=hold.user_id, usage_id=hold.usage.id, changes=changes), *writes]
+        )
+    return consumption
+
+
+def _settle_expired(*, generation_id: str, pricing: Pricing, input_chars: int, output_chars: int) -> Consumption | None:
+    """Charge a generation whose hold the sweeper expired before it finished (a stalled process: the
+    total deadline keeps live calls below the hold's lifetime): delivered text is not free. Charged now,
+    free quota of the hold's day first, never more than is available (never negative). None when the hold
+    is not an expired one without a charge."""
+    with transaction.atomic():
+        hold = Hold.objects.select_for_update().filter(generation_id=generation_id).first()
+        if (
+            hold is None
+            or hold.status != Hold.Status.EXPIRED
+            or Charge.objects.filter(generation_id=generation_id).exists()
+        ):
+            return None
+        wallet = statements.wallet_locked(hold.user_id)  # hold → wallet → usage, the one lock order
+        usage = statements.usage_locked(hold.user_id, hold.day)
+        charge = charges.compute_charge(
+            input_chars=input_chars, output_chars=output_chars, **_terms(pricing, is_member=hold.is_member)
+        )
+        membership = membership_active(user=hold.user_id)
+        free_available, paid_available = _available(
+            membership.tier if membership else None,
+            statements.LockedRows(
+                statements.WalletRow(wallet.paid_balance, wallet.paid_held),
+                statements.UsageRow(usage.pk, usage.used, usage.held),
+            ),
+        )
+        total = min(charge.total_cost, free_available + paid_available)
+        input_cost = min(charge.input_cost, total)
+        free_used = min(total, free_available)
+        consumption = Consumption(
+            total, input_cost, total - input_cost, free_used, total - free_used, charge.member_benefit_applied
+        )
+        if free_used:
+            DailyUsage.objects.filter(pk=usage.pk).update(used=usage.used + free_used)
+        if consumption.used_paid:
+            note = f"generation {generation_id} ({pricing.model_id}), after its hold expired"
+            _ledger(
+                wallet,
+                kind=LedgerEntry.Kind.CHARGE,
+                amount=-consumption.used_paid,
+                note=note,
+                generation_id=generation_id,
+            )
+        Charge.objects.create(
+            generation_id=generation_id,
+            user_id=hold.user_id,
+            model_id=pricing.model_id,
+            day=hold.day,
+            input_chars=input_chars,
+            output_chars=output_chars,
+            input_cost=consumption.input_cost,
+            output_cost=consumption.output_cost,
+            total_cost=consumption.total_cost,
+            used_daily_free=consumption.used_daily_free,
+            used_paid=consumption.used_paid,
+            member_benefit_applied=consumption.member_benefit_applied,
         )
     return consumption
 

@@ -5,3 +5,6 @@ class GenerationConfig(AppConfig):
     name = "apps.generation"
     label = "generation"
     verbose_name = "Generation"
+
+    def ready(self) -> None:
+        from apps.generation import checks  # noqa: F401 (registers the system check)

@@ -25,7 +25,7 @@ from apps.core.db import db_sync_to_async
 from apps.core.errors import ApplicationError
 from apps.generation.models import Generation
 from apps.generation.services import Finished, Outcome, Prepared, generation_extend
-from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited
+from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
 
@@ -114,6 +114,9 @@ class Relay:
         self.stopped_by_balance = False
         self._allowance: int | None = None
         self._metered_target: Any = None
+        # the total deadline (below the hold's lifetime, so the hold never expires under a running call)
+        self._deadline = self._started + settings.GENERATION_MAX_SECONDS
+        self.stopped_by_deadline = False
 
     # -- upstream side -----------------------------------------------------------------------------
     async def next_delta(self, silence: float | None) -> Delta | object | None:
@@ -122,11 +125,18 @@ class Relay:
         if self.stopped_by_balance:
             await self.close_upstream()
             return None
+        left = self._deadline - time.perf_counter()
+        if left <= 0:  # the total deadline: what was delivered stays, and is charged
+            self.finish_reason = "length"
+            self.stopped_by_deadline = True
+            await self.close_upstream()
+            return None
         if self._pending is None:
             self._pending = asyncio.ensure_future(anext(self._deltas))
-        done, _pending = await asyncio.wait((self._pending,), timeout=silence)
+        pings = silence is not None and silence < left
+        done, _pending = await asyncio.wait((self._pending,), timeout=silence if pings else left)
         if not done:
-            return _PING_MARK
+            return _PING_MARK if pings else await self.next_delta(silence)  # else the deadline came first
         task, self._pending = self._pending, None
         try:
             delta = task.result()
@@ -228,7 +238,12 @@ class Relay:
         output is cut — and the upstream request cancelled — exactly where the user's funds end."""
         try:
             if self.prepared.hold_covers_worst:
-                completion = await self.routed.complete()
+                try:
+                    completion = await asyncio.wait_for(self.routed.complete(), settings.GENERATION_MAX_SECONDS)
+                except TimeoutError:
+                    raise UpstreamTimeout(
+                        f"no answer within the {settings.GENERATION_MAX_SECONDS} s a generation may take"
+                    ) from None
                 delivered = await self._metered(Delta(completion.content, completion.reasoning))
                 self.content = [delivered.content]
                 self.reasoning = [delivered.reasoning] if delivered.reasoning else []

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from django.utils import translation
 
 from apps.characters.services import character_create
 from apps.core.errors import ApplicationError, ContextExceeded
@@ -23,6 +24,14 @@ from apps.novels.models import Novel
 from apps.providers.types import ChatMessage as M
 from apps.worldviews.engine import activate
 from apps.worldviews.models import Lorebook, LorebookEntry
+
+
+@pytest.fixture(autouse=True)
+def _chinese():
+    """Messages are asserted in the default language, whatever an earlier test left active."""
+    with translation.override("zh-hans"):
+        yield
+
 
 NO_WORLD_INFO = activate([], [], max_context=10_000)
 NOTE = {"text": "", "depth": 4, "frequency": 1, "role": "system", "position": "in_chat"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import translation
 
 from apps.billing.models import Hold
 from apps.billing.services import wallet_grant
@@ -17,6 +18,13 @@ from apps.providers.selectors import model_chain
 from apps.providers.types import ChatMessage
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _chinese():
+    """Messages are asserted in the default language, whatever an earlier test left active."""
+    with translation.override("zh-hans"):
+        yield
 
 
 def request(prompt: Prompt, **overrides: Any) -> WritingRequest:
