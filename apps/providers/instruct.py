@@ -109,6 +109,7 @@ class RenderedPrompt:
 class _Builtin:
     source: str
     stop: tuple[str, ...]
+    control: tuple[str, ...] = ()  # markers of the format that message text must not contain (see _neutralize)
 
 
 _BUILTINS: dict[str, _Builtin] = {
@@ -116,12 +117,14 @@ _BUILTINS: dict[str, _Builtin] = {
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.text }}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
         ("<|im_end|>", "<|im_start|>"),
+        ("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
     ),
     "llama3": _Builtin(
         "{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.text }}<|eot_id|>"
         "{% endfor %}"
         "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}",
         ("<|eot_id|>", "<|start_header_id|>"),
+        ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>"),
     ),
     "mistral": _Builtin(
         "{% for m in messages %}"
@@ -130,6 +133,7 @@ _BUILTINS: dict[str, _Builtin] = {
         "{% else %} {{ m.text }}</s>{% endif %}"
         "{% endfor %}",
         ("</s>", "[INST]"),
+        ("[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[INST]", "[/INST]", "<s>", "</s>"),
     ),
     "alpaca": _Builtin(
         "{% set ns = namespace(started=false) %}"
@@ -141,6 +145,7 @@ _BUILTINS: dict[str, _Builtin] = {
         "{% endif %}"
         "{% endfor %}"
         "{% if add_generation_prompt %}### Response:\n{% endif %}",
+        ("\n### Instruction:", "\n### Input:", "\n### Response:"),
         ("\n### Instruction:", "\n### Input:", "\n### Response:"),
     ),
     "gemma": _Builtin(
@@ -155,6 +160,7 @@ _BUILTINS: dict[str, _Builtin] = {
         "{% endfor %}"
         "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
         ("<end_of_turn>", "<start_of_turn>"),
+        ("<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>"),
     ),
     "transcript": _Builtin(
         "{% for m in messages %}"
@@ -164,6 +170,7 @@ _BUILTINS: dict[str, _Builtin] = {
         "{% endfor %}"
         "{% if add_generation_prompt %}Assistant:{% endif %}",
         ("\nUser:",),
+        ("\nUser:", "\nAssistant:"),
     ),
 }
 assert tuple(_BUILTINS) == INSTRUCT_TEMPLATES
@@ -282,12 +289,13 @@ def _environment() -> _Sandbox:
 class _Compiled:
     template: Template
     stop: tuple[str, ...]
+    control: tuple[str, ...] = ()
 
 
 @cache
 def _compiled_builtin(name: str) -> _Compiled:
     builtin = _BUILTINS[name]
-    return _Compiled(_environment().from_string(builtin.source), builtin.stop)
+    return _Compiled(_environment().from_string(builtin.source), builtin.stop, builtin.control or builtin.stop)
 
 
 _STOP_DECLARATION = re.compile(r"\{#-?\s*stop\s*:(?P<body>.*?)-?#\}", re.DOTALL)
@@ -345,7 +353,8 @@ def _compile_custom(source: str) -> _Compiled:
         template = env.from_string(tree)
     except TemplateSyntaxError as exc:
         raise InstructTemplateError(f"syntax error on line {exc.lineno}: {exc.message}") from exc
-    return _Compiled(template, _parse_stop(source))
+    stop = _parse_stop(source)
+    return _Compiled(template, stop, stop)  # a custom template's turn markers are its stop strings
 
 
 def _resolve(template: str, custom_template: str | None) -> _Compiled:
@@ -370,6 +379,35 @@ def _text(message: ChatMessage) -> str:
         return message.content
     prefix = f"{message.name}: "
     return message.content if message.content.startswith(prefix) else prefix + message.content
+
+
+def _neutralize(text: str, control: Sequence[str]) -> str:
+    """Message text cannot forge a turn of the template (a user writing ``<|im_start|>system …``): token
+    markers are removed — repeatedly, so that removing one cannot join the halves of another — and
+    line-start headers (``\n### Instruction:``, ``\nUser:``) get a space before them, so they no longer
+    start a line. Applied to every message's content and name (user text, history, card fields)."""
+    if not text:
+        return text
+    tokens = [m for m in control if not m.startswith("\n")]
+    headers = [m[1:] for m in control if m.startswith("\n") and len(m) > 1]
+    for _ in range(len(text)):  # each pass removes at least one character, or stops
+        stripped = text
+        for token in tokens:
+            stripped = stripped.replace(token, "")
+        if stripped == text:
+            break
+        text = stripped
+    for header in headers:
+        text = re.sub(r"(^|\n)(?=" + re.escape(header) + ")", r"\1 ", text)
+    return text
+
+
+def _safe(message: ChatMessage, control: Sequence[str]) -> ChatMessage:
+    content = _neutralize(message.content, control)
+    name = _neutralize(message.name, control) if message.name else message.name
+    if content == message.content and name == message.name:
+        return message
+    return ChatMessage(message.role, content, name)
 
 
 def _as_dict(message: ChatMessage, suffix: str = "") -> dict[str, Any]:
@@ -416,6 +454,8 @@ def render_prompt(
     assistant message (prefill). Raises :class:`InstructTemplateError` (a ``ValueError``).
     """
     compiled = _resolve(template, custom_template)
+    if compiled.control:
+        messages = [_safe(m, compiled.control) for m in messages]
     if messages and messages[-1].role == "assistant" and not messages[-1].content and not messages[-1].name:
         messages = messages[:-1]  # an empty trailing assistant message prefills nothing
     prefill = bool(messages) and messages[-1].role == "assistant"
