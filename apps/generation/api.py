@@ -24,7 +24,7 @@ from apps.core.api.views import AsyncAPIView, request_user
 from apps.core.db import db_sync_to_async
 from apps.generation import selectors, services
 from apps.generation.models import Generation
-from apps.generation.relay import Relay, respond
+from apps.generation.relay import Relay, respond, upstream_message
 from apps.providers.types import ChatMessage
 
 MAX_TEXT = 200_000
@@ -223,7 +223,11 @@ class GenerationSummarySerializer(serializers.Serializer):
         return obj.consumption().as_api()
 
     def get_error(self, obj: Generation) -> dict[str, str] | None:
-        return {"code": obj.error_code, "message": obj.error_message} if obj.error_code else None
+        if not obj.error_code:
+            return None
+        # the upstream's own text stays with operators (admin); users get what the answer told them
+        message = upstream_message(obj.error_code) if obj.error_code.startswith("upstream_") else obj.error_message
+        return {"code": obj.error_code, "message": message}
 
 
 class GenerationDetailSerializer(GenerationSummarySerializer):
@@ -232,7 +236,19 @@ class GenerationDetailSerializer(GenerationSummarySerializer):
     temperature = serializers.FloatField()
     maxTokens = serializers.IntegerField(source="max_tokens")
     historyDropped = serializers.IntegerField(source="history_dropped")
-    attempts = serializers.ListField(child=serializers.DictField())
+    attempts = serializers.SerializerMethodField()
+
+    def get_attempts(self, obj: Generation) -> list[dict[str, str]]:
+        """The failed attempts before the answer (model, error code, the generic message of that code)."""
+        return [
+            {
+                "model": str(a.get("model", "")),
+                "error": str(a.get("error", "")),
+                "message": upstream_message(str(a.get("error", ""))),
+            }
+            for a in obj.attempts or []
+            if isinstance(a, dict)
+        ]
 
 
 class GenerationQuerySerializer(serializers.Serializer):

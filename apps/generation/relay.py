@@ -10,6 +10,7 @@ answer out — a `StreamingHttpResponse` of SSE, or the JSON body once the call 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -18,7 +19,9 @@ from typing import Any, Protocol
 import orjson
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from django.utils.functional import Promise
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from apps.core.api.exceptions import envelope
 from apps.core.db import db_sync_to_async
@@ -28,6 +31,8 @@ from apps.generation.services import Finished, Outcome, Prepared, generation_ext
 from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited, UpstreamTimeout
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
+
+logger = logging.getLogger("apps.generation.relay")
 
 PING_INTERVAL = 15.0
 FIRST_TOKEN_WAIT = 15.0
@@ -40,8 +45,28 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+UPSTREAM_MESSAGES: dict[str, str | Promise] = {
+    # What a client is told about an upstream failure: never the upstream's own text (it can name the
+    # upstream model, hosts or accounts); the details go to the log and to the record (operators, admin).
+    "upstream_timeout": gettext_lazy("The model provider did not answer in time."),
+    "upstream_rate_limited": gettext_lazy("The model provider is rate limiting requests; please retry later."),
+    "upstream_connect_error": gettext_lazy("The model provider could not be reached."),
+    "upstream_model_not_found": gettext_lazy("The model is not available at its provider right now."),
+    "upstream_server_error": gettext_lazy("The model provider failed."),
+    "upstream_bad_request": gettext_lazy("The model provider refused the request."),
+    "upstream_auth_error": gettext_lazy("The model provider refused this service's credentials."),
+    "upstream_protocol_error": gettext_lazy("The model provider answered something this service cannot read."),
+}
+
+
+def upstream_message(code: str) -> str:
+    """The client-facing message of an upstream failure code (a generic one for unknown codes)."""
+    return str(UPSTREAM_MESSAGES.get(code) or _("The model provider failed."))
+
+
 def upstream_api_error(exc: BaseException) -> ApplicationError:
-    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy)."""
+    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy).
+    Its message is generic; the upstream's own text is logged (and kept in the record for operators)."""
     if isinstance(exc, ConcurrencyLimited):
         return ApplicationError(
             _("The model is busy right now; please retry shortly."),
@@ -50,16 +75,11 @@ def upstream_api_error(exc: BaseException) -> ApplicationError:
             headers={"Retry-After": str(max(1, int(exc.retry_after)))},
         )
     assert isinstance(exc, UpstreamError)
+    logger.warning("upstream failure %s (%s): %s", exc.code, exc.client_status, exc.message)
     headers = {}
     if isinstance(exc, UpstreamRateLimited):
         headers["Retry-After"] = str(max(1, int((exc.retry_after or 1) + 0.999)))
-    if exc.client_status == 504:
-        message = _("The model provider did not answer in time.")
-    elif exc.client_status == 429:
-        message = _("The model provider is rate limiting requests; please retry later.")
-    else:
-        message = _("The model provider failed: %(reason)s") % {"reason": exc.message}
-    return ApplicationError(message, status_code=exc.client_status, code=exc.code, headers=headers)
+    return ApplicationError(upstream_message(exc.code), status_code=exc.client_status, code=exc.code, headers=headers)
 
 
 class Finish(Protocol):

@@ -40,6 +40,16 @@ class ConnectionAdminForm(forms.ModelForm):
         help_text=gettext_lazy("Write-only. Leave blank to keep the stored key."),
     )
     clear_api_key = forms.BooleanField(label=gettext_lazy("Clear the stored API key"), required=False)
+    extra_headers = forms.JSONField(
+        label=gettext_lazy("Extra headers"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=gettext_lazy(
+            'Write-only, encrypted like the key: a JSON object such as {"api-key": "…"} replaces the stored '
+            "headers; leave blank to keep them."
+        ),
+    )
+    clear_extra_headers = forms.BooleanField(label=gettext_lazy("Clear the stored extra headers"), required=False)
     instruct_template = forms.ChoiceField(
         label=gettext_lazy("Instruct template"),
         required=False,
@@ -53,7 +63,6 @@ class ConnectionAdminForm(forms.ModelForm):
             "name",
             "kind",
             "base_url",
-            "extra_headers",
             "connect_timeout",
             "read_timeout",
             "max_concurrency",
@@ -69,8 +78,10 @@ class ConnectionAdminForm(forms.ModelForm):
         except ConfigInvalid as exc:
             raise ValidationError(exc.message) from None
 
-    def clean_extra_headers(self) -> dict[str, str]:
-        headers = self.cleaned_data.get("extra_headers") or {}
+    def clean_extra_headers(self) -> dict[str, str] | None:
+        headers = self.cleaned_data.get("extra_headers")
+        if headers is None or headers == "":
+            return None  # keep the stored headers
         if not isinstance(headers, dict):
             raise ValidationError(_("Enter a JSON object of header names to string values."))
         try:
@@ -82,6 +93,8 @@ class ConnectionAdminForm(forms.ModelForm):
         cleaned = cast("dict[str, Any]", super().clean())  # ModelForm.clean returns cleaned_data
         if cleaned.get("api_key") and cleaned.get("clear_api_key"):
             self.add_error("clear_api_key", _("Either enter a new key or clear the stored one, not both."))
+        if cleaned.get("extra_headers") and cleaned.get("clear_extra_headers"):
+            self.add_error("clear_extra_headers", _("Either enter new headers or clear the stored ones, not both."))
         kind = cleaned.get("kind")
         if kind:
             try:
@@ -128,12 +141,24 @@ class ConnectionAdmin(admin.ModelAdmin):
     )
     list_filter = ("kind", "enabled", "prompt_post_processing")
     search_fields = ("name", "base_url", "models__model_id")
-    readonly_fields = ("api_key_hint", "created_at", "updated_at")
+    readonly_fields = ("api_key_hint", "extra_headers_hint", "created_at", "updated_at")
     inlines = (AIModelInline,)
     actions = ("fetch_model_list",)
     fieldsets = (
         (None, {"fields": ("name", "kind", "base_url", "enabled")}),
-        (gettext_lazy("Credentials"), {"fields": ("api_key_hint", "api_key", "clear_api_key", "extra_headers")}),
+        (
+            gettext_lazy("Credentials"),
+            {
+                "fields": (
+                    "api_key_hint",
+                    "api_key",
+                    "clear_api_key",
+                    "extra_headers_hint",
+                    "extra_headers",
+                    "clear_extra_headers",
+                )
+            },
+        ),
         (
             gettext_lazy("Limits and behaviour"),
             {
@@ -162,6 +187,10 @@ class ConnectionAdmin(admin.ModelAdmin):
             obj.set_api_key("")
         elif form.cleaned_data.get("api_key"):
             obj.set_api_key(form.cleaned_data["api_key"])
+        if form.cleaned_data.get("clear_extra_headers"):
+            obj.extra_headers = {}
+        elif form.cleaned_data.get("extra_headers") is not None:
+            obj.extra_headers = form.cleaned_data["extra_headers"]
         super().save_model(request, obj, form, change)
 
     @admin.action(description=gettext_lazy("Fetch the model list from the upstream"))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from decimal import Decimal
 
 from django.core.validators import MinValueValidator
@@ -32,7 +34,10 @@ class Connection(models.Model):
     base_url = models.CharField(max_length=500, blank=True, default="")
     api_key_encrypted = models.TextField(blank=True, default="", editable=False)
     api_key_hint = models.CharField(max_length=20, blank=True, default="", editable=False)
-    extra_headers = models.JSONField(default=dict, blank=True)
+    # Extra request headers can be credentials (`api-key`, `x-org-id`): encrypted at rest like the key,
+    # only their names and masked values shown (`extra_headers_hint`).
+    extra_headers_encrypted = models.TextField(blank=True, default="", editable=False)
+    extra_headers_hint = models.CharField(max_length=500, blank=True, default="", editable=False)
     connect_timeout = models.FloatField(default=10.0, validators=[MinValueValidator(0.1)])
     read_timeout = models.FloatField(default=120.0, validators=[MinValueValidator(0.1)])
     max_concurrency = models.PositiveIntegerField(default=32, help_text="0 = unlimited")
@@ -65,12 +70,23 @@ class Connection(models.Model):
         self.api_key_encrypted = crypto.encrypt(raw)
         self.api_key_hint = crypto.mask(raw)
 
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        raw = crypto.decrypt(self.extra_headers_encrypted)
+        return json.loads(raw) if raw else {}
+
+    @extra_headers.setter
+    def extra_headers(self, headers: Mapping[str, str] | None) -> None:
+        headers = dict(headers or {})
+        self.extra_headers_encrypted = crypto.encrypt(json.dumps(headers, ensure_ascii=False)) if headers else ""
+        self.extra_headers_hint = "; ".join(f"{name}: {crypto.mask(value)}" for name, value in headers.items())[:500]
+
     def config(self) -> ConnectionConfig:
         return ConnectionConfig(
             kind=self.kind,
             base_url=self.base_url,
             api_key=self.api_key or None,
-            extra_headers=dict(self.extra_headers or {}),
+            extra_headers=self.extra_headers,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             instruct_template=self.instruct_template or None,
