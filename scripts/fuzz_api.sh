@@ -22,7 +22,8 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
 set +e
-.venv/bin/schemathesis run "http://127.0.0.1:$PORT/api/schema/" --url "http://127.0.0.1:$PORT" \
+# boundary values of query parameters (dates, 64-bit integers): scripts/fuzz_hooks.py
+SCHEMATHESIS_HOOKS=scripts.fuzz_hooks PYTHONPATH=. .venv/bin/schemathesis run "http://127.0.0.1:$PORT/api/schema/" --url "http://127.0.0.1:$PORT" \
   -H "Authorization: Bearer $TOKEN" --checks not_a_server_error --max-examples "$MAX_EXAMPLES" --workers 2 \
   --seed 20261122
 rc=$?
