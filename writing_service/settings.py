@@ -273,4 +273,7 @@ LOGGING = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=25 * 1024 * 1024)
+# Largest API request body other than an upload (JSON): a bigger one is a 413, refused before it is read
+# whole (writing_service/handlers.py, apps/core/api/parsers.py). Uploads: CARD_MAX_BYTES + 1 MiB.
+API_BODY_MAX_BYTES = env.int("API_BODY_MAX_BYTES", default=8 * 1024 * 1024)
 CARD_MAX_BYTES = env.int("CARD_MAX_BYTES", default=20 * 1024 * 1024)  # character card / lorebook uploads
