@@ -238,6 +238,12 @@ BILLING_HOLD_TTL_SECONDS = env.int("BILLING_HOLD_TTL_SECONDS", default=1800)
 # PostgreSQL: commit a new hold without waiting for its WAL flush (docs/billing.md, "Durability").
 # Charges, ledger entries, grants and redemptions are always committed durably.
 BILLING_DURABLE_HOLDS = env.bool("BILLING_DURABLE_HOLDS", default=False)
+# One macro work budget per request (docs/macros.md, "Safety limits"): characters per token of the prompt
+# budget (context − maxTokens), within the floor and the ceiling; the floor where there is no model.
+MACRO_BUDGET_CHARS_PER_TOKEN = env.int("MACRO_BUDGET_CHARS_PER_TOKEN", default=16)
+MACRO_BUDGET_MIN_CHARS = env.int("MACRO_BUDGET_MIN_CHARS", default=250_000)
+MACRO_BUDGET_MAX_CHARS = env.int("MACRO_BUDGET_MAX_CHARS", default=4_000_000)
+MACRO_DICE_PER_REQUEST = env.int("MACRO_DICE_PER_REQUEST", default=10_000)
 DEFAULT_MODEL_ID = env.str("DEFAULT_MODEL_ID", default="gpt-4-turbo")
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")

@@ -43,6 +43,7 @@ from apps.generation.services import (
     max_tokens_check,
 )
 from apps.macros.engine import MacroContext, expand
+from apps.macros.limits import budget_check, checked_expander, request_budget
 from apps.providers.selectors import ModelTarget, model_chain
 from apps.providers.types import ChatMessage as Message
 from apps.worldviews.engine import (
@@ -148,7 +149,8 @@ def chat_create(
 ) -> Chat:
     """A new chat opens with the card's ``first_mes`` (macros expanded) as the first assistant message
     and the ``alternate_greetings`` as its other swipes. Without ``persona_id`` the user's default
-    persona (if any) is used."""
+    persona (if any) is used. The greetings share one macro budget (the floor: there is no model yet);
+    a spent budget is a 400 and nothing is created."""
     character = _owned_character(user, character_id)
     if persona_id is not None:
         persona: Persona | None = persona_get(user=user, persona_id=persona_id)
@@ -175,9 +177,11 @@ def chat_create(
             global_vars=global_variables(user=user),
             tz=ZoneInfo(settings.BILLING_TIMEZONE),
             seed=f"chat:{chat.pk}:0",
+            budget=request_budget(),
         )
         before = dict(ctx.global_vars)
-        swipes = [expand(g, ctx) for g in greetings if g] or [""]
+        greet = checked_expander(ctx)
+        swipes = [greet(g) for g in greetings if g] or [""]
         ChatMessage.objects.create(chat=chat, role="assistant", name=_char_name(character, data), swipes=swipes)
         if chat.variables:
             chat.save(update_fields=["variables"])
@@ -304,7 +308,10 @@ def _persona_prompt(persona: Persona | None) -> PersonaPrompt | None:
 
 
 def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, model_id: str) -> Plan:
-    """Assemble one turn from the stored chat. Writes nothing; the preview returns exactly this."""
+    """Assemble one turn from the stored chat. Writes nothing; the preview returns exactly this.
+
+    Every expansion of the turn (user input, world-info keys and entries, card fields, prompts) draws
+    on one macro budget sized from ``limit`` (the prompt's tokens): once it is spent the turn is a 400."""
     character = Character.objects.get(pk=chat.character_id)
     data = _card_data(character)
     persona = chat.persona
@@ -322,6 +329,7 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
 
     seed = f"chat:{chat.pk}:{len(stored)}"
     scenario = chat.scenario_override or str(data.get("scenario") or "")
+    budget = request_budget(context_tokens=limit)
     ctx = MacroContext(
         user=user_name,
         char=char_name,
@@ -338,9 +346,10 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         tz=ZoneInfo(settings.BILLING_TIMEZONE),
         seed=seed,
         input=req.user_input,
+        budget=budget,
     )
     globals_before = dict(ctx.global_vars)
-    user_input = expand(req.user_input, ctx) if kind == "normal" and req.user_input else ""
+    user_input = checked_expander(ctx)(req.user_input) if kind == "normal" and req.user_input else ""
     history = [Message(m.role, m.content) for m in history_rows]  # type: ignore[arg-type]
     if user_input:
         history.append(Message("user", user_input))
@@ -390,6 +399,7 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         authors_note=note,
         depth_prompt=depth_prompt,
     )
+    budget_check(budget)  # world info swallows errors from `substitute`: checked once everything is expanded
     try:
         assembled = assemble_turn(sections, limit=limit)
     except BudgetExceeded as exc:
