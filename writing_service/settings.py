@@ -244,6 +244,10 @@ MACRO_BUDGET_CHARS_PER_TOKEN = env.int("MACRO_BUDGET_CHARS_PER_TOKEN", default=1
 MACRO_BUDGET_MIN_CHARS = env.int("MACRO_BUDGET_MIN_CHARS", default=250_000)
 MACRO_BUDGET_MAX_CHARS = env.int("MACRO_BUDGET_MAX_CHARS", default=4_000_000)
 MACRO_DICE_PER_REQUEST = env.int("MACRO_DICE_PER_REQUEST", default=10_000)
+# Caps of a chat's and of a user's global macro variables (JSON characters, keys): writes past them are
+# refused (the variable keeps its value).
+MACRO_VARIABLES_MAX_CHARS = env.int("MACRO_VARIABLES_MAX_CHARS", default=200_000)
+MACRO_VARIABLES_MAX_KEYS = env.int("MACRO_VARIABLES_MAX_KEYS", default=1_000)
 DEFAULT_MODEL_ID = env.str("DEFAULT_MODEL_ID", default="gpt-4-turbo")
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")

@@ -1,19 +1,21 @@
 """The macro engine's limits on the Django side: one work budget per request, sized from the model's
-context and the settings, with the 400 a request gets when it spends it (docs/macros.md, "One budget
-per request").
+context and the settings, with the 400 a request gets when it spends it; and the capped variable
+stores chats and users keep (docs/macros.md, "Safety limits").
 
-The engine itself stays pure: it receives a :class:`MacroBudget` on the context and never raises.
+The engine itself stays pure: it receives a :class:`MacroBudget` on the context and capped stores as
+variable mappings, and never raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from django.conf import settings
 from django.utils.translation import gettext as _
 
 from apps.core.errors import ApplicationError
-from apps.macros.engine import MacroBudget, MacroContext, expand
+from apps.macros.engine import CappedStore, MacroBudget, MacroContext, expand
 
 
 class MacroBudgetExceeded(ApplicationError):
@@ -60,3 +62,25 @@ def checked_expander(ctx: MacroContext) -> Callable[[str], str]:
         return result
 
     return run
+
+
+def variable_store(data: Mapping[str, Any] | None) -> CappedStore:
+    """A chat's or a user's macro variables, capped at ``MACRO_VARIABLES_MAX_CHARS`` (their JSON size)
+    and ``MACRO_VARIABLES_MAX_KEYS``: a write past either is refused (the variable keeps its value)."""
+    return CappedStore(
+        data if isinstance(data, Mapping) else {},
+        max_chars=int(settings.MACRO_VARIABLES_MAX_CHARS),
+        max_keys=int(settings.MACRO_VARIABLES_MAX_KEYS),
+    )
+
+
+def variables_too_large(data: Mapping[str, Any]) -> str | None:
+    """Why ``data`` cannot be stored as a variable store (over a cap), or ``None`` when it fits (a chat's
+    variables set through the API are checked against the same caps)."""
+    store = variable_store(data)
+    if store.size > store.max_chars or len(store) > store.max_keys:
+        return _("Variables may take at most %(chars)s characters (as JSON) and %(keys)s keys.") % {
+            "chars": store.max_chars,
+            "keys": store.max_keys,
+        }
+    return None

@@ -1,11 +1,13 @@
-"""The request-wide budget (`MacroBudget`) and dice as work."""
+"""The request-wide budget (`MacroBudget`), dice as work, and capped variable stores (`CappedStore`)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from apps.macros.engine import MacroBudget, MacroContext, expand
+import pytest
+
+from apps.macros.engine import CappedStore, MacroBudget, MacroContext, expand
 from apps.macros.engine.context import DIE_COST, MACRO_COST, MAX_DICE_PER_CALL
 
 
@@ -105,3 +107,55 @@ def test_the_dice_attack_is_bounded_by_the_budget() -> None:
     expand(text, ctx(budget=budget))
     assert budget.exhausted and budget.dice >= 0
     assert time.perf_counter() - started < 0.5
+
+
+# --- capped stores ---------------------------------------------------------------------------------
+
+
+def test_writes_past_the_size_cap_are_refused_and_the_value_kept() -> None:
+    store = CappedStore({}, max_chars=1000, max_keys=100)
+    context = ctx(local_vars=store)
+    expand("{{setvar::a::" + "x" * 500 + "}}{{setvar::b::" + "y" * 600 + "}}{{setvar::a::short}}", context)
+    assert store.data == {"a": "short"} and store.refused == 1 and store.changed
+    assert store.size == len('{"a":"short",}')
+
+
+def test_writes_past_the_key_cap_are_refused() -> None:
+    store = CappedStore({}, max_chars=100_000, max_keys=3)
+    expand("".join(f"{{{{setvar::k{i}::{i}}}}}" for i in range(10)) + "{{setvar::k0::again}}", ctx(local_vars=store))
+    assert store.data == {"k0": "again", "k1": "1", "k2": "2"}
+    assert store.refused == 7
+
+
+def test_growth_by_addvar_and_shorthands_stops_at_the_cap() -> None:
+    store = CappedStore({"log": []}, max_chars=2000, max_keys=10)
+    context = ctx(local_vars=store, global_vars=CappedStore({}, max_chars=2000, max_keys=10))
+    expand(("{{addvar::log::" + "x" * 50 + "}}") * 100, context)
+    assert 30 <= len(store["log"]) < 40 and store.size <= 2000
+    expand("{{.s = a}}" + ("{{.s += " + "b" * 100 + "}}") * 100, context)
+    assert store.size <= 2000
+    expand("{{setglobalvar::g::x}}" + "{{addglobalvar::g::{{getglobalvar::g}}}}" * 100, context)
+    assert context.global_vars.size <= 2000  # type: ignore[attr-defined]
+
+
+def test_a_store_loaded_above_the_cap_can_only_shrink() -> None:
+    store = CappedStore({"big": "x" * 5000, "n": 1}, max_chars=1000, max_keys=10)
+    expand("{{setvar::new::1}}{{incvar::n}}{{setvar::big::smaller}}{{setvar::more::1}}", ctx(local_vars=store))
+    assert store.data == {"big": "smaller", "n": 2, "more": "1"}
+    assert store.refused == 1  # `new`: the store was still over the cap then
+
+
+def test_deleting_always_works_and_sizes_stay_exact() -> None:
+    store = CappedStore({"a": "x" * 10, "b": [1, 2]}, max_chars=100, max_keys=10)
+    start = store.size
+    del store["a"]
+    assert store.size == start - len('"a":"xxxxxxxxxx",')
+    store["c"] = 1.5
+    assert store.size == 2 + len('"b":[1,2],') + len('"c":1.5,')
+
+
+@pytest.mark.parametrize(
+    "value", [10**5000, float("nan"), {"deep": [[[]]]}, None, True], ids=["huge int", "nan", "nested", "null", "true"]
+)
+def test_any_json_value_is_measured(value: Any) -> None:
+    CappedStore({"v": value}, max_chars=100, max_keys=10)
