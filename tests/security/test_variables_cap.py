@@ -136,3 +136,11 @@ def test_a_roleplay_turn_cannot_grow_the_chat_past_the_cap(http, user, _upstream
     variables = Chat.objects.get(pk=chat["id"]).variables
     assert set(variables) == {"a", "c"}  # b would have passed the cap; c still fits
     assert len(json.dumps(variables)) <= CAP
+
+
+def test_a_list_grown_in_place_is_saved(http, user):
+    """The store's own `changed` flag, not a comparison with a shallow copy that shares the list."""
+    GlobalVariables.objects.create(user=user, variables={"log": ["a"]})
+    response = http.post("/api/v1/chats", json={"characterId": character(user, "{{addglobalvar::log::b}}Hi").pk})
+    assert response.status_code == 201
+    assert GlobalVariables.objects.get(user=user).variables == {"log": ["a", "b"]}
