@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextlib import suppress
 from typing import Any
 
+import orjson
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestAborted
@@ -13,16 +15,175 @@ from django.http import HttpRequest, HttpResponseBase
 from django.test.utils import override_settings
 from django.urls import ResolverMatch, URLPattern, URLResolver, get_resolver, set_script_prefix
 from django.urls.resolvers import RoutePattern
+from django.utils import translation
 
 API_PREFIXES = ("/api/", "/v1/")  # this service's API and the OpenAI-compatible one
+OPENAI_PREFIX = "/v1/"
+UPLOAD_OVERHEAD = 1024 * 1024  # multipart framing and the other form fields, on top of CARD_MAX_BYTES
+
+type ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+# ------------------------------------------------------------------------------------- body limits
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past its limit while it was being received."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body over {limit} bytes")
+        self.limit = limit
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def body_limit(scope: dict[str, Any]) -> int:
+    """The largest body accepted for this request, in bytes.
+
+    API paths: multipart uploads (character cards, lorebooks) `CARD_MAX_BYTES` plus 1 MiB of framing;
+    any other body (JSON) `API_BODY_MAX_BYTES`. Other paths (admin, docs): Django's
+    `DATA_UPLOAD_MAX_MEMORY_SIZE`, which its form parsing applies anyway but only once the whole
+    body is on disk.
+    """
+    if not scope.get("path", "").startswith(API_PREFIXES):
+        return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    content_type = (_header(scope, b"content-type") or b"").lower()
+    if content_type.startswith(b"multipart/form-data"):
+        return int(settings.CARD_MAX_BYTES) + UPLOAD_OVERHEAD
+    return int(settings.API_BODY_MAX_BYTES)
+
+
+def _declared_length(scope: dict[str, Any]) -> int | None:
+    value = _header(scope, b"content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+class _LimitedReceive:
+    """`receive` that counts the body bytes and raises `BodyTooLarge` past `limit` (a chunked body,
+    or one that outgrows its own `Content-Length`)."""
+
+    __slots__ = ("limit", "receive", "seen")
+
+    def __init__(self, receive: Any, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.seen = 0
+
+    async def __call__(self) -> dict[str, Any]:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body") or b"")
+            if self.seen > self.limit:
+                raise BodyTooLarge(self.limit)
+        return message
+
+
+def _too_large_body(scope: dict[str, Any], limit: int) -> bytes:
+    """The 413 in the API's envelope, or in OpenAI's shape under `/v1/`, in the client's language."""
+    from apps.core.api.exceptions import body_too_large_message, envelope
+    from apps.openai_api.errors import openai_error
+
+    request = HttpRequest()
+    language = _header(scope, b"accept-language")
+    if language:
+        request.META["HTTP_ACCEPT_LANGUAGE"] = language.decode("latin-1")
+    with translation.override(translation.get_language_from_request(request, check_path=False)):
+        message = body_too_large_message(limit)
+    if scope.get("path", "").startswith(OPENAI_PREFIX):
+        body = openai_error(413, message, code="request_too_large")
+    else:
+        body = envelope(413, message, limitBytes=limit)
+    return orjson.dumps(body)
+
+
+async def send_too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
+    """Answer 413 and close the connection (the rest of the body is never read)."""
+    body = _too_large_body(scope, limit)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"x-content-type-options", b"nosniff"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def limit_body(scope: dict[str, Any], receive: Any, send: Any, app: ASGIApp) -> None:
+    """Run `app` with the body limit of `body_limit(scope)`: a `Content-Length` over it is refused
+    before anything is read, a body that grows past it while received is refused at that point."""
+    if scope["type"] != "http":
+        await app(scope, receive, send)
+        return
+    limit = body_limit(scope)
+    declared = _declared_length(scope)
+    if declared is not None and declared > limit:
+        await send_too_large(scope, send, limit)
+        return
+    started = False
+
+    async def tracking_send(message: dict[str, Any]) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, _LimitedReceive(receive, limit), tracking_send)
+    except BodyTooLarge as exc:
+        if not started:
+            await send_too_large(scope, send, exc.limit)
+
+
+# ------------------------------------------------------------------------------------------ handlers
 
 
 class ApiASGIHandler(ASGIHandler):
-    """Django's ASGI handler with `settings.API_MIDDLEWARE` instead of `settings.MIDDLEWARE`."""
+    """Django's ASGI handler with `settings.API_MIDDLEWARE` instead of `settings.MIDDLEWARE`, and the
+    body limits of `body_limit` (413 before a body over them is read whole)."""
 
     def load_middleware(self, is_async: bool = False) -> None:
         with override_settings(MIDDLEWARE=settings.API_MIDDLEWARE):
             super().load_middleware(is_async=is_async)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await limit_body(scope, receive, send, super().__call__)
+
+    async def read_body(self, receive: Any) -> Any:
+        """Django's `read_body` (the body in a temporary file that moves to disk past
+        `FILE_UPLOAD_MAX_MEMORY_SIZE`), closing that file when the body is refused midway."""
+        body_file = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (returned open, as Django's)
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RequestAborted()
+                if "body" in message:
+                    body_file.write(message["body"])
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            body_file.close()
+            raise
+        body_file.seek(0)
+        return body_file
 
 
 class AsyncApiASGIHandler(ApiASGIHandler):
@@ -42,13 +203,14 @@ class AsyncApiASGIHandler(ApiASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        await self.handle(scope, receive, send)
+        await limit_body(scope, receive, send, self.handle)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Django's `ASGIHandler.handle` (5.2) without the `request_started` / `request_finished`
         signals, each a thread hop: their receivers reset query logs and close database connections
         and caches, which the views here don't leave open (every database step closes its own
-        connection; the cache client is shared). The client-disconnect handling is Django's."""
+        connection; the cache client is shared). The client-disconnect handling is Django's; the body
+        limit is applied around it (`__call__`), while `read_body` receives the body."""
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -147,7 +309,8 @@ def _async_end_to_end(view: Callable[..., Any]) -> bool:
 
 class PathRouter:
     """Send `/api/` HTTP requests to the API handler (the `async_paths` to the async one), everything
-    else to the default application."""
+    else to the default application — with the body limit of `body_limit` (the API handlers apply
+    their own)."""
 
     def __init__(
         self,
@@ -171,4 +334,6 @@ class PathRouter:
             if path.startswith(API_PREFIXES):
                 await self.api(scope, receive, send)
                 return
+            await limit_body(scope, receive, send, self.default)
+            return
         await self.default(scope, receive, send)

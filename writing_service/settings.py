@@ -251,6 +251,16 @@ BILLING_SWEEP_IN_PROCESS = env.bool("BILLING_SWEEP_IN_PROCESS", default=not REDI
 # PostgreSQL: commit a new hold without waiting for its WAL flush (docs/billing.md, "Durability").
 # Charges, ledger entries, grants and redemptions are always committed durably.
 BILLING_DURABLE_HOLDS = env.bool("BILLING_DURABLE_HOLDS", default=False)
+# One macro work budget per request (docs/macros.md, "Safety limits"): characters per token of the prompt
+# budget (context − maxTokens), within the floor and the ceiling; the floor where there is no model.
+MACRO_BUDGET_CHARS_PER_TOKEN = env.int("MACRO_BUDGET_CHARS_PER_TOKEN", default=16)
+MACRO_BUDGET_MIN_CHARS = env.int("MACRO_BUDGET_MIN_CHARS", default=250_000)
+MACRO_BUDGET_MAX_CHARS = env.int("MACRO_BUDGET_MAX_CHARS", default=4_000_000)
+MACRO_DICE_PER_REQUEST = env.int("MACRO_DICE_PER_REQUEST", default=10_000)
+# Caps of a chat's and of a user's global macro variables (JSON characters, keys): writes past them are
+# refused (the variable keeps its value).
+MACRO_VARIABLES_MAX_CHARS = env.int("MACRO_VARIABLES_MAX_CHARS", default=200_000)
+MACRO_VARIABLES_MAX_KEYS = env.int("MACRO_VARIABLES_MAX_KEYS", default=1_000)
 DEFAULT_MODEL_ID = env.str("DEFAULT_MODEL_ID", default="gpt-4-turbo")
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
@@ -286,4 +296,7 @@ LOGGING = {
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=25 * 1024 * 1024)
+# Largest API request body other than an upload (JSON): a bigger one is a 413, refused before it is read
+# whole (writing_service/handlers.py, apps/core/api/parsers.py). Uploads: CARD_MAX_BYTES + 1 MiB.
+API_BODY_MAX_BYTES = env.int("API_BODY_MAX_BYTES", default=8 * 1024 * 1024)
 CARD_MAX_BYTES = env.int("CARD_MAX_BYTES", default=20 * 1024 * 1024)  # character card / lorebook uploads

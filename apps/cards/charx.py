@@ -2,6 +2,8 @@
 
 Defences, all from :class:`~.errors.Limits`:
 
+* the central directory's declared member count and size are read from the end-of-directory record
+  before ``zipfile`` parses the directory (``too_many_entries``): it builds an object per member first;
 * the member count (``too_many_entries``) and the *declared* sizes (per member, total, and ratio to the
   compressed size) are checked before anything is inflated (``zip_bomb``);
 * members are only inflated on demand (``card.json`` and the assets the card references), through
@@ -16,6 +18,7 @@ Defences, all from :class:`~.errors.Limits`:
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from types import TracebackType
 
@@ -24,6 +27,9 @@ from .errors import DEFAULT_LIMITS, CardError, CardErrorCode, Limits
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 CARD_MEMBER = "card.json"
 _READ_CHUNK = 64 * 1024
+_EOCD = b"PK\x05\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_EOCD64 = b"PK\x06\x06"
 
 
 def is_zip(data: bytes) -> bool:
@@ -51,12 +57,46 @@ def _bomb(message: str) -> CardError:
     return CardError(CardErrorCode.ZIP_BOMB, message)
 
 
+def _directory_extent(data: bytes) -> tuple[int, int] | None:
+    """(member count, central directory bytes) as the end-of-directory record declares them (zip64
+    included), or ``None`` without one (``zipfile`` then fails as it would)."""
+    end = data.rfind(_EOCD, max(0, len(data) - 22 - 0xFFFF))
+    if end < 0 or end + 22 > len(data):
+        return None
+    entries, size = struct.unpack_from("<HL", data, end + 10)
+    locator = end - 20
+    if (entries == 0xFFFF or size == 0xFFFFFFFF) and locator >= 0 and data[locator : locator + 4] == _EOCD64_LOCATOR:
+        (record,) = struct.unpack_from("<Q", data, locator + 8)
+        if record + 56 <= len(data) and data[record : record + 4] == _EOCD64:
+            entries, size = struct.unpack_from("<QQ", data, record + 32)
+    return entries, size
+
+
+def _check_directory(data: bytes, limits: Limits) -> None:
+    extent = _directory_extent(data)
+    if extent is None:
+        return
+    entries, size = extent
+    if entries > limits.max_zip_entries:
+        raise CardError(
+            CardErrorCode.TOO_MANY_ENTRIES,
+            f"The CHARX archive has {entries} entries; at most {limits.max_zip_entries} are accepted.",
+        )
+    if size > limits.max_zip_directory_bytes:
+        raise CardError(
+            CardErrorCode.TOO_MANY_ENTRIES,
+            f"The CHARX archive's member list takes {size} bytes; at most {limits.max_zip_directory_bytes} "
+            "are accepted.",
+        )
+
+
 class CharxReader:
     """Open a CHARX archive from bytes; read members within the limits. Use as a context manager."""
 
     def __init__(self, data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._read_total = 0
+        _check_directory(data, limits)
         try:
             self._zip = zipfile.ZipFile(io.BytesIO(data))
             infos = self._zip.infolist()

@@ -48,8 +48,16 @@ class Limits:
     """Whole upload (PNG, JSON or CHARX)."""
     max_json_bytes: int = 10 * _MIB
     """Decoded card JSON (UTF-8 bytes), after base64 / inflation."""
+    max_card_text_bytes: int = 24 * _MIB
+    """Card text read from a PNG's ``ccv3``/``chara`` chunks, inflated or stored, summed over every
+    chunk tried: room for one chunk of the largest accepted card (base64 of ``max_json_bytes``)."""
+    max_card_chunks: int = 16
+    """``ccv3``/``chara`` chunks tried before giving up (a card has one or two)."""
     max_zip_entries: int = 2000
     """Members in a CHARX archive (directories included)."""
+    max_zip_directory_bytes: int = 1 * _MIB
+    """Size of a CHARX archive's central directory (the member list ``zipfile`` reads whole, before
+    the member count can be checked): 2,000 members with names of a few hundred bytes."""
     max_zip_entry_bytes: int = 32 * _MIB
     """Uncompressed size of any single CHARX member we read (and of any declared member)."""
     max_zip_total_bytes: int = 64 * _MIB

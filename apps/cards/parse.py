@@ -214,20 +214,16 @@ def _parse_json(data: bytes, filename: str | None, limits: Limits) -> ParsedCard
 
 def _parse_png(data: bytes, filename: str | None, limits: Limits) -> ParsedCard:
     chunks = png.read_chunks(data, limits=limits)
-    texts = png.find_card_texts(chunks, limits=limits)
-    if not texts:
-        raise CardError(
-            CardErrorCode.NO_CARD_CHUNK,
-            "The PNG image has no character card data (no 'ccv3' or 'chara' text chunk).",
-        )
     warnings: list[str] = []
     first_error: CardError | None = None
-    for text in texts:  # ccv3 first; fall back to the next chunk when one is unreadable
+    # ccv3 first; the next chunk is read (inflated) only when this one is unreadable: the first good one wins
+    for text in png.find_card_texts(chunks, limits=limits):
         try:
             if text.error is not None:
                 raise text.error
             assert text.payload is not None
-            doc = load_card_json(png.decode_card_text(text.payload), limits=limits)
+            raw = png.decode_card_text(text.payload, max_bytes=limits.max_json_bytes)
+            doc = load_card_json(raw, limits=limits)
             card_v3, spec, hybrid = _normalize(doc, filename)
         except CardError as exc:
             first_error = first_error or exc
@@ -244,7 +240,11 @@ def _parse_png(data: bytes, filename: str | None, limits: Limits) -> ParsedCard:
             hybrid=hybrid,
             warnings=tuple(warnings),
         )
-    assert first_error is not None
+    if first_error is None:
+        raise CardError(
+            CardErrorCode.NO_CARD_CHUNK,
+            "The PNG image has no character card data (no 'ccv3' or 'chara' text chunk).",
+        )
     raise first_error
 
 

@@ -7,7 +7,9 @@ Reading
     chunk is still decoded (base64 + JSON validate its content anyway).
     Card text is looked for in ``tEXt``, ``iTXt`` (compressed or not) and ``zTXt`` chunks whose keyword is
     ``ccv3`` or ``chara`` (case-insensitive); every other chunk (APNG ``acTL``/``fcTL``/``fdAT`` included)
-    is ignored. Bytes after ``IEND`` are ignored and not kept.
+    is ignored. Bytes after ``IEND`` are ignored and not kept. Card chunks are read one at a time, in
+    preference order, only until one decodes (``find_card_texts``); the text read over all of them is
+    capped (``Limits.max_card_text_bytes``), so a file of many compressed chunks cannot inflate each.
 
 Writing
     Every ``chara``/``ccv3`` text chunk (all three chunk types) is removed, then new ``tEXt`` chunks
@@ -19,9 +21,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import DEFAULT_LIMITS, CardError, CardErrorCode, Limits
@@ -30,7 +32,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CARD_KEYWORDS = ("ccv3", "chara")  # preference order
 TEXT_CHUNK_TYPES = (b"tEXt", b"iTXt", b"zTXt")
 _MAX_CHUNK_LENGTH = 2**31 - 1
-_WHITESPACE = re.compile(rb"\s+")
+_WHITESPACE = b" \t\n\r\x0b\x0c"  # what base64 text may be wrapped with (bytes.translate: one fast C pass)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,34 +177,61 @@ def _text_payload(chunk: Chunk, nul: int, max_text: int) -> bytes:
     return payload
 
 
-def find_card_texts(chunks: list[Chunk], *, limits: Limits = DEFAULT_LIMITS) -> list[CardText]:
-    """Card text chunks in preference order: every ``ccv3`` (file order), then every ``chara``."""
-    # base64 grows 4/3; allow line breaks and slack on top.
+def _total_spent() -> CardError:
+    return CardError(CardErrorCode.TOO_LARGE, "The card text chunks of the PNG hold more text than accepted in all.")
+
+
+def find_card_texts(chunks: list[Chunk], *, limits: Limits = DEFAULT_LIMITS) -> Iterator[CardText]:
+    """Card text chunks in preference order — every ``ccv3`` (file order), then every ``chara`` — each
+    read (inflated) only when the next one is asked for, so the caller stops at the first that decodes
+    (SillyTavern reads the first ``ccv3``, else the first ``chara``).
+
+    A chunk is read up to ``2 × max_json_bytes`` (base64 and slack); the text read over all chunks tried
+    is capped by ``max_card_text_bytes``. A chunk that would pass the cap is a ``too_large`` error, and
+    once the cap is spent the iteration ends with one such error. At most ``max_card_chunks`` are tried.
+    """
     max_text = limits.max_json_bytes * 2 + 1024
-    found: dict[str, list[CardText]] = {k: [] for k in CARD_KEYWORDS}
-    for chunk in chunks:
-        keyword = _card_keyword(chunk)
-        if keyword is None:
-            continue
-        nul = chunk.data.index(b"\0")
-        ctype = chunk.type.decode("ascii")
-        try:
-            payload = _text_payload(chunk, nul, max_text)
-        except CardError as exc:
-            found[keyword].append(CardText(keyword=keyword, chunk_type=ctype, payload=None, error=exc))
-        else:
-            found[keyword].append(CardText(keyword=keyword, chunk_type=ctype, payload=payload))
-    return [text for keyword in CARD_KEYWORDS for text in found[keyword]]
+    left = limits.max_card_text_bytes
+    tried = 0
+    for wanted in CARD_KEYWORDS:
+        for chunk in chunks:
+            if _card_keyword(chunk) != wanted:
+                continue
+            if tried >= limits.max_card_chunks:
+                return
+            tried += 1
+            ctype = chunk.type.decode("ascii")
+            if left <= 0:
+                yield CardText(keyword=wanted, chunk_type=ctype, payload=None, error=_total_spent())
+                return
+            cap = min(max_text, left)
+            nul = chunk.data.index(b"\0")
+            try:
+                payload = _text_payload(chunk, nul, cap)
+            except CardError as exc:
+                if exc.code == CardErrorCode.TOO_LARGE:
+                    left -= cap + 1  # read up to the cap before it failed
+                    if cap < max_text:
+                        exc = _total_spent()
+                else:
+                    left -= len(chunk.data)
+                yield CardText(keyword=wanted, chunk_type=ctype, payload=None, error=exc)
+            else:
+                left -= len(payload)
+                yield CardText(keyword=wanted, chunk_type=ctype, payload=payload)
 
 
-def decode_card_text(payload: bytes) -> bytes:
+def decode_card_text(payload: bytes, *, max_bytes: int | None = None) -> bytes:
     """Card chunk text → JSON bytes. Base64 (standard or URL-safe; whitespace and missing padding
     tolerated); a payload that already looks like a JSON object is taken as is (some tools write raw
-    JSON into ``iTXt``)."""
+    JSON into ``iTXt``). Base64 that would decode to more than ``max_bytes`` is ``too_large`` before it
+    is decoded."""
     stripped = payload.strip()
     if stripped.startswith(b"{"):
         return stripped
-    raw = _WHITESPACE.sub(b"", stripped)
+    raw = stripped.translate(None, _WHITESPACE)
+    if max_bytes is not None and len(raw) > (max_bytes + 2) // 3 * 4 + 4:
+        raise CardError(CardErrorCode.TOO_LARGE, "The card JSON is larger than the accepted size.")
     if b"-" in raw or b"_" in raw:
         raw = raw.replace(b"-", b"+").replace(b"_", b"/")
     raw += b"=" * (-len(raw) % 4)

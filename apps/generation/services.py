@@ -26,7 +26,8 @@ from apps.core.db import Statement, insert_statement, update_statement
 from apps.core.errors import ContextExceeded, MaxTokensTooLarge
 from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
-from apps.macros.engine import MacroContext, expand
+from apps.macros.engine import MacroBudget, MacroContext
+from apps.macros.limits import checked_expander, request_budget
 from apps.prompts.selectors import prompt_resolve
 from apps.providers.adapters import ChatRequest, Usage
 from apps.providers.postprocess import postprocess
@@ -160,7 +161,7 @@ def max_tokens_check(target: ModelTarget, requested: int | None) -> int:
     return requested
 
 
-def _macro_context(*, user: Any, req: WritingRequest, model_id: str) -> MacroContext:
+def _macro_context(*, user: Any, req: WritingRequest, model_id: str, budget: MacroBudget) -> MacroContext:
     conversation = [*req.history, *([ChatMessage("user", req.user_input)] if req.user_input else [])]
     last_user = next((m.content for m in reversed(conversation) if m.role == "user"), "")
     last_char = next((m.content for m in reversed(conversation) if m.role == "assistant"), "")
@@ -175,6 +176,7 @@ def _macro_context(*, user: Any, req: WritingRequest, model_id: str) -> MacroCon
         input=req.user_input,
         tz=ZoneInfo(settings.BILLING_TIMEZONE),
         seed=f"prompt:{req.prompt_id}",
+        budget=budget,
     )
 
 
@@ -189,14 +191,15 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
     primary = targets[0]
     max_tokens = max_tokens_check(primary, req.max_tokens)
 
-    ctx = _macro_context(user=user, req=req, model_id=primary.model_id)
+    budget = primary.context_tokens - max_tokens
+    # one macro budget for the whole request (contents, references, history, input): 400 once it is spent
+    ctx = _macro_context(user=user, req=req, model_id=primary.model_id, budget=request_budget(context_tokens=budget))
     head, history, tail = assemble(
         contents=[(c.role, c.text) for c in resolved.contents],  # type: ignore[misc]
         history=req.history,
         user_input=req.user_input,
-        expand=lambda text: expand(text, ctx),
+        expand=checked_expander(ctx),
     )
-    budget = primary.context_tokens - max_tokens
     try:
         assembled = fit_budget(head=head, history=history, tail=tail, budget=budget)
     except BudgetExceeded as exc:

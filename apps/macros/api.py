@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from apps.core.api.fields import ScalarToString
 from apps.macros.engine import MacroContext, expand
+from apps.macros.limits import budget_check, request_budget
 
 MAX_TEXT = 200_000
 
@@ -28,7 +29,8 @@ class PreviewOutputSerializer(serializers.Serializer):
 
 
 class MacroPreviewView(APIView):
-    """Expand macros in `text` as generation would (free; variables are not persisted)."""
+    """Expand macros in `text` as generation would (free; variables are not persisted), within the
+    macro budget of a request without a model (400 `macro_budget_exceeded` once it is spent)."""
 
     @extend_schema(request=PreviewInputSerializer, responses=PreviewOutputSerializer)
     def post(self, request: Request) -> Response:
@@ -41,5 +43,8 @@ class MacroPreviewView(APIView):
             char=values["char"],
             tz=ZoneInfo(settings.BILLING_TIMEZONE),
             seed=values.get("seed") or None,
+            budget=request_budget(),
         )
-        return Response({"result": expand(values["text"], ctx)})
+        result = expand(values["text"], ctx)
+        budget_check(ctx.budget)
+        return Response({"result": result})

@@ -66,6 +66,26 @@ def validation_envelope(detail: Any) -> dict[str, Any]:
     return envelope(400, message, details=details)
 
 
+def size_text(size: int) -> str:
+    """A byte count for people: `8 MB`, `512 KB`, `100 bytes` (binary units, as the limits are set)."""
+    if size >= 1024 * 1024:
+        return f"{round(size / (1024 * 1024), 1):g} MB"
+    if size >= 1024:
+        return f"{round(size / 1024, 1):g} KB"
+    return f"{size} bytes"
+
+
+def body_too_large_message(limit: int) -> str:
+    return _("The request body is larger than %(size)s.") % {"size": size_text(limit)}
+
+
+def body_too_large(limit: int) -> ApplicationError:
+    """413 for a request body over its limit (`API_BODY_MAX_BYTES`, or the upload limit)."""
+    return ApplicationError(
+        body_too_large_message(limit), status_code=413, code="request_too_large", extra={"limitBytes": limit}
+    )
+
+
 def _is_pool_exhausted(exc: BaseException) -> bool:
     """Django wraps psycopg_pool's PoolTimeout in an OperationalError."""
     if not isinstance(exc, DatabaseError):

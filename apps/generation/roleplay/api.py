@@ -22,6 +22,7 @@ from apps.generation.api import MAX_TEXT, SSE_DESCRIPTION, GenerationView, Writi
 from apps.generation.models import Chat, ChatMessage, Persona
 from apps.generation.roleplay import services
 from apps.generation.services import Finished, Outcome
+from apps.macros.limits import variables_too_large
 from apps.worldviews.api import trace_out
 
 POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
@@ -121,6 +122,12 @@ class ChatInputSerializer(serializers.Serializer):
 class ChatPatchSerializer(ChatInputSerializer):
     characterId = None  # type: ignore[assignment]
     variables = serializers.DictField(required=False)
+
+    def validate_variables(self, value: dict[str, Any]) -> dict[str, Any]:
+        problem = variables_too_large(value)  # the caps the macros' writes have (MACRO_VARIABLES_MAX_*)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
 
 
 def chat_out(chat: Chat) -> dict[str, Any]:

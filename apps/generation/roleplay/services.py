@@ -43,6 +43,7 @@ from apps.generation.services import (
     max_tokens_check,
 )
 from apps.macros.engine import MacroContext, expand
+from apps.macros.limits import budget_check, checked_expander, request_budget, variable_store
 from apps.providers.selectors import ModelTarget, model_chain
 from apps.providers.types import ChatMessage as Message
 from apps.worldviews.engine import (
@@ -148,7 +149,8 @@ def chat_create(
 ) -> Chat:
     """A new chat opens with the card's ``first_mes`` (macros expanded) as the first assistant message
     and the ``alternate_greetings`` as its other swipes. Without ``persona_id`` the user's default
-    persona (if any) is used."""
+    persona (if any) is used. The greetings share one macro budget (the floor: there is no model yet)
+    and the capped variable stores; a spent budget is a 400 and nothing is created."""
     character = _owned_character(user, character_id)
     if persona_id is not None:
         persona: Persona | None = persona_get(user=user, persona_id=persona_id)
@@ -164,6 +166,7 @@ def chat_create(
     data = _card_data(character)
     greetings = [str(data.get("first_mes") or ""), *[str(g) for g in data.get("alternate_greetings") or []]]
     if any(greetings):
+        local, shared = variable_store(chat.variables), variable_store(global_variables(user=user))
         ctx = MacroContext(
             user=_user_name(user, persona),
             char=_char_name(character, data),
@@ -171,18 +174,20 @@ def chat_create(
             personality=str(data.get("personality") or ""),
             scenario=scenario_override or str(data.get("scenario") or ""),
             persona=persona.description if persona else "",
-            local_vars=chat.variables,
-            global_vars=global_variables(user=user),
+            local_vars=local,
+            global_vars=shared,
             tz=ZoneInfo(settings.BILLING_TIMEZONE),
             seed=f"chat:{chat.pk}:0",
+            budget=request_budget(),
         )
-        before = dict(ctx.global_vars)
-        swipes = [expand(g, ctx) for g in greetings if g] or [""]
+        greet = checked_expander(ctx)
+        swipes = [greet(g) for g in greetings if g] or [""]
         ChatMessage.objects.create(chat=chat, role="assistant", name=_char_name(character, data), swipes=swipes)
-        if chat.variables:
+        if local.changed:
+            chat.variables = local.data
             chat.save(update_fields=["variables"])
-        if ctx.global_vars != before:
-            _global_variables_save(user.pk, dict(ctx.global_vars))
+        if shared.changed:
+            _global_variables_save(user.pk, shared.data)
     return chat
 
 
@@ -304,7 +309,11 @@ def _persona_prompt(persona: Persona | None) -> PersonaPrompt | None:
 
 
 def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, model_id: str) -> Plan:
-    """Assemble one turn from the stored chat. Writes nothing; the preview returns exactly this."""
+    """Assemble one turn from the stored chat. Writes nothing; the preview returns exactly this.
+
+    Every expansion of the turn (user input, world-info keys and entries, card fields, prompts) draws
+    on one macro budget sized from ``limit`` (the prompt's tokens): once it is spent the turn is a 400.
+    The variable stores are capped (writes past the caps are refused)."""
     character = Character.objects.get(pk=chat.character_id)
     data = _card_data(character)
     persona = chat.persona
@@ -322,6 +331,8 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
 
     seed = f"chat:{chat.pk}:{len(stored)}"
     scenario = chat.scenario_override or str(data.get("scenario") or "")
+    local, shared = variable_store(chat.variables), variable_store(global_variables(user=user))
+    budget = request_budget(context_tokens=limit)
     ctx = MacroContext(
         user=user_name,
         char=char_name,
@@ -333,14 +344,14 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         char_instruction=str(data.get("post_history_instructions") or ""),
         mes_examples=str(data.get("mes_example") or ""),
         model=model_id,
-        local_vars=dict(chat.variables or {}),
-        global_vars=global_variables(user=user),
+        local_vars=local,
+        global_vars=shared,
         tz=ZoneInfo(settings.BILLING_TIMEZONE),
         seed=seed,
         input=req.user_input,
+        budget=budget,
     )
-    globals_before = dict(ctx.global_vars)
-    user_input = expand(req.user_input, ctx) if kind == "normal" and req.user_input else ""
+    user_input = checked_expander(ctx)(req.user_input) if kind == "normal" and req.user_input else ""
     history = [Message(m.role, m.content) for m in history_rows]  # type: ignore[arg-type]
     if user_input:
         history.append(Message("user", user_input))
@@ -390,6 +401,7 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         authors_note=note,
         depth_prompt=depth_prompt,
     )
+    budget_check(budget)  # world info swallows errors from `substitute`: checked once everything is expanded
     try:
         assembled = assemble_turn(sections, limit=limit)
     except BudgetExceeded as exc:
@@ -407,10 +419,10 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         user_name=user_name,
         char_name=char_name,
         target_message_id=target.pk if target is not None else None,
-        variables=dict(ctx.local_vars),
+        variables=dict(local.data),
         timed_state=dict(activation.timed_state),
         user_id=user.pk,
-        global_variables=dict(ctx.global_vars) if ctx.global_vars != globals_before else None,
+        global_variables=dict(shared.data) if shared.changed else None,
     )
     return Plan(turn=turn, assembled=assembled, activation=activation)
 

@@ -126,7 +126,7 @@ def _pick(ev: MacroEvaluator, args: list[str], node: MacroNode) -> str:
 
 register("random", 1, MANY, _random)
 register("pick", 1, MANY, _pick)
-register("roll", 1, 1, lambda ev, args, node: dice.roll(args[0], ev.rng()))
+register("roll", 1, 1, lambda ev, args, node: dice.roll(args[0], ev.rng(), ev.take_dice))
 
 
 # --- text -------------------------------------------------------------------------------
@@ -144,7 +144,11 @@ def _repeat(char: str) -> Handler:
         count = _count(args[0])
         if count is None:
             return None
-        return char * min(count, ev.budget())
+        room = ev.budget()
+        if count > room:
+            ev.note_cut()
+            count = room
+        return char * count
 
     return handler
 

@@ -1,4 +1,5 @@
-"""The caller-filled context of one macro expansion, and the engine's safety limits."""
+"""The caller-filled context of one macro expansion, the request-wide budget it may carry, and the
+engine's safety limits."""
 
 from __future__ import annotations
 
@@ -14,10 +15,40 @@ MAX_NESTING = 32
 MAX_EVAL_DEPTH = 48
 #: Total characters all macros of one call may produce, as a multiple of the output limit.
 WORK_FACTOR = 8
+#: Work every evaluated macro costs on top of its output (so macros that print nothing count too).
+MACRO_COST = 1
 #: Longest ``{{datetimeformat}}`` pattern that is formatted (longer ones stay literal).
 MAX_DATE_FORMAT = 4096
 #: Most dice one ``{{roll}}`` throws (more is an invalid formula, which yields ``''``).
 MAX_DICE = 1000
+#: Most dice one call throws when the context carries no :class:`MacroBudget` (whose ``dice`` rules).
+MAX_DICE_PER_CALL = 10_000
+#: Work one die costs, in characters of the budget.
+DIE_COST = 8
+
+
+@dataclass(slots=True)
+class MacroBudget:
+    """Work left for every expansion of one request, shared by all the calls whose context carries it.
+
+    ``chars`` is spent by each call as its own work budget is (macro output, variable work, one unit
+    per macro, ``DIE_COST`` per die); ``dice`` by every die thrown. A call never spends more than is
+    left: what it cannot afford expands to ``''`` (or is cut), and ``exhausted`` is set — as it is when
+    a call is cut by its own limits. The engine never raises; the caller decides what an exhausted
+    budget means (the service refuses the request: ``apps/macros/limits.py``).
+    """
+
+    chars: int
+    dice: int = MAX_DICE_PER_CALL
+    exhausted: bool = False
+    limit: int = field(init=False)  # ``chars`` at the start
+
+    def __post_init__(self) -> None:
+        self.limit = self.chars
+
+    @property
+    def spent(self) -> int:
+        return self.limit - self.chars
 
 
 @dataclass(slots=True)
@@ -33,6 +64,8 @@ class MacroContext:
     * ``mes_examples_raw`` - value of ``{{mesExamplesRaw}}`` (falls back to ``mes_examples``).
     * ``input`` - value of ``{{input}}`` (the user's pending input).
     * ``banned_words`` - ``{{banned "w"}}`` appends ``w`` here (and expands to ``''``).
+    * ``budget`` - a :class:`MacroBudget` shared by every call of one request (``None``: each call
+      has only its own limits).
     """
 
     parameters: Mapping[str, str] = field(default_factory=dict)
@@ -66,3 +99,4 @@ class MacroContext:
     mes_examples_raw: str = ""
     input: str = ""
     banned_words: list[str] = field(default_factory=list)
+    budget: MacroBudget | None = None

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from apps.macros.engine import variables
-from apps.macros.engine.context import MAX_EVAL_DEPTH, WORK_FACTOR, MacroContext
+from apps.macros.engine.context import (
+    DIE_COST,
+    MACRO_COST,
+    MAX_DICE_PER_CALL,
+    MAX_EVAL_DEPTH,
+    WORK_FACTOR,
+    MacroContext,
+)
 from apps.macros.engine.registry import REGISTRY, MacroSpec
 from apps.macros.engine.scanner import CLOSE, COMMENT, MACRO, NAME, SHORTHAND, Head, MacroNode, Part, parse
 from apps.macros.engine.values import (
@@ -64,7 +71,13 @@ def expand(text: str, ctx: MacroContext) -> str:
 
 
 class Evaluator:
-    """State of one :func:`expand` call (time snapshot, RNG, ``{{original}}`` use, budget)."""
+    """State of one :func:`expand` call (time snapshot, RNG, ``{{original}}`` use, budget).
+
+    The call's work budget is ``WORK_FACTOR`` × its output limit, or what is left of the request's
+    :class:`~.context.MacroBudget` when the context carries one (the smaller); what the call spent is
+    taken from that budget when it ends, and ``cut`` (something was dropped or shortened for want of
+    budget) marks it exhausted.
+    """
 
     __slots__ = (
         "_digest",
@@ -74,16 +87,25 @@ class Evaluator:
         "_original_used",
         "_rng",
         "ctx",
+        "cut",
+        "dice_left",
         "limit",
         "source",
         "work_left",
+        "work_start",
     )
 
     def __init__(self, ctx: MacroContext, source: str) -> None:
         self.ctx: MacroContext = ctx
         self.source = source
         self.limit = max(int(ctx.max_output_chars), len(source), 0)
-        self.work_left = WORK_FACTOR * max(self.limit, 1)
+        work = WORK_FACTOR * max(self.limit, 1)
+        shared = ctx.budget
+        if shared is not None:
+            work = min(work, max(0, shared.chars))
+        self.work_left = self.work_start = work
+        self.dice_left = max(0, shared.dice) if shared is not None else MAX_DICE_PER_CALL
+        self.cut = False
         self._now: datetime | None = None
         self._rng: random.Random | None = ctx.rng
         self._original_used = False
@@ -131,14 +153,44 @@ class Evaluator:
         """Characters a macro may still produce."""
         return max(0, min(self.work_left, self.limit))
 
+    def note_cut(self) -> None:
+        """A macro gave less than asked for want of budget (e.g. ``{{space::N}}`` shortened)."""
+        self.cut = True
+
+    def take_dice(self, count: int) -> bool:
+        """Spend ``count`` dice (and their work) if both budgets allow it; else nothing, and the cut is noted."""
+        cost = count * DIE_COST
+        if count > self.dice_left or cost > self.work_left:
+            self.cut = True
+            return False
+        self.dice_left -= count
+        self.work_left -= cost
+        return True
+
     # -- driver ----------------------------------------------------------------------------
     def run(self) -> str:
-        text = self.source
-        if "<" in text:
-            text = _LEGACY.sub(lambda m: _LEGACY_MACRO[m.group()], text)
-        root = parse(text)
-        result = self.eval_seq(root.parts, 0, pairable=root.closers)
-        return result[: self.limit] if len(result) > self.limit else result
+        try:
+            text = self.source
+            if "<" in text:
+                text = _LEGACY.sub(lambda m: _LEGACY_MACRO[m.group()], text)
+            root = parse(text)
+            result = self.eval_seq(root.parts, 0, pairable=root.closers)
+            if len(result) > self.limit:
+                self.cut = True
+                result = result[: self.limit]
+            return result
+        finally:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Take what this call spent from the request's budget."""
+        shared = self.ctx.budget
+        if shared is None:
+            return
+        shared.chars -= self.work_start - self.work_left
+        shared.dice = self.dice_left
+        if self.cut:
+            shared.exhausted = True
 
     def _emit(self, text: str) -> str:
         """Account a macro result against the work budget, cutting it to what is left."""
@@ -146,6 +198,7 @@ class Evaluator:
         if size > self.work_left or size > self.limit:
             text = text[: self.budget()]
             size = len(text)
+            self.cut = True
         self.work_left -= size
         return text
 
@@ -200,8 +253,8 @@ class Evaluator:
                 if block is not None:
                     text = self._eval_block(parts, i, block, depth, pairs)  # type: ignore[arg-type]
                     i = block[0]
-                elif hit is not None and len(hit) < self.work_left and len(hit) <= self.limit:
-                    self.work_left -= len(hit)  # inlined memo hit of eval_node (the hot path)
+                elif hit is not None and len(hit) + MACRO_COST < self.work_left and len(hit) <= self.limit:
+                    self.work_left -= len(hit) + MACRO_COST  # inlined memo hit of eval_node (the hot path)
                     text = hit
                 else:
                     result = self.eval_node(part, depth)  # type: ignore[arg-type]
@@ -321,7 +374,9 @@ class Evaluator:
     ) -> str:
         """Expand the scoped block ``parts[start]`` … ``parts[close]`` (content becomes the last argument)."""
         if self.work_left <= 0:
+            self.cut = True
             return ""
+        self.work_left -= MACRO_COST
         opener: MacroNode = parts[start]  # type: ignore[assignment]
         close, split = block
         head = opener.head
@@ -393,7 +448,9 @@ class Evaluator:
     # -- single macros -----------------------------------------------------------------------
     def eval_node(self, node: MacroNode, depth: int) -> str | _Trim:
         if self.work_left <= 0:
+            self.cut = True
             return ""
+        self.work_left -= MACRO_COST
         parts = node.parts
         body: str | None = parts[0] if len(parts) == 1 and type(parts[0]) is str else None  # type: ignore[assignment]
         if body is not None:

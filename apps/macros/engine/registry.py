@@ -50,6 +50,14 @@ class MacroEvaluator(Protocol):
         """Characters a macro may still produce."""
         ...
 
+    def note_cut(self) -> None:
+        """Record that a macro gave less than asked for want of budget."""
+        ...
+
+    def take_dice(self, count: int) -> bool:
+        """Spend ``count`` dice of the budget; ``False`` (nothing spent) when they are not affordable."""
+        ...
+
 
 type Handler = Callable[[MacroEvaluator, list[str], MacroNode], str | None]
 
