@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextlib import suppress
 from typing import Any
@@ -16,6 +17,8 @@ from django.test.utils import override_settings
 from django.urls import ResolverMatch, URLPattern, URLResolver, get_resolver, set_script_prefix
 from django.urls.resolvers import RoutePattern
 from django.utils import translation
+
+from writing_service.middleware import VALID_REQUEST_ID
 
 API_PREFIXES = ("/api/", "/v1/")  # this service's API and the OpenAI-compatible one
 OPENAI_PREFIX = "/v1/"
@@ -106,6 +109,22 @@ def _too_large_body(scope: dict[str, Any], limit: int) -> bytes:
     return orjson.dumps(body)
 
 
+def _answer_headers(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """What the middleware would have added, for an answer given before Django runs: the request id, and
+    CORS for an allowed origin (else a browser frontend could not read the 413 at all)."""
+    incoming = (_header(scope, b"x-request-id") or b"").decode("latin-1")
+    request_id = incoming if VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    headers = [(b"x-request-id", request_id.encode("ascii"))]
+    origin = _header(scope, b"origin")
+    if origin and origin.decode("latin-1") in settings.CORS_ALLOWED_ORIGINS:
+        headers += [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-expose-headers", ", ".join(settings.CORS_EXPOSE_HEADERS).encode("latin-1")),
+            (b"vary", b"origin"),
+        ]
+    return headers
+
+
 async def send_too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
     """Answer 413 and close the connection (the rest of the body is never read)."""
     body = _too_large_body(scope, limit)
@@ -118,6 +137,7 @@ async def send_too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
                 (b"content-length", str(len(body)).encode("ascii")),
                 (b"x-content-type-options", b"nosniff"),
                 (b"connection", b"close"),
+                *_answer_headers(scope),
             ],
         }
     )

@@ -22,12 +22,12 @@ from apps.core.api.exceptions import json_error
 from writing_service.logging import request_id_var
 
 logger = logging.getLogger("writing_service.request")
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def _request_id(request: HttpRequest) -> str:
     incoming = request.headers.get("X-Request-ID", "")
-    return incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
 
 class RequestContextMiddleware:

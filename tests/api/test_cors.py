@@ -59,3 +59,21 @@ def token(user):
     from apps.accounts.services import token_create
 
     return token_create(user=user).token
+
+
+def test_a_413_before_django_runs_is_readable_by_an_allowed_origin(live_server_url, token, settings):
+    settings.API_BODY_MAX_BYTES = 1000
+    response = httpx.post(
+        f"{live_server_url}/v1/chat/completions",
+        content=b"{" + b" " * 5000 + b"}",
+        headers={
+            "Origin": ALLOWED,
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "X-Request-ID": "abc-123",
+        },
+    )
+    assert response.status_code == 413
+    assert response.headers["access-control-allow-origin"] == ALLOWED
+    assert response.headers["x-request-id"] == "abc-123"
+    assert response.json()["error"]["code"] == "request_too_large"
