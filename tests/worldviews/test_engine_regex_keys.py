@@ -1,5 +1,5 @@
 """Regex keys on the time-bounded engine: JS flag semantics, per-search timeouts, the activation's regex
-time budget and their trace (docs/worldinfo.md, "Regex keys")."""
+time budget and their trace, the write-time check (docs/worldinfo.md, "Regex keys")."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from apps.worldviews.engine import (
     RegexLimits,
     activate,
     parse_regex_key,
+    regex_key_problem,
     set_default_limits,
 )
-from apps.worldviews.engine.matching import MAX_REGEX_EXPANSION, default_limits
+from apps.worldviews.engine.entry_schema import RegexCheck, entry_key_paths, regex_key_errors
+from apps.worldviews.engine.matching import MAX_REGEX_EXPANSION, default_limits, probe_texts
 
 SLOW = "/(a|a)*b/"  # exponential backtracking on "aaa…a" followed by anything but "b"
 ATTACK = "a" * 30 + " b"  # the key would match the final "b", but only after 2**30 failed tries
@@ -224,3 +226,120 @@ def test_other_threads_run_while_a_regex_key_is_matched():
         thread.join()
     assert result.trace[0].reason == "regex_timeout"
     assert len(gaps) > 50 and max(gaps) < 0.1
+
+
+# -------------------------------------------------------------------------- the write-time check
+
+ORDINARY = [
+    "/\\bdragon(s)?\\b/i",
+    "/(?:red|blue) moon/",
+    "/\\b(elf|elves|elven)\\b/i",
+    "/^(?!.*sword).*shield/",
+    "/\\x01{{user}}:[^\\x01]*?hello/",
+    "/(?<=\\s)king\\b/",
+    "/[\\u4e00-\\u9fff]{2,}城/",
+    "/colou?r/i",
+    "/\\d{3}-\\d{4}/",
+    "/(?<n>ab)\\k<n>/",
+    "/^hello/y",
+    "/[^]*the end/",
+    "/(?:Seraphina|Sera)'s (?:glade|forest)/",
+    "/\\b[A-Z][a-z]+ the (?:Great|Wise)\\b/",
+    "/.*/",
+    "/a+b+c+/",
+    "/\\b(\\w+) \\1\\b/i",
+    "/[\\w.+-]+@[\\w-]+\\.[\\w.]+/",
+    "/https?:\\/\\/\\S+/",
+    "/(?:\\d{1,3}\\.){3}\\d{1,3}/",
+    "/\\p{Script=Han}+/u",
+    "/(?:a|b)*c/",
+    "/x*y*z*w/",
+    "/(?:[^,]*,){3}end/",
+    "/龙+/i",
+]
+CATASTROPHIC = [
+    "/(a|a)*b/",
+    "/(a|aa)+$/",
+    "/^(a|a)*$/",
+    "/(a|a)*b/y",
+    "/((a|a)|a)*b/",
+    "/hello (a|a)*b/",  # after a literal
+    "/\\x01{{user}}:(x|x)*y/",  # after escapes and braces
+    "/(\\d|1)*x/i",
+    "/(?:dragon|dragon)*z/",  # multi-character units
+    "/(?:\\s|\\s)*x/",
+    "/(?:[a-z]|[a-c])*9/",
+    "/(?:x|x){30}y/",  # a bounded repeat is enough
+    "/(?:ab|a(?:b))+c/",
+]
+
+
+@pytest.mark.parametrize("key", ORDINARY)
+def test_ordinary_keys_pass_the_check_quickly(key):
+    began = time.perf_counter()
+    assert regex_key_problem(key) is None
+    assert time.perf_counter() - began < 0.05
+
+
+@pytest.mark.parametrize("key", CATASTROPHIC)
+def test_catastrophic_keys_are_refused(key):
+    problem = regex_key_problem(key, 0.02)
+    assert problem is not None and problem.code == "catastrophic"
+    assert "catastrophic backtracking" in problem.detail
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        ("/[unclosed/", "invalid"),
+        ("/a)/", "invalid"),
+        ("/(?<=a|bc)x(/", "invalid"),
+        ("/(?P<n>a)/", "invalid"),
+        ("/x/gg", "flags"),
+        ("/" + "a" * 1001 + "/", "too_long"),
+        ("/(\\w+\\s?)+$/", "nested_quantifier"),
+        ("/(?:a{1000}){1000}/", "too_large"),
+    ],
+)
+def test_keys_the_engine_cannot_run_are_refused(key, code):
+    problem = regex_key_problem(key)
+    assert problem is not None and problem.code == code
+
+
+@pytest.mark.parametrize("key", ["dragon", "/ not a regex", "/a/b/", "", "  ", "a/b/"])
+def test_plain_keys_are_not_checked(key):
+    assert regex_key_problem(key) is None
+
+
+def test_probe_texts_repeat_the_patterns_units_after_its_literals():
+    texts = probe_texts("hello (a|a)*b")
+    pump = "a" * 40 + "\x00"
+    assert any(t.startswith(pump) for t in texts) and any("hello " + pump in t for t in texts)
+    assert all("b" in t for t in texts)  # every literal is present: the engine cannot rule a text out
+
+
+def test_regex_key_errors_name_the_field_and_the_key():
+    entries = [
+        {"key": ["dragon", "/(a|a)*b/"], "keysecondary": ["/[x/"], "content": "@@exclude_keys /(a+)+/,ok\nx"},
+        {"key": ["/fine/i"]},
+    ]
+    pairs = [item for i, e in enumerate(entries) for item in entry_key_paths(e, f"entries.{i}.")]
+    errors = regex_key_errors(pairs, RegexCheck(per_key=0.02))
+    assert set(errors) == {"entries.0.key", "entries.0.keysecondary", "entries.0.content"}
+    [message] = errors["entries.0.key"]
+    assert message.startswith("Regex key /(a|a)*b/ is refused: it takes over 20 ms on a ")
+    assert message.endswith("-character test text (catastrophic backtracking).")
+    assert errors["entries.0.keysecondary"][0].startswith("Regex key /[x/ is refused: it is not a valid regular")
+    assert "(a+)+" in errors["entries.0.content"][0]
+
+
+def test_one_request_checks_for_a_bounded_time():
+    keys = [("entries.0.key", f"/(a|a)*b|z{i}/") for i in range(40)]
+    check = RegexCheck(per_key=0.02, budget=0.1)
+    began = time.perf_counter()
+    errors = regex_key_errors(keys, check)
+    assert time.perf_counter() - began < 0.4
+    assert errors["nonFieldErrors"] == [
+        "Checking the regex keys of this request took over 0.1 s; send fewer at a time."
+    ]
+    assert 3 <= len(errors["entries.0.key"]) <= 7

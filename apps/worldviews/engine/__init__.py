@@ -35,7 +35,9 @@ character_name=None, character_tags=None, count_tokens=None, regex_limits=None) 
   times out, and every regex key once the budget is spent, count as no match (traced).
 
 Regex keys run on the ``regex`` engine, which releases the GIL while it matches: a slow key does not
-stop other threads.
+stop other threads. :func:`regex_key_problem` is the write-time check of one key (compiles, is not
+refused by the translation, no catastrophic backtracking on probe texts); the entry schema's
+``regex_key_errors`` applies it to entries.
 
 :class:`ActivationResult` — ``activated`` (effective copies in prompt order), ``by_position`` (all
 eight ST position names → joined text), ``depth_injections`` (:class:`DepthInjection` per depth and
@@ -61,7 +63,7 @@ from apps.providers.tokens import estimate_tokens
 from .activation import activate
 from .compile import clear_caches, sort_entries
 from .decorators import parse_decorators
-from .matching import RegexLimits, parse_regex_key, set_default_limits
+from .matching import KeyProblem, RegexLimits, parse_regex_key, regex_key_problem, set_default_limits
 from .model import (
     DEFAULT_DEPTH,
     DEFAULT_WEIGHT,
@@ -99,6 +101,7 @@ __all__ = [
     "DepthInjection",
     "Entry",
     "InsertionStrategy",
+    "KeyProblem",
     "Position",
     "RegexLimits",
     "Role",
@@ -118,6 +121,7 @@ __all__ = [
     "normalize_state",
     "parse_decorators",
     "parse_regex_key",
+    "regex_key_problem",
     "set_default_limits",
     "sort_entries",
 ]

@@ -4,6 +4,8 @@ Regex keys are user input and run on the third-party ``regex`` engine (V0, the `
 mode), never on the stdlib ``re``: every search gets a ``timeout`` (:class:`RegexLimits`, enforced by
 the activation loop, which also keeps a time budget per activation), and ``regex`` releases the GIL
 while it matches a ``str``, so other threads (the server's event loop) keep running meanwhile.
+:func:`regex_key_problem` is the write-time check: what cannot be compiled, what the translation
+refuses, and what is catastrophically slow on a few probe texts built from the pattern itself.
 
 Plain keys are not matched one regex per key. :class:`PlainMatcher` is built once per key set (and
 cached): each key is indexed under one of its character n-grams (n = min(3, len)), a text is cut into
@@ -22,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import NamedTuple, cast
 
 import regex
 
@@ -604,6 +607,195 @@ def parse_regex_key(key: str) -> RegexKey | None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Write-time check of regex keys
+
+PROBE_SECONDS = 0.05  # probing one key, all probe texts together
+PROBE_REPEATS = 40  # how often a probe text repeats one unit
+_PROBE_UNITS = 24  # at most this many one-character units per pattern
+_PROBE_RUNS = 4  # and this many literal runs (multi-character units and prefixes)
+_ESCAPE_SAMPLES = {"d": "0", "D": "a", "w": "a", "W": "!", "s": " ", "S": "a"}
+
+
+class KeyProblem(NamedTuple):
+    """Why a regex key is refused at write time: a stable ``code``, an English ``detail`` and the values
+    in it (``error``, ``max``, ``ms``, ``chars``) for a translated message.
+
+    Codes: ``invalid`` (does not compile, or a construct JavaScript does not have), ``flags``
+    (repeated flags), ``too_long`` (over :data:`MAX_REGEX_LENGTH`), ``nested_quantifier``,
+    ``too_large`` (expands to over :data:`MAX_REGEX_EXPANSION` atoms), ``catastrophic`` (blew the probe
+    time on the probe texts: catastrophic backtracking)."""
+
+    code: str
+    detail: str
+    params: tuple[tuple[str, str | int | float], ...] = ()
+
+
+def _escaped_char(body: str, i: int) -> str | None:
+    """The character a JS escape at ``body[i] == "\\"`` stands for, when it is one character."""
+    d = body[i + 1] if i + 1 < len(body) else ""
+    if not d:
+        return None
+    if d in "xu":
+        end = _skip_escape(body, i)
+        digits = body[i + 2 : end].strip("{}")
+        try:
+            return chr(int(digits, 16)) if digits else None
+        except (ValueError, OverflowError):
+            return None
+    if d == "c":
+        return chr(ord(body[i + 2]) % 32) if i + 2 < len(body) and body[i + 2].isalpha() else None
+    if d == "0" and not body[i + 2 : i + 3].isdigit():
+        return "\x00"
+    simple = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v"}
+    if d in simple:
+        return simple[d]
+    return None if d.isalnum() else d  # \. \( \/ … are the character itself
+
+
+def _probe_units(body: str, unicode_flag: bool = False) -> tuple[list[str], list[str]]:
+    """``(units, runs)`` for the probe texts of a JS pattern body: one-character units (its literal
+    characters, a sample character of each class and escape, and of ``.``) and its literal runs (at
+    least 2 characters; at most 32). Catastrophic backtracking needs a repeated part that can match one
+    text in many ways; the text that triggers it repeats what that part matches, which these units are
+    samples of, and it may have to follow a literal (a run)."""
+    units: dict[str, None] = {}
+    runs: dict[str, None] = {}
+    run: list[str] = []
+
+    def close() -> None:
+        if 2 <= len(run) <= 32:
+            runs["".join(run)] = None
+        run.clear()
+
+    i, n = 0, len(body)
+    while i < n:
+        c = body[i]
+        if c == "\\":
+            char = _escaped_char(body, i)
+            if char is not None:
+                run.append(char)
+                units[char] = None
+            else:
+                close()
+                sample = _ESCAPE_SAMPLES.get(body[i + 1 : i + 2])
+                if sample is not None:
+                    units[sample] = None
+            i = _skip_escape(body, i, unicode_flag)
+        elif c == "[":
+            close()
+            i += 1
+            negated = i < n and body[i] == "^"
+            if negated:
+                units["\x02"] = None  # a character few classes name
+                i += 1
+            while i < n and body[i] != "]":
+                if body[i] == "\\":
+                    char = _escaped_char(body, i)
+                    sample = _ESCAPE_SAMPLES.get(body[i + 1 : i + 2])
+                    if not negated and (char or sample):
+                        units[char or cast(str, sample)] = None
+                    i = _skip_escape(body, i, unicode_flag)
+                    continue
+                if not negated and body[i] != "-":
+                    units[body[i]] = None
+                i += 1
+            i += 1
+        elif c == ".":
+            close()
+            units["a"] = None
+            i += 1
+        elif c == "(":
+            close()
+            if body.startswith("(?<", i) and not body.startswith(("(?<=", "(?<!"), i):
+                close_name = body.find(">", i)
+                i = n if close_name == -1 else close_name + 1
+            else:
+                i += next((len(g) for g in _JS_GROUPS if body.startswith(g, i)), 1)
+        elif c in ")|*+?^$":
+            close()
+            i += 1
+        elif c == "{" and (quantifier := _QUANTIFIER.match(body, i)):
+            close()
+            i = quantifier.end()
+        else:
+            run.append(c)
+            units[c] = None
+            i += 1
+    close()
+    return list(units)[:_PROBE_UNITS], list(runs)[:_PROBE_RUNS]
+
+
+def probe_texts(body: str, unicode_flag: bool = False) -> list[str]:
+    """The probe texts of a JS pattern body: for each unit, the unit repeated :data:`PROBE_REPEATS`
+    times and then a character that fails (NUL), first bare (for anchored patterns), then after each
+    literal run (for a part that follows a literal), followed by every literal of the pattern (so that
+    a required character is present and the engine cannot rule the text out before trying)."""
+    units, runs = _probe_units(body, unicode_flag)
+    tail = "\x00" + "".join(units) + " ".join(runs)
+    texts = []
+    for unit in [*units, *(run for run in runs if len(run) <= 8)]:
+        pump = unit * PROBE_REPEATS + "\x00"
+        texts.append(pump + "".join(run + pump for run in runs) + tail)
+    return texts
+
+
+def regex_key_problem(key: str, probe_seconds: float = PROBE_SECONDS) -> KeyProblem | None:
+    """Why the (trimmed) key cannot be stored as a regex key, or None when it can (or is a plain key).
+
+    Refused: what does not compile or translate, what :func:`parse_regex_key` refuses, and a pattern
+    whose searches of :func:`probe_texts` take over ``probe_seconds`` together (each text is ~40–400
+    characters; an ordinary key needs well under a millisecond for all of them, a catastrophically
+    backtracking one far more than a second). Results are cached per key text."""
+    return _problem(key.strip(), probe_seconds)
+
+
+@lru_cache(maxsize=4096)
+def _problem(key: str, probe_seconds: float) -> KeyProblem | None:
+    parsed = parse_regex_key(key) if key.startswith("/") else None
+    if parsed is None:
+        return None
+    if parsed.pattern is None:
+        error = parsed.error
+        if error == "duplicate flags":
+            return KeyProblem("flags", "a flag is repeated")
+        if error == "pattern too long":
+            return KeyProblem("too_long", f"longer than {MAX_REGEX_LENGTH} characters", (("max", MAX_REGEX_LENGTH),))
+        if error == "nested quantifier":
+            return KeyProblem("nested_quantifier", "a repeated group contains another repetition, as in (a+)+")
+        if error == "repetition too large":
+            return KeyProblem(
+                "too_large",
+                f"its repetition counts expand to over {MAX_REGEX_EXPANSION} items",
+                (("max", MAX_REGEX_EXPANSION),),
+            )
+        error = error.removeprefix("invalid regex: ") or "invalid"
+        return KeyProblem("invalid", error, (("error", error),))
+    compiled = _compile(parsed.pattern, parsed.flags)  # cached: the next activation reuses it
+    if compiled is None:
+        error = cast(str, _compile_or_error(parsed.pattern, parsed.flags))
+        return KeyProblem("invalid", error, (("error", error),))
+    body, flags = key[1 : key.rindex("/")], key[key.rindex("/") + 1 :]
+    deadline = time.perf_counter() + probe_seconds
+    for text in probe_texts(body, "u" in flags):
+        left = deadline - time.perf_counter()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            if parsed.sticky:
+                compiled.match(text, timeout=left)
+            else:
+                compiled.search(text, timeout=left)
+        except TimeoutError:
+            ms = f"{probe_seconds * 1000:g}"
+            return KeyProblem(
+                "catastrophic",
+                f"over {ms} ms on a {len(text)}-character test text (catastrophic backtracking)",
+                (("ms", ms), ("chars", len(text))),
+            )
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
 # Multi-key matcher for plain keys
 
 
@@ -709,3 +901,4 @@ def clear_matchers() -> None:
 def compile_cache_clear() -> None:
     _compile.cache_clear()
     max_width.cache_clear()
+    _problem.cache_clear()
