@@ -343,3 +343,14 @@ def test_one_request_checks_for_a_bounded_time():
         "Checking the regex keys of this request took over 0.1 s; send fewer at a time."
     ]
     assert 3 <= len(errors["entries.0.key"]) <= 7
+
+
+@pytest.mark.parametrize("variant", "ᲀᲁᲂᲃᲄᲅᲆᲇᲈ")
+def test_the_literal_prefilter_folds_what_the_engine_equates(variant):
+    """The engine matches Cyrillic letter variants (U+1C80…) case-insensitively with their letters;
+    the literal prefilter of /…/i keys must not rule such a text out."""
+    letter = next(c for c in "вдостъѣꙋ" if parse_regex_key(f"/{c}/i").compiled.fullmatch(variant))
+    key = f"/{letter}{letter}x/i"
+    assert parse_regex_key(key).literal is not None
+    result = run([Entry(uid=1, key=(key,), content="x")], f"{variant}{letter}x")
+    assert result.trace[0].status == "activated"

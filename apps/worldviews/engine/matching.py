@@ -459,6 +459,16 @@ _FOLD_FIXES = str.maketrans(
         "\u03d5": "\u03c6",
         "\u1e9b": "\u1e61",
         "\ufb05": "\ufb06",
+        # Cyrillic letter variants (Unicode 9): lower() keeps them, the engines equate them with these
+        "\u1c80": "\u0432",
+        "\u1c81": "\u0434",
+        "\u1c82": "\u043e",
+        "\u1c83": "\u0441",
+        "\u1c84": "\u0442",
+        "\u1c85": "\u0442",
+        "\u1c86": "\u044a",
+        "\u1c87": "\u0463",
+        "\u1c88": "\ua64b",
     }
 )
 
