@@ -300,3 +300,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=25 
 # whole (writing_service/handlers.py, apps/core/api/parsers.py). Uploads: CARD_MAX_BYTES + 1 MiB.
 API_BODY_MAX_BYTES = env.int("API_BODY_MAX_BYTES", default=8 * 1024 * 1024)
 CARD_MAX_BYTES = env.int("CARD_MAX_BYTES", default=20 * 1024 * 1024)  # character card / lorebook uploads
+
+# World-info regex keys (docs/worldinfo.md, "Regex keys: engine, time bounds, write-time checks"),
+# seconds of wall time. At activation: one search of one key is stopped after WORLDINFO_REGEX_TIMEOUT
+# (no match, traced `regex_timeout`); all regex work of one activation shares WORLDINFO_REGEX_BUDGET
+# (then the remaining regex keys are not tried, traced `regex_budget`); 0 turns a bound off. At write
+# time: a key whose probe texts take over WORLDINFO_REGEX_PROBE_SECONDS is refused (catastrophic
+# backtracking); one request spends at most WORLDINFO_REGEX_CHECK_BUDGET checking keys.
+WORLDINFO_REGEX_TIMEOUT = env.float("WORLDINFO_REGEX_TIMEOUT", default=0.05)
+WORLDINFO_REGEX_BUDGET = env.float("WORLDINFO_REGEX_BUDGET", default=0.5)
+WORLDINFO_REGEX_PROBE_SECONDS = env.float("WORLDINFO_REGEX_PROBE_SECONDS", default=0.05)
+WORLDINFO_REGEX_CHECK_BUDGET = env.float("WORLDINFO_REGEX_CHECK_BUDGET", default=5.0)

@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 from apps.cards import CardError, card_fields, parse_card_bytes, parse_card_json
 from apps.cards.messages import card_error, card_error_message, card_limits, card_too_large_error
 from apps.characters.models import Character, CharacterField
+from apps.characters.signals import card_received
 from apps.core.errors import InvalidInput
 from apps.novels.models import Novel
 from apps.novels.services import owned_novel_get
@@ -66,6 +67,7 @@ def card_validate(doc: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
         parsed = parse_card_json(doc)
     except CardError as exc:
         raise InvalidInput({"card": [card_error_message(exc.code.value, exc.message)]}) from None
+    card_received.send(sender=Character, card=parsed.card_v3, path="card.")  # receivers may refuse it
     return parsed.card_v3, parsed.original, parsed.spec
 
 
@@ -196,6 +198,7 @@ def character_import(
         parsed = parse_card_bytes(data, filename=filename, content_type=content_type, limits=limits)
     except CardError as exc:
         raise card_error(exc) from None
+    card_received.send(sender=Character, card=parsed.card_v3, path="")  # receivers may refuse it
     novel = owned_novel_get(user=user, novel_id=novel_id) if novel_id is not None else import_novel_get(user=user)
     raw_name = parsed.card_v3["data"].get("name") or ""
     name = (raw_name if raw_name.strip() else _("Unnamed character"))[:200]

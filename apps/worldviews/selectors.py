@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from django.conf import settings as django_settings
 from django.db.models import Count, Q, QuerySet
 
 from apps.cards import st_entries_to_character_book, st_entries_to_lorebook_v3
@@ -18,6 +19,7 @@ from apps.worldviews.engine import (
     ActivationSettings,
     ChatLine,
     Entry,
+    RegexLimits,
     Source,
     activate,
     entry_from_st,
@@ -150,6 +152,12 @@ def attached_lorebooks(*, user: Any, character_id: int | None = None) -> QuerySe
 # --------------------------------------------------------------------------------------- dry run
 
 
+def regex_limits() -> RegexLimits:
+    """The settings' time bounds of regex keys during one activation (the engine reads no settings;
+    ``WorldviewsConfig.ready`` also makes these the engine's default for every other caller)."""
+    return RegexLimits(timeout=django_settings.WORLDINFO_REGEX_TIMEOUT, budget=django_settings.WORLDINFO_REGEX_BUDGET)
+
+
 @dataclass(frozen=True, slots=True)
 class DryRun:
     result: ActivationResult
@@ -181,5 +189,6 @@ def lorebook_dry_run(
         generation_type=generation_type,
         timed_state=None,
         rng=random.Random(seed),
+        regex_limits=regex_limits(),
     )
     return DryRun(result=result, seed=seed)

@@ -6,6 +6,12 @@ columns. The entry schema is pure (``apps.worldviews.engine.entry_schema``): RES
 strictly (:func:`entry_validate`, its errors translated here into a 400); imported files are coerced
 leniently (``entry_coerce``: a wrong type takes ST's default, a number is clamped to its range).
 New entries get the smallest free uid (``apps.cards.uids``).
+
+Regex keys are checked on every write (REST entries, imports, the dry run's inline entries, and —
+through ``apps.characters.signals.card_received`` — a card's embedded book): a key that does not
+compile, is refused by the translation, or backtracks catastrophically on the probe texts is a 400
+naming the entry field and the key (``entry_schema.regex_key_errors``; settings
+``WORLDINFO_REGEX_PROBE_SECONDS`` per key, ``WORLDINFO_REGEX_CHECK_BUDGET`` per request).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -32,6 +39,7 @@ from apps.cards import (
 )
 from apps.cards.messages import card_error, card_limits, card_too_large_error
 from apps.cards.uids import smallest_free_uid, uids_smallest_free
+from apps.cards.values import card_keys
 from apps.characters.selectors import character_get_owned
 from apps.core.errors import ApplicationError, InvalidInput
 from apps.worldviews.engine import entry_schema
@@ -39,8 +47,11 @@ from apps.worldviews.engine.entry_schema import (
     MAX_ENTRIES,
     EntryInvalid,
     Message,
+    RegexCheck,
     entry_coerce,
+    entry_key_paths,
     is_int,
+    regex_key_errors,
     too_many_entries,
     uid_coerce,
 )
@@ -73,7 +84,52 @@ def _invalid(exc: EntryInvalid) -> InvalidInput:
 
 def _translated(message: Message) -> str:
     translated = _(message.template)
-    return translated % message.params if message.params else translated
+    if not message.params:
+        return translated
+    params = {k: _translated(v) if isinstance(v, Message) else v for k, v in message.params.items()}
+    return translated % params
+
+
+# ---------------------------------------------------------------------------------------- regex keys
+
+
+def regex_check() -> RegexCheck:
+    """A fresh write-time regex check for one request, with the settings' limits."""
+    return RegexCheck(per_key=settings.WORLDINFO_REGEX_PROBE_SECONDS, budget=settings.WORLDINFO_REGEX_CHECK_BUDGET)
+
+
+def _refuse_regex_keys(keys: Any, check: RegexCheck | None = None) -> None:
+    """A 400 naming each refused regex key among ``(path, key)`` pairs (nothing when all are fine)."""
+    errors = regex_key_errors(keys, check or regex_check())
+    if errors:
+        raise _invalid(EntryInvalid(errors))
+
+
+def entries_check_regex(entries: Sequence[Mapping[str, Any]], *, prefix: str = "entries.") -> None:
+    """Every regex key of these ST entry dicts can be stored, else a 400 (``entries.3.key`` …)."""
+    check = regex_check()
+    _refuse_regex_keys(
+        (item for index, entry in enumerate(entries) for item in entry_key_paths(entry, f"{prefix}{index}.")), check
+    )
+
+
+def card_check_regex(*, card: Mapping[str, Any], path: str = "") -> None:
+    """Every regex key of the card's embedded ``character_book`` can be stored, else a 400 with the
+    paths ``{path}data.character_book.entries.3.keys`` … (receiver of ``card_received``)."""
+    data = card.get("data")
+    book = data.get("character_book") if isinstance(data, Mapping) else None
+    raw = book.get("entries") if isinstance(book, Mapping) else None
+    items = list(raw.items()) if isinstance(raw, Mapping) else list(enumerate(raw)) if isinstance(raw, list) else []
+    prefix = f"{path}data.character_book.entries."
+
+    def keys() -> Any:
+        for index, entry in items:
+            if isinstance(entry, Mapping):
+                lists = {"keys": card_keys(entry.get("keys")), "secondary_keys": card_keys(entry.get("secondary_keys"))}
+                shaped = {**lists, "content": entry.get("content")}
+                yield from entry_key_paths(shaped, f"{prefix}{index}.", primary="keys", secondary="secondary_keys")
+
+    _refuse_regex_keys(keys())
 
 
 # ---------------------------------------------------------------------------------------- lorebooks
@@ -89,19 +145,26 @@ def _linked_character(*, user: Any, character_id: int) -> Character:
 
 def entry_validate(raw: Any, *, base: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], int | None]:
     """One REST entry, validated by the schema (:func:`entry_schema.entry_validate`); its errors are a
-    400 with translated messages."""
+    400 with translated messages. The regex keys it sends are checked (with ``base``, a PATCH, only the
+    key fields and content sent: a stored key is not refused again by an unrelated edit)."""
     try:
-        return entry_schema.entry_validate(raw, base=base)
+        data, uid = entry_schema.entry_validate(raw, base=base)
     except EntryInvalid as exc:
         raise _invalid(exc) from None
+    sent = data if base is None else {k: data[k] for k in ("key", "keysecondary", "content") if k in raw}
+    _refuse_regex_keys(entry_key_paths(sent))
+    return data, uid
 
 
 def entries_validate(raw_entries: Any) -> list[tuple[dict[str, Any], int | None]]:
-    """A list of REST entries, validated by the schema (:func:`entry_schema.entries_validate`)."""
+    """A list of REST entries, validated by the schema (:func:`entry_schema.entries_validate`), their
+    regex keys checked."""
     try:
-        return entry_schema.entries_validate(raw_entries)
+        validated = entry_schema.entries_validate(raw_entries)
     except EntryInvalid as exc:
         raise _invalid(exc) from None
+    entries_check_regex([data for data, _uid in validated])
+    return validated
 
 
 def _replace_entries(lorebook: Lorebook, entries: Sequence[tuple[dict[str, Any], int | None]]) -> None:
@@ -293,6 +356,7 @@ def lorebook_import(
     if len(book.entries) > MAX_ENTRIES:
         raise _invalid(too_many_entries())
     entries = [(entry_coerce(raw), uid_coerce(raw.get("uid"))) for raw in book.entries]
+    entries_check_regex([entry for entry, _uid in entries])
     return lorebook_create(
         owner=owner,
         name=(name or book.name)[:200],

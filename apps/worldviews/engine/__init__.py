@@ -7,7 +7,7 @@ Public API
 ----------
 ``activate(entries, chat, *, settings, max_context, generation_type="normal", timed_state=None,
 rng=None, substitute=None, extra_scan=None, chat_length=None, scan_injections=(),
-character_name=None, character_tags=None, count_tokens=None) -> ActivationResult``
+character_name=None, character_tags=None, count_tokens=None, regex_limits=None) -> ActivationResult``
 
 * ``entries`` — :class:`Entry` objects from all sources; ``Entry.source`` is one of ``chat``,
   ``persona``, ``character``, ``global`` and ``Entry.lorebook_id`` names the book. Sorting by source
@@ -30,6 +30,14 @@ character_name=None, character_tags=None, count_tokens=None) -> ActivationResult
   scanned.
 * ``character_name`` / ``character_tags`` — for entries' ``characterFilter``.
 * ``count_tokens`` — token counter for the budget; default ⌈chars / 3.35⌉ (:func:`estimate_tokens`).
+* ``regex_limits`` — :class:`RegexLimits`: the timeout of one regex-key search and the regex time
+  budget of the activation (default: :func:`set_default_limits`'s, else 50 ms / 500 ms). A search that
+  times out, and every regex key once the budget is spent, count as no match (traced).
+
+Regex keys run on the ``regex`` engine, which releases the GIL while it matches: a slow key does not
+stop other threads. :func:`regex_key_problem` is the write-time check of one key (compiles, is not
+refused by the translation, no catastrophic backtracking on probe texts); the entry schema's
+``regex_key_errors`` applies it to entries.
 
 :class:`ActivationResult` — ``activated`` (effective copies in prompt order), ``by_position`` (all
 eight ST position names → joined text), ``depth_injections`` (:class:`DepthInjection` per depth and
@@ -55,7 +63,7 @@ from apps.providers.tokens import estimate_tokens
 from .activation import activate
 from .compile import clear_caches, sort_entries
 from .decorators import parse_decorators
-from .matching import parse_regex_key
+from .matching import KeyProblem, RegexLimits, parse_regex_key, regex_key_problem, set_default_limits
 from .model import (
     DEFAULT_DEPTH,
     DEFAULT_WEIGHT,
@@ -93,7 +101,9 @@ __all__ = [
     "DepthInjection",
     "Entry",
     "InsertionStrategy",
+    "KeyProblem",
     "Position",
+    "RegexLimits",
     "Role",
     "SelectiveLogic",
     "Source",
@@ -111,5 +121,7 @@ __all__ = [
     "normalize_state",
     "parse_decorators",
     "parse_regex_key",
+    "regex_key_problem",
+    "set_default_limits",
     "sort_entries",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -31,7 +32,7 @@ from .compile import (
 )
 from .decorators import int_arg
 from .groups import Candidate, filter_groups
-from .matching import SUB, WORD, RegexKey, fold_case, max_width, plain_matcher
+from .matching import SUB, WORD, RegexKey, RegexLimits, default_limits, fold_case, max_width, plain_matcher
 from .model import (
     MAX_SCAN_DEPTH,
     ActivationResult,
@@ -62,6 +63,10 @@ _EXTRA_ALIASES = {
 _WEAK, _KEYS, _GROUP = 0, 1, 2
 
 _MAX_BUDGET = 10**12
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:g} ms"
 
 
 def _js_round(value: float) -> int:
@@ -111,6 +116,7 @@ def activate(
     character_name: str | None = None,
     character_tags: Iterable[str] | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    regex_limits: RegexLimits | None = None,
 ) -> ActivationResult:
     """Run world-info activation for one generation. See the package docstring for the contract."""
     return _Run(
@@ -128,6 +134,7 @@ def activate(
         character_name=character_name,
         character_tags=character_tags,
         count_tokens=count_tokens,
+        regex_limits=regex_limits or default_limits(),
     ).run()
 
 
@@ -149,9 +156,15 @@ class _Run:
         character_name: str | None,
         character_tags: Iterable[str] | None,
         count_tokens: Callable[[str], int] | None,
+        regex_limits: RegexLimits,
     ) -> None:
         s = settings
         self.rng = rng
+        self.regex_timeout = max(0.0, as_number(regex_limits.timeout, 0.0))
+        self.regex_left = max(0.0, as_number(regex_limits.budget, 0.0))
+        self.regex_budget = self.regex_left
+        self.regex_dead: set[str] = set()  # keys that timed out: not tried again in this activation
+        self.regex_notes: dict[int, tuple[str, str]] = {}  # prep index -> (reason, detail) this check
         self.substitute = substitute
         self.count_tokens = count_tokens
         self.generation_type = str(generation_type or "normal").strip().lower()
@@ -315,13 +328,15 @@ class _Run:
             scanner = self.scanners.get(not regex.ci)
             if scanner is None or not scanner.has(SUB, regex.literal, depth, prep.extras, use_recursion):
                 return False
-        compiled = regex.compiled  # compiled on first use
+        if not self._may_search(prep, regex):
+            return False
+        began = time.perf_counter()
+        compiled = regex.compiled  # compiled on first use (cached), counted in the regex budget
+        self.regex_left -= time.perf_counter() - began
         if compiled is None:
             return False
         haystack = self._haystack(depth, prep.extras, use_recursion)
-        if regex.sticky:
-            return compiled.match(haystack) is not None
-        if use_recursion and self.recursion_texts:
+        if not regex.sticky and use_recursion and self.recursion_texts:
             # Recursion: the newest content (last in the scan text) usually holds the match that made
             # this entry a candidate. A match whose required literal lies in that content starts at most
             # ``width`` characters before it, so try from there first (lookbehinds and anchors behave as
@@ -330,9 +345,61 @@ class _Run:
             width = max_width(regex.pattern, regex.flags) if regex.literal is not None else None
             if width is not None:
                 start = len(haystack) - len(self.recursion_texts[-1]) - width
-                if start > 0 and compiled.search(haystack, start) is not None:
+                if start > 0 and self._search(prep, regex, compiled, haystack, start):
                     return True
-        return compiled.search(haystack) is not None
+        return self._search(prep, regex, compiled, haystack, 0)
+
+    def _search(self, prep: Prep, key: RegexKey, compiled: Any, haystack: str, start: int) -> bool:
+        """One bounded search (a match at 0 for sticky keys): at most the per-search timeout and what is
+        left of the activation's regex budget. A timeout or a spent budget is no match, noted for the
+        trace; a key that timed out is not tried again in this activation."""
+        if not self._may_search(prep, key):
+            return False
+        source = key.source
+        left = self.regex_left
+        timeout: float | None = self.regex_timeout or None
+        stopped_by_budget = False
+        if self.regex_budget > 0 and (timeout is None or left < timeout):
+            timeout, stopped_by_budget = left, True
+        began = time.perf_counter()
+        try:
+            if key.sticky:
+                return compiled.match(haystack, timeout=timeout) is not None
+            return compiled.search(haystack, start, timeout=timeout) is not None
+        except TimeoutError:
+            if stopped_by_budget:
+                self._regex_note(
+                    prep,
+                    "regex_budget",
+                    f"key '{source}' stopped: the regex time budget of {_ms(self.regex_budget)} is spent",
+                )
+            else:
+                self.regex_dead.add(source)
+                self._regex_note(prep, "regex_timeout", f"key '{source}' timed out after {_ms(self.regex_timeout)}")
+            return False
+        finally:
+            self.regex_left = left - (time.perf_counter() - began)
+
+    def _may_search(self, prep: Prep, key: RegexKey) -> bool:
+        """False (noted for the trace) when the key timed out before or the regex budget is spent."""
+        if key.source in self.regex_dead:
+            self._regex_note(
+                prep,
+                "regex_timeout",
+                f"key '{key.source}' timed out after {_ms(self.regex_timeout)} earlier in this activation",
+            )
+            return False
+        if self.regex_budget > 0 and self.regex_left <= 0:
+            self._regex_note(
+                prep,
+                "regex_budget",
+                f"key '{key.source}' not tried: the regex time budget of {_ms(self.regex_budget)} is spent",
+            )
+            return False
+        return True
+
+    def _regex_note(self, prep: Prep, reason: str, detail: str) -> None:
+        self.regex_notes.setdefault(prep.index, (reason, detail + " (counted as no match)"))
 
     def _primary_match(self, prep: Prep, state: int) -> str | None:
         for raw, key in zip(prep.raw_primary, prep.primary, strict=False):
@@ -460,7 +527,9 @@ class _Run:
 
             now: list[Candidate] = []
             dropped: set[int] = set()
+            notes = self.regex_notes
             for prep in to_check:
+                notes.pop(prep.index, None)
                 sticky = self.timed.is_sticky(prep.key)
                 if not sticky and prep.delay_level and (state != RECURSION or prep.delay_level > current_level):
                     matched = self._primary_match(prep, state) if prep.primary else None
@@ -508,16 +577,28 @@ class _Run:
                     continue
                 matched = self._primary_match(prep, state)
                 if matched is None:
-                    self._reason(prep, "no_key_match", "no primary key found in the scanned text", step, _KEYS)
+                    note = notes.get(prep.index)
+                    if note is not None:  # a regex key timed out or was not tried
+                        self._reason(prep, note[0], f"no primary key matched; {note[1]}", step, _KEYS)
+                    else:
+                        self._reason(prep, "no_key_match", "no primary key found in the scanned text", step, _KEYS)
                     continue
                 if prep.entry.selective is True and prep.secondary:
                     ok, why = self._secondary_ok(prep, state)
                     if not ok:
-                        self._reason(prep, "secondary_logic", f"key '{matched}' matched; {why}", step, _KEYS)
+                        note = notes.get(prep.index)
+                        reason, detail = "secondary_logic", f"key '{matched}' matched; {why}"
+                        if note is not None:
+                            reason, detail = note[0], f"{detail}; {note[1]}"
+                        self._reason(prep, reason, detail, step, _KEYS)
                         continue
                 if self._excluded(prep, state, step):
                     continue
-                now.append((prep, "key_match", f"key '{matched}' matched", matched))
+                detail = f"key '{matched}' matched"
+                note = notes.get(prep.index)
+                if note is not None:
+                    detail += f"; {note[1]}"
+                now.append((prep, "key_match", detail, matched))
             if dropped:
                 live = [p for p in live if p.index not in dropped]
 

@@ -8,6 +8,8 @@ in ST's order, then unknown keys kept verbatim (``uid`` is the caller's).
   error; they raise :class:`EntryInvalid` with camelCase field paths (``entries.3.probability``).
 * :func:`entry_coerce` / :func:`uid_coerce` (imports): never raise; a clear intent is coerced
   (``"true"``, ``"12"``), a number is clamped to its range, the rest takes ST's default.
+* :func:`regex_key_errors` (every write, REST and imports): the ``/pattern/flags`` keys that cannot be
+  stored (:func:`.matching.regex_key_problem`), with the path of the entry field holding each.
 
 Messages are :class:`Message` strings: English text that keeps its template and parameters, so that
 the Django side translates them exactly as before (``gettext(template) % params``).
@@ -25,13 +27,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from apps.cards.uids import MAX_UID
 from apps.cards.values import key_items, text
 
+from .decorators import parse_decorators
+from .matching import PROBE_SECONDS, regex_key_problem
 from .model import GENERATION_TYPES
 
 MAX_ENTRIES = 20_000
@@ -374,3 +379,80 @@ def uid_coerce(value: Any) -> int | None:
     if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_UID)) and int(text) <= MAX_UID:
         return int(text)
     return None
+
+
+# -------------------------------------------------------------------------------------- regex keys
+
+MAX_REGEX_ERRORS = 50  # reported per request; checking stops there
+
+
+@dataclass(slots=True)
+class RegexCheck:
+    """The write-time check of regex keys for one request: the probe time allowed per key, the time the
+    whole request may spend checking (seconds), and what it has spent so far."""
+
+    per_key: float = PROBE_SECONDS
+    budget: float = 5.0
+    spent: float = 0.0
+
+
+_REASONS = {
+    "invalid": _("it is not a valid regular expression (%(error)s)"),
+    "flags": _("a flag is repeated"),
+    "too_long": _("it is longer than %(max)s characters"),
+    "nested_quantifier": _("a repeated group contains another repetition, as in (a+)+ (catastrophic backtracking)"),
+    "too_large": _("its repetition counts expand to over %(max)s items"),
+    "catastrophic": _("it takes over %(ms)s ms on a %(chars)s-character test text (catastrophic backtracking)"),
+}
+
+
+def entry_key_paths(
+    entry: Mapping[str, Any], prefix: str = "", *, primary: str = "key", secondary: str = "keysecondary"
+) -> Iterator[tuple[str, str]]:
+    """``(field path, key)`` for every key of an entry dict: primary and secondary keys, and the
+    ``@@additional_keys`` / ``@@exclude_keys`` decorators of its content (path ``…content``).
+    ``primary``/``secondary`` name the fields (``keys``/``secondary_keys`` in a card's book)."""
+    for name in (primary, secondary):
+        value = entry.get(name)
+        for item in value if isinstance(value, list | tuple) else ():
+            if isinstance(item, str):
+                yield f"{prefix}{name}", item
+    content = entry.get("content")
+    if isinstance(content, str) and content.startswith("@@"):
+        decorators, _rest = parse_decorators(content)
+        for name in ("additional_keys", "exclude_keys"):
+            for item in decorators.get(name, "").split(","):
+                yield f"{prefix}content", item
+
+
+def regex_key_errors(keys: Iterable[tuple[str, str]], check: RegexCheck) -> dict[str, list[Message]]:
+    """The refused regex keys among ``(path, key)`` pairs: path → messages naming each key and why.
+    Plain keys are skipped at once. Stops after :data:`MAX_REGEX_ERRORS` refusals, or when the request
+    has spent ``check.budget`` seconds checking (then ``nonFieldErrors`` says so)."""
+    errors: dict[str, list[Message]] = {}
+    count = 0
+    seen: set[tuple[str, str]] = set()
+    for path, key in keys:
+        key = key.strip()
+        if not key.startswith("/") or (path, key) in seen:
+            continue
+        seen.add((path, key))
+        if check.spent > check.budget:
+            errors.setdefault("nonFieldErrors", []).append(
+                _(
+                    "Checking the regex keys of this request took over %(seconds)s s; send fewer at a time.",
+                    seconds=f"{check.budget:g}",
+                )
+            )
+            break
+        began = time.perf_counter()
+        problem = regex_key_problem(key, check.per_key)
+        check.spent += time.perf_counter() - began
+        if problem is None:
+            continue
+        reason = Message(_REASONS[problem.code].template, **dict(problem.params))
+        errors.setdefault(path, []).append(_("Regex key %(key)s is refused: %(reason)s.", key=key, reason=reason))
+        count += 1
+        if count >= MAX_REGEX_ERRORS:
+            break
+    return errors

@@ -1,4 +1,11 @@
-"""Key matching: ``/regex/flags`` keys translated to Python ``re``, and a multi-key matcher for plain keys.
+"""Key matching: ``/regex/flags`` keys translated to Python regexes, and a multi-key matcher for plain keys.
+
+Regex keys are user input and run on the third-party ``regex`` engine (V0, the ``re``-compatible
+mode), never on the stdlib ``re``: every search gets a ``timeout`` (:class:`RegexLimits`, enforced by
+the activation loop, which also keeps a time budget per activation), and ``regex`` releases the GIL
+while it matches a ``str``, so other threads (the server's event loop) keep running meanwhile.
+:func:`regex_key_problem` is the write-time check: what cannot be compiled, what the translation
+refuses, and what is catastrophically slow on a few probe texts built from the pattern itself.
 
 Plain keys are not matched one regex per key. :class:`PlainMatcher` is built once per key set (and
 cached): each key is indexed under one of its character n-grams (n = min(3, len)), a text is cut into
@@ -17,13 +24,21 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import warnings
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import NamedTuple, cast
+
+import regex
 
 MAX_REGEX_LENGTH = 1000
+# The most atoms a regex key may expand to: ``regex`` unrolls the minimum count of a repeat at compile
+# time (``(?:a{1000}){1000}`` is a 10**6-character string, 275 MB and 0.5 s to compile; one more
+# level exhausts memory). Counted on the pattern (counts of nested repeats multiply); compiling the
+# largest allowed pattern takes a few milliseconds.
+MAX_REGEX_EXPANSION = 5000
 _TEXT_CACHE_SIZE = 8192
 
 NOSPACE_RANGES = (
@@ -103,6 +118,32 @@ def match_plain(text: str, key: str, kind: int) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class RegexLimits:
+    """Time bounds of regex keys during one activation (seconds, wall clock).
+
+    ``timeout`` bounds one search of one key: a search that runs longer is stopped and counts as no
+    match (traced ``regex_timeout``). ``budget`` bounds all regex searches of one activation together:
+    once spent, the remaining regex keys are not tried (traced ``regex_budget``)."""
+
+    timeout: float = 0.05
+    budget: float = 0.5
+
+
+_limits = RegexLimits()
+
+
+def set_default_limits(limits: RegexLimits) -> None:
+    """The limits :func:`activate` uses when its caller passes none (the Django app sets its settings
+    here at start-up)."""
+    global _limits
+    _limits = limits
+
+
+def default_limits() -> RegexLimits:
+    return _limits
+
+
+@dataclass(frozen=True, slots=True)
 class RegexKey:
     """A ``/pattern/flags`` key, translated to Python syntax; compiled on first use (most regex keys are
     ruled out by their literal first). ``compiled`` is None when the pattern is invalid or refused."""
@@ -116,11 +157,12 @@ class RegexKey:
     ci: bool = False
 
     @property
-    def compiled(self) -> re.Pattern[str] | None:
+    def compiled(self) -> regex.Pattern[str] | None:
         return None if self.pattern is None else _compile(self.pattern, self.flags)
 
-    def search(self, text: str, folded: str | None = None) -> bool:
-        """Does the regex match ``text``? ``folded`` may be ``fold_case(text)``, for the literal check."""
+    def search(self, text: str, folded: str | None = None, timeout: float | None = None) -> bool:
+        """Does the regex match ``text``? ``folded`` may be ``fold_case(text)``, for the literal check.
+        Raises ``TimeoutError`` when ``timeout`` (seconds) runs out first."""
         if self.pattern is None:
             return False
         if self.literal is not None:
@@ -133,8 +175,8 @@ class RegexKey:
         if compiled is None:
             return False
         if self.sticky:
-            return compiled.match(text) is not None
-        return compiled.search(text) is not None
+            return compiled.match(text, timeout=timeout) is not None
+        return compiled.search(text, timeout=timeout) is not None
 
 
 _UNBOUNDED = 1 << 16
@@ -155,14 +197,23 @@ def max_width(pattern: str, flags: int) -> int | None:
     return width if width < _UNBOUNDED else None
 
 
-@lru_cache(maxsize=8192)
-def _compile(pattern: str, flags: int) -> re.Pattern[str] | None:
+_COMPILE_ERRORS = (regex.error, ValueError, OverflowError, RecursionError, MemoryError)
+
+
+def _compile_or_error(pattern: str, flags: int) -> regex.Pattern[str] | str:
+    """The compiled pattern (``regex``, V0: ``re``'s syntax and semantics), or the compiler's message."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return re.compile(pattern, flags)
-    except (re.error, ValueError, OverflowError, RecursionError):
-        return None
+            return regex.compile(pattern, flags | regex.VERSION0)
+    except _COMPILE_ERRORS as exc:
+        return str(exc) or type(exc).__name__
+
+
+@lru_cache(maxsize=8192)
+def _compile(pattern: str, flags: int) -> regex.Pattern[str] | None:
+    compiled = _compile_or_error(pattern, flags)
+    return None if isinstance(compiled, str) else compiled
 
 
 _REGEX_FORM = re.compile(r"^/([\s\S]+?)/([gimsuyd]*)$")
@@ -181,8 +232,52 @@ class _Unsafe(Exception):
     pass
 
 
+_JS_GROUPS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+_PROPERTY = re.compile(r"\{[A-Za-z0-9_]+(?:=[A-Za-z0-9_]+)?\}")
+
+
+class _Size:
+    """Counts the atoms a pattern expands to: each atom is 1, a group the sum of its contents, and a
+    repeat ``{n…}`` multiplies its operand by ``n`` (the part ``regex`` unrolls when compiling)."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        self.frames = [[0, 0]]  # per open group: [atoms so far, atoms of the last operand]
+
+    def atom(self, size: int = 1) -> None:
+        frame = self.frames[-1]
+        frame[0] += size
+        frame[1] = size
+
+    def open(self) -> None:
+        self.frames.append([0, 0])
+
+    def close(self) -> None:
+        if len(self.frames) > 1:
+            self.atom(max(1, self.frames.pop()[0]))
+
+    def alternative(self) -> None:
+        self.frames[-1][1] = 0
+
+    def repeat(self, count: int) -> None:
+        frame = self.frames[-1]
+        if count > 1 and frame[1]:
+            frame[0] += frame[1] * (count - 1)
+            frame[1] *= count
+            if frame[0] > MAX_REGEX_EXPANSION:
+                raise _Unsafe("repetition too large")
+
+
 def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
-    """Translate a JavaScript regex body to Python ``re`` syntax (ASCII ``\\w \\d \\b`` as in JS)."""
+    """Translate a JavaScript regex body to Python ``re`` syntax (ASCII ``\\w \\d \\b`` as in JS).
+
+    Only JavaScript's group forms are accepted (``(?:`` ``(?=`` ``(?!`` ``(?<=`` ``(?<!`` ``(?<name>``):
+    the constructs that only the ``regex`` engine knows (``(?V1)``, ``(?r)``, ``(?p)``, ``(?R)``,
+    ``(?|…)`` …) are invalid in JavaScript and would change the semantics. With the ``u`` flag,
+    ``\\p{…}``/``\\P{…}`` are Unicode properties (passed to ``regex``); without it, ``\\p`` is ``p``.
+    Raises ``_Unsafe`` for nested quantifiers and for patterns expanding to over
+    :data:`MAX_REGEX_EXPANSION` atoms, ``re.error`` for what cannot be translated."""
     out: list[str] = []
     i = 0
     n = len(pattern)
@@ -190,6 +285,7 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
     # per open group: does it contain a quantifier?
     group_quant: list[bool] = []
     last_group_had_quant = False
+    size = _Size()
     while i < n:
         c = pattern[i]
         if c == "\\":
@@ -197,6 +293,8 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
                 raise re.error("trailing backslash")
             d = pattern[i + 1]
             i += 2
+            if not in_class and d not in "bB":
+                size.atom()
             if in_class and d in "dw":
                 out.append("0-9" if d == "d" else _ASCII_W)
             elif in_class and d == "b":
@@ -205,6 +303,12 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
                 out.append(f"(?a:\\{d})")  # JS classes and boundaries are ASCII
             elif d in "DW":
                 out.append("\\" + d)
+            elif d in "pP" and unicode_flag:
+                prop = _PROPERTY.match(pattern, i)
+                if prop is None:
+                    raise re.error("bad Unicode property escape")
+                out.append("\\" + d + prop.group(0))
+                i = prop.end()
             elif d == "k" and not in_class and i < n and pattern[i] == "<":
                 close = pattern.find(">", i)
                 if close == -1:
@@ -240,6 +344,7 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
             i += 1
             continue
         if c == "[":
+            size.atom()
             if pattern.startswith("[^]", i):
                 out.append(r"[\s\S]")
                 i += 3
@@ -260,10 +365,14 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
             continue
         if c == "(":
             group_quant.append(False)
-            if pattern.startswith("(?<", i) and not pattern.startswith(("(?<=", "(?<!"), i):
-                out.append("(?P<")
-                i += 3
-                continue
+            size.open()
+            if pattern.startswith("(?", i):
+                if pattern.startswith("(?<", i) and not pattern.startswith(("(?<=", "(?<!"), i):
+                    out.append("(?P<")
+                    i += 3
+                    continue
+                if not pattern.startswith(_JS_GROUPS, i):
+                    raise re.error("unsupported group syntax (not JavaScript)")
             out.append(c)
             i += 1
             continue
@@ -271,6 +380,7 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
             last_group_had_quant = group_quant.pop() if group_quant else False
             if group_quant and last_group_had_quant:
                 group_quant[-1] = True
+            size.close()
             out.append(c)
             i += 1
             if (
@@ -281,6 +391,11 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
             ):
                 raise _Unsafe("nested quantifier")
             continue
+        if c == "|":
+            size.alternative()
+            out.append(c)
+            i += 1
+            continue
         if c in "*+":
             if group_quant:
                 group_quant[-1] = True
@@ -290,15 +405,18 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
         if c == "{":
             quantifier = _QUANTIFIER.match(pattern, i)
             if quantifier is None:
+                size.atom()
                 out.append("\\{")  # JS: a brace that is not a quantifier is a literal
                 i += 1
                 continue
             if "," in quantifier.group(0) and group_quant:
                 group_quant[-1] = True
+            size.repeat(int(quantifier.group(0)[1:].split(",")[0].rstrip("}")))
             out.append(quantifier.group(0))
             i = quantifier.end()
             continue
         if c == "}":
+            size.atom()
             out.append("\\}")
             i += 1
             continue
@@ -306,10 +424,14 @@ def _translate(pattern: str, multiline: bool, unicode_flag: bool) -> str:
             out.append(r"\Z")
             i += 1
             continue
+        if c not in "^$?":
+            size.atom()
         out.append(c)
         i += 1
     if in_class:
         raise re.error("unterminated character class")
+    if sum(frame[0] for frame in size.frames) > MAX_REGEX_EXPANSION:
+        raise _Unsafe("repetition too large")
     return "".join(out)
 
 
@@ -337,6 +459,16 @@ _FOLD_FIXES = str.maketrans(
         "\u03d5": "\u03c6",
         "\u1e9b": "\u1e61",
         "\ufb05": "\ufb06",
+        # Cyrillic letter variants (Unicode 9): lower() keeps them, the engines equate them with these
+        "\u1c80": "\u0432",
+        "\u1c81": "\u0434",
+        "\u1c82": "\u043e",
+        "\u1c83": "\u0441",
+        "\u1c84": "\u0442",
+        "\u1c85": "\u0442",
+        "\u1c86": "\u044a",
+        "\u1c87": "\u0463",
+        "\u1c88": "\ua64b",
     }
 )
 
@@ -351,13 +483,17 @@ def fold_case(text: str) -> str:
 _SPECIAL = set("\\^$.|?*+()[]{}\x01")
 
 
-def _skip_escape(body: str, i: int) -> int:
-    """Index after the escape sequence starting at ``body[i] == "\\"``."""
+def _skip_escape(body: str, i: int, unicode_flag: bool = False) -> int:
+    """Index after the escape sequence starting at ``body[i] == "\\"`` (with the ``u`` flag,
+    ``\\p{…}`` is one escape; without it, ``\\p`` is ``p`` and the braces are literals)."""
     n = len(body)
     if i + 1 >= n:
         return n
     c = body[i + 1]
     j = i + 2
+    if c in "pP" and unicode_flag and j < n and body[j] == "{":
+        close = body.find("}", j)
+        return n if close == -1 else close + 1
     if c == "x":
         return min(n, j + 2)
     if c == "u":
@@ -376,7 +512,7 @@ def _skip_escape(body: str, i: int) -> int:
     return j
 
 
-def _required_literal(body: str) -> str | None:
+def _required_literal(body: str, unicode_flag: bool = False) -> str | None:
     """The longest run of plain characters at the top level of a JS pattern without top-level
     alternation: every match contains it. None when unsure."""
     if re.search(r"\(\?[aiLmsux-]", body):  # Python inline flags (not JS): no guarantee
@@ -395,14 +531,14 @@ def _required_literal(body: str) -> str | None:
         c = body[i]
         if c == "\\":
             close()
-            i = _skip_escape(body, i)
+            i = _skip_escape(body, i, unicode_flag)
         elif c == "[":
             close()
             i += 1
             if i < n and body[i] == "^":
                 i += 1
             while i < n and body[i] != "]":  # JS: "[]" is empty and "[^]" any character
-                i = _skip_escape(body, i) if body[i] == "\\" else i + 1
+                i = _skip_escape(body, i, unicode_flag) if body[i] == "\\" else i + 1
             i += 1
         elif c == "(":
             close()
@@ -410,11 +546,11 @@ def _required_literal(body: str) -> str | None:
             while i < n:
                 ch = body[i]
                 if ch == "\\":
-                    i = _skip_escape(body, i)
+                    i = _skip_escape(body, i, unicode_flag)
                     continue
                 if ch == "[":
                     while i < n and body[i] != "]":
-                        i = _skip_escape(body, i) if body[i] == "\\" else i + 1
+                        i = _skip_escape(body, i, unicode_flag) if body[i] == "\\" else i + 1
                 elif ch == "(":
                     level += 1
                 elif ch == ")":
@@ -460,24 +596,213 @@ def parse_regex_key(key: str) -> RegexKey | None:
         return RegexKey(key, None, error="duplicate flags")
     if len(body) > MAX_REGEX_LENGTH:
         return RegexKey(key, None, error="pattern too long")
-    py_flags = 0
+    py_flags = 0  # regex's I, M, S have re's values (max_width parses with re's parser)
     if "i" in flags:
-        py_flags |= re.IGNORECASE
+        py_flags |= regex.IGNORECASE
     if "m" in flags:
-        py_flags |= re.MULTILINE
+        py_flags |= regex.MULTILINE
     if "s" in flags:
-        py_flags |= re.DOTALL
+        py_flags |= regex.DOTALL
     try:
         translated = _translate(body, "m" in flags, "u" in flags)
     except _Unsafe as exc:
         return RegexKey(key, None, error=str(exc))
     except (re.error, ValueError, OverflowError, RecursionError) as exc:
         return RegexKey(key, None, error=f"invalid regex: {exc}")
-    literal = _required_literal(body)
+    literal = _required_literal(body, "u" in flags)
     ci = "i" in flags
     if literal is not None and ci:
         literal = fold_case(literal)
     return RegexKey(key, translated, py_flags, sticky="y" in flags, literal=literal, ci=ci)
+
+
+# --------------------------------------------------------------------------------------------------
+# Write-time check of regex keys
+
+PROBE_SECONDS = 0.05  # probing one key, all probe texts together
+PROBE_REPEATS = 40  # how often a probe text repeats one unit
+_PROBE_UNITS = 24  # at most this many one-character units per pattern
+_PROBE_RUNS = 4  # and this many literal runs (multi-character units and prefixes)
+_ESCAPE_SAMPLES = {"d": "0", "D": "a", "w": "a", "W": "!", "s": " ", "S": "a"}
+
+
+class KeyProblem(NamedTuple):
+    """Why a regex key is refused at write time: a stable ``code``, an English ``detail`` and the values
+    in it (``error``, ``max``, ``ms``, ``chars``) for a translated message.
+
+    Codes: ``invalid`` (does not compile, or a construct JavaScript does not have), ``flags``
+    (repeated flags), ``too_long`` (over :data:`MAX_REGEX_LENGTH`), ``nested_quantifier``,
+    ``too_large`` (expands to over :data:`MAX_REGEX_EXPANSION` atoms), ``catastrophic`` (blew the probe
+    time on the probe texts: catastrophic backtracking)."""
+
+    code: str
+    detail: str
+    params: tuple[tuple[str, str | int | float], ...] = ()
+
+
+def _escaped_char(body: str, i: int) -> str | None:
+    """The character a JS escape at ``body[i] == "\\"`` stands for, when it is one character."""
+    d = body[i + 1] if i + 1 < len(body) else ""
+    if not d:
+        return None
+    if d in "xu":
+        end = _skip_escape(body, i)
+        digits = body[i + 2 : end].strip("{}")
+        try:
+            return chr(int(digits, 16)) if digits else None
+        except (ValueError, OverflowError):
+            return None
+    if d == "c":
+        return chr(ord(body[i + 2]) % 32) if i + 2 < len(body) and body[i + 2].isalpha() else None
+    if d == "0" and not body[i + 2 : i + 3].isdigit():
+        return "\x00"
+    simple = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v"}
+    if d in simple:
+        return simple[d]
+    return None if d.isalnum() else d  # \. \( \/ … are the character itself
+
+
+def _probe_units(body: str, unicode_flag: bool = False) -> tuple[list[str], list[str]]:
+    """``(units, runs)`` for the probe texts of a JS pattern body: one-character units (its literal
+    characters, a sample character of each class and escape, and of ``.``) and its literal runs (at
+    least 2 characters; at most 32). Catastrophic backtracking needs a repeated part that can match one
+    text in many ways; the text that triggers it repeats what that part matches, which these units are
+    samples of, and it may have to follow a literal (a run)."""
+    units: dict[str, None] = {}
+    runs: dict[str, None] = {}
+    run: list[str] = []
+
+    def close() -> None:
+        if 2 <= len(run) <= 32:
+            runs["".join(run)] = None
+        run.clear()
+
+    i, n = 0, len(body)
+    while i < n:
+        c = body[i]
+        if c == "\\":
+            char = _escaped_char(body, i)
+            if char is not None:
+                run.append(char)
+                units[char] = None
+            else:
+                close()
+                sample = _ESCAPE_SAMPLES.get(body[i + 1 : i + 2])
+                if sample is not None:
+                    units[sample] = None
+            i = _skip_escape(body, i, unicode_flag)
+        elif c == "[":
+            close()
+            i += 1
+            negated = i < n and body[i] == "^"
+            if negated:
+                units["\x02"] = None  # a character few classes name
+                i += 1
+            while i < n and body[i] != "]":
+                if body[i] == "\\":
+                    char = _escaped_char(body, i)
+                    sample = _ESCAPE_SAMPLES.get(body[i + 1 : i + 2])
+                    if not negated and (char or sample):
+                        units[char or cast(str, sample)] = None
+                    i = _skip_escape(body, i, unicode_flag)
+                    continue
+                if not negated and body[i] != "-":
+                    units[body[i]] = None
+                i += 1
+            i += 1
+        elif c == ".":
+            close()
+            units["a"] = None
+            i += 1
+        elif c == "(":
+            close()
+            if body.startswith("(?<", i) and not body.startswith(("(?<=", "(?<!"), i):
+                close_name = body.find(">", i)
+                i = n if close_name == -1 else close_name + 1
+            else:
+                i += next((len(g) for g in _JS_GROUPS if body.startswith(g, i)), 1)
+        elif c in ")|*+?^$":
+            close()
+            i += 1
+        elif c == "{" and (quantifier := _QUANTIFIER.match(body, i)):
+            close()
+            i = quantifier.end()
+        else:
+            run.append(c)
+            units[c] = None
+            i += 1
+    close()
+    return list(units)[:_PROBE_UNITS], list(runs)[:_PROBE_RUNS]
+
+
+def probe_texts(body: str, unicode_flag: bool = False) -> list[str]:
+    """The probe texts of a JS pattern body: for each unit, the unit repeated :data:`PROBE_REPEATS`
+    times and then a character that fails (NUL), first bare (for anchored patterns), then after each
+    literal run (for a part that follows a literal), followed by every literal of the pattern (so that
+    a required character is present and the engine cannot rule the text out before trying)."""
+    units, runs = _probe_units(body, unicode_flag)
+    tail = "\x00" + "".join(units) + " ".join(runs)
+    texts = []
+    for unit in [*units, *(run for run in runs if len(run) <= 8)]:
+        pump = unit * PROBE_REPEATS + "\x00"
+        texts.append(pump + "".join(run + pump for run in runs) + tail)
+    return texts
+
+
+def regex_key_problem(key: str, probe_seconds: float = PROBE_SECONDS) -> KeyProblem | None:
+    """Why the (trimmed) key cannot be stored as a regex key, or None when it can (or is a plain key).
+
+    Refused: what does not compile or translate, what :func:`parse_regex_key` refuses, and a pattern
+    whose searches of :func:`probe_texts` take over ``probe_seconds`` together (each text is ~40–400
+    characters; an ordinary key needs well under a millisecond for all of them, a catastrophically
+    backtracking one far more than a second). Results are cached per key text."""
+    return _problem(key.strip(), probe_seconds)
+
+
+@lru_cache(maxsize=4096)
+def _problem(key: str, probe_seconds: float) -> KeyProblem | None:
+    parsed = parse_regex_key(key) if key.startswith("/") else None
+    if parsed is None:
+        return None
+    if parsed.pattern is None:
+        error = parsed.error
+        if error == "duplicate flags":
+            return KeyProblem("flags", "a flag is repeated")
+        if error == "pattern too long":
+            return KeyProblem("too_long", f"longer than {MAX_REGEX_LENGTH} characters", (("max", MAX_REGEX_LENGTH),))
+        if error == "nested quantifier":
+            return KeyProblem("nested_quantifier", "a repeated group contains another repetition, as in (a+)+")
+        if error == "repetition too large":
+            return KeyProblem(
+                "too_large",
+                f"its repetition counts expand to over {MAX_REGEX_EXPANSION} items",
+                (("max", MAX_REGEX_EXPANSION),),
+            )
+        error = error.removeprefix("invalid regex: ") or "invalid"
+        return KeyProblem("invalid", error, (("error", error),))
+    compiled = _compile(parsed.pattern, parsed.flags)  # cached: the next activation reuses it
+    if compiled is None:
+        error = cast(str, _compile_or_error(parsed.pattern, parsed.flags))
+        return KeyProblem("invalid", error, (("error", error),))
+    body, flags = key[1 : key.rindex("/")], key[key.rindex("/") + 1 :]
+    deadline = time.perf_counter() + probe_seconds
+    for text in probe_texts(body, "u" in flags):
+        left = deadline - time.perf_counter()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            if parsed.sticky:
+                compiled.match(text, timeout=left)
+            else:
+                compiled.search(text, timeout=left)
+        except TimeoutError:
+            ms = f"{probe_seconds * 1000:g}"
+            return KeyProblem(
+                "catastrophic",
+                f"over {ms} ms on a {len(text)}-character test text (catastrophic backtracking)",
+                (("ms", ms), ("chars", len(text))),
+            )
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -586,3 +911,4 @@ def clear_matchers() -> None:
 def compile_cache_clear() -> None:
     _compile.cache_clear()
     max_width.cache_clear()
+    _problem.cache_clear()
