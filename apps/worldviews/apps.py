@@ -11,8 +11,8 @@ class WorldviewsConfig(AppConfig):
         from apps.worldviews import selectors
         from apps.worldviews.engine import set_default_limits
 
-        # The engine reads no settings: its default regex limits (used by callers that pass none, such
-        # as the roleplay turn) are the settings' from the start.
+        # The engine reads no settings: the services pass the settings' regex limits to each activation;
+        # this default covers any other caller (a shell, a script) from the start.
         set_default_limits(selectors.regex_limits())
         card_received.connect(_check_card, dispatch_uid="worldviews.card_regex_keys")
 

@@ -132,3 +132,23 @@ def test_a_roleplay_turn_with_a_stored_slow_key_completes_in_bounded_time(
         response, elapsed = timed(lambda: http.post("/api/v1/generation/roleplay", json=body))
         assert response.status_code == 200, response.text
         assert elapsed < 2.0
+
+
+def test_a_roleplay_turn_uses_the_settings_regex_limits_of_the_moment(
+    http,  # noqa: F811
+    user,
+    make_model,  # noqa: F811
+    settings,
+):
+    """The roleplay turn passes the current settings to the engine (not a default fixed at start-up):
+    a budget below the per-search timeout cuts the slow key's search and leaves no time for the ordinary
+    key after it (with the default budget the first is a timeout and the second activates)."""
+    make_model(context_tokens=8192, max_output_tokens=1024)
+    character = character_create(user=user, novel_id=Novel.objects.create(owner=user, title="n").pk, card=CARD)
+    chat = http.post("/api/v1/chats", json={"characterId": character.pk}).json()
+    book = stored_book(user, [SLOW, "/\\bforest\\b/"])
+    assert http.patch(f"/api/v1/chats/{chat['id']}", json={"lorebookIds": [book.pk]}).status_code == 200
+    body = {"chatId": chat["id"], "maxTokens": 64, "userInput": ATTACK + " in the forest"}
+    settings.WORLDINFO_REGEX_BUDGET = 0.01
+    trace = {t["uid"]: t for t in http.post("/api/v1/generation/roleplay/preview", json=body).json()["trace"]}
+    assert trace[0]["reason"] == "regex_budget" and trace[1]["reason"] == "regex_budget"

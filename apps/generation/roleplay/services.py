@@ -56,7 +56,7 @@ from apps.worldviews.engine import (
     entry_from_st,
 )
 from apps.worldviews.models import Lorebook
-from apps.worldviews.selectors import attached_lorebooks, engine_entries, lorebooks_get_owned
+from apps.worldviews.selectors import attached_lorebooks, engine_entries, lorebooks_get_owned, regex_limits
 
 GENERATION_TYPES = ("normal", "continue", "regenerate", "swipe", "impersonate")
 AN_POSITIONS = ("in_chat", "before_main", "after_main")
@@ -377,6 +377,7 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         generation_type=kind,
         timed_state=chat.timed_state or None,
         rng=random.Random(seed),
+        regex_limits=regex_limits(),
         substitute=lambda text: expand(text, ctx),
         extra_scan={
             "persona_description": ctx.persona,
