@@ -158,8 +158,17 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Two queues: `generation` (resumable jobs: long, many at once on one event loop per worker) and
+# `housekeeping` (sweeps, recovery: short); `make worker` consumes both, larger set-ups split them.
+CELERY_TASK_DEFAULT_QUEUE = "housekeeping"
+CELERY_TASK_ROUTES = {"apps.generation.tasks.generation_job_run": {"queue": "generation"}}
+# A message not acknowledged (its worker was killed) is delivered again after this long; by then the
+# housekeeping has recovered the job (GENERATION_JOB_STALE_SECONDS) and the redelivery finds it ended.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("GENERATION_MAX_SECONDS", default=1200) + 300}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "generations-expire": {"task": "apps.generation.tasks.generations_expire", "schedule": 60.0},
+    "generation-jobs-reap": {"task": "apps.generation.tasks.generation_jobs_reap", "schedule": 10.0},
 }
 
 # --- Auth, passwords --------------------------------------------------------------------------
@@ -246,6 +255,13 @@ BILLING_HOLD_TTL_SECONDS = env.int("BILLING_HOLD_TTL_SECONDS", default=1800)
 # A generation ends (its text so far delivered and charged, finishReason "length") after this long, so
 # its hold can never expire under it: must stay below BILLING_HOLD_TTL_SECONDS (a system check says so).
 GENERATION_MAX_SECONDS = env.int("GENERATION_MAX_SECONDS", default=1200)
+# Resumable generations (docs/jobs.md): a job's events stay this long after its end (then only the record);
+# read tickets in `eventsUrl` expire after this long (GET the job for a fresh one); a running job's worker
+# beats this often, and a job whose beat is older than the stale limit is recovered (its worker is gone).
+GENERATION_JOB_TTL_SECONDS = env.int("GENERATION_JOB_TTL_SECONDS", default=3600)
+GENERATION_JOB_TICKET_SECONDS = env.int("GENERATION_JOB_TICKET_SECONDS", default=600)
+GENERATION_JOB_HEARTBEAT_SECONDS = env.float("GENERATION_JOB_HEARTBEAT_SECONDS", default=5.0)
+GENERATION_JOB_STALE_SECONDS = env.int("GENERATION_JOB_STALE_SECONDS", default=30)
 # Without a broker (no REDIS_URL) there is no Celery beat: each app process sweeps expired holds itself.
 BILLING_SWEEP_IN_PROCESS = env.bool("BILLING_SWEEP_IN_PROCESS", default=not REDIS_URL)
 # PostgreSQL: commit a new hold without waiting for its WAL flush (docs/billing.md, "Durability").

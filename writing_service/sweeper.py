@@ -20,10 +20,12 @@ _lock = threading.Lock()
 
 def sweep_once() -> dict[str, int]:
     """One sweep, as the beat's task does it, on this thread's own database connection."""
-    from apps.generation.tasks import generations_expire
+    from apps.generation.tasks import generation_jobs_reap, generations_expire
 
     try:
-        return generations_expire()
+        swept = generations_expire()
+        reaped = generation_jobs_reap()  # jobs left running by a previous server process
+        return {**swept, "jobsFailed": reaped["failed"], "jobsRequeued": reaped["requeued"]}
     finally:
         close_old_connections()
 

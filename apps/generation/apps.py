@@ -8,3 +8,4 @@ class GenerationConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.generation import checks  # noqa: F401 (registers the system check)
+        from apps.generation.jobs import runner  # noqa: F401 (registers the process's job runner with the services)

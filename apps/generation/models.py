@@ -192,3 +192,49 @@ class GlobalVariables(models.Model):
 
     def __str__(self) -> str:
         return f"global variables of user {self.user_id}"
+
+
+# --- resumable generations (docs/jobs.md) -----------------------------------------------------------
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
+
+
+class GenerationJob(models.Model):
+    """A generation run by a worker, detached from the HTTP request that asked for it: its events go
+    to a stream per job that readers can join, leave and resume (`apps.generation.jobs`)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_job_id)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_jobs")
+    generation = models.OneToOneField(
+        Generation, to_field="public_id", on_delete=models.CASCADE, related_name="job", db_column="generation_id"
+    )
+    mode = models.CharField(max_length=16, choices=Generation.Mode.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # the prepared call (messages, limits, hold) the worker runs; emptied when the job ends
+    payload = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    error_code = models.CharField(max_length=50, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return self.public_id

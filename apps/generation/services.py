@@ -309,6 +309,18 @@ class Outcome:
     ttft_ms: int | None = None
     attempts: Sequence[Any] = ()
     stopped_by_balance: bool = False
+    # a call that ended early for a reason other than the upstream's (its worker was lost) still pays
+    # for the text it delivered, like a cancelled one (docs/jobs.md)
+    charge_delivered: bool = False
+
+    def pays(self, output_chars: int) -> bool:
+        """Whether the call is charged: it succeeded, or it stopped early — cancelled, or its worker was
+        lost — after delivering `output_chars` > 0 characters (those are charged, nothing more).
+        An upstream failure is never charged (SPEC §9)."""
+        if self.status == Generation.Status.SUCCEEDED:
+            return True
+        stopped_early = self.status == Generation.Status.CANCELLED or self.charge_delivered
+        return stopped_early and output_chars > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,9 +339,7 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
     target = outcome.target or prepared.targets[0]
     input_chars = prepared.input_chars_for(target)
     output_chars = count_chars(outcome.content) + count_chars(outcome.reasoning)
-    pays = outcome.status == Generation.Status.SUCCEEDED or (
-        outcome.status == Generation.Status.CANCELLED and output_chars > 0
-    )
+    pays = outcome.pays(output_chars)
     if outcome.usage is not None:
         usage, estimated = outcome.usage, False
     else:
@@ -396,3 +406,24 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
         duration_ms=duration_ms,
         model=target.model_id,
     )
+
+
+def generation_abandon(*, generation_id: str, status: str, error_code: str = "", error_message: str = "") -> None:
+    """End a generation that never called its model (a job cancelled while queued, or that could not
+    be queued or run): its hold released, nothing charged, the record completed. Idempotent."""
+
+    def record(consumption: billing.ConsumptionRecord) -> Statement:
+        return update_statement(
+            Generation,
+            {
+                "status": status,
+                "error_code": error_code[:50],
+                "error_message": error_message[:2000],
+                "finished_at": timezone.now(),
+            },
+            where="public_id",
+            equals=generation_id,
+            source=consumption.source,
+        )
+
+    billing.hold_release(generation_id=generation_id, record_statement=record)

@@ -44,3 +44,26 @@ def generations_expire() -> dict[str, int]:
             break
     failed = _generations_fail_expired()
     return {"released": len(released), "generationsFailed": failed}
+
+
+@shared_task(
+    name="apps.generation.tasks.generation_job_run",
+    acks_late=True,  # a worker killed mid-job leaves the message unacknowledged (docs/jobs.md)
+    ignore_result=True,
+    time_limit=None,
+    soft_time_limit=None,  # a generation ends by its own deadline (GENERATION_MAX_SECONDS)
+)
+def generation_job_run(job_id: str) -> str | None:
+    """Run a resumable generation on this worker's job loop and wait for its end (the thread pool's
+    thread waits; the generation itself is a coroutine among the others on the loop)."""
+    from apps.generation.jobs.runner import runner
+
+    return runner().submit(job_id).result()
+
+
+@shared_task(name="apps.generation.tasks.generation_jobs_reap", soft_time_limit=50, time_limit=58, ignore_result=True)
+def generation_jobs_reap() -> dict[str, int]:
+    """Recover the jobs whose worker stopped beating: charge what they delivered, or queue them again."""
+    from apps.generation.jobs.services import jobs_reap
+
+    return jobs_reap()

@@ -476,11 +476,7 @@ def roleplay_finish(*, prepared: RoleplayPrepared, outcome: Outcome) -> Finished
     is paid for (success, or a cancelled stream that produced text)."""
     with transaction.atomic():
         finished = generation_finish(prepared=prepared, outcome=outcome)
-        output = outcome.content or outcome.reasoning
-        pays = outcome.status == Generation.Status.SUCCEEDED or (
-            outcome.status == Generation.Status.CANCELLED and bool(output)
-        )
-        if pays and prepared.turn is not None:
+        if outcome.pays(len(outcome.content) + len(outcome.reasoning)) and prepared.turn is not None:
             prepared.message_id = _turn_write(prepared.turn, outcome.content, prepared.generation_id)
     return finished
 
