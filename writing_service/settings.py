@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -132,6 +133,12 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
     )
     _db["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+    # Tests on a file, not Django's shared-cache in-memory database: that one fails a concurrent write at
+    # once ("database table is locked") where a file waits out the busy timeout — and the end-to-end
+    # tests write from the live server's threads and the job runner's at the same time.
+    _db.setdefault("TEST", {}).setdefault(
+        "NAME", env.str("SQLITE_TEST_NAME", default=str(Path(tempfile.gettempdir()) / f"ws-test-{os.getpid()}.sqlite3"))
+    )
 IS_POSTGRES = _db["ENGINE"] == "django.db.backends.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -112,3 +112,19 @@ def fake_upstream(_module_fake_upstream: Any):
         yield _module_fake_upstream
     finally:
         _module_fake_upstream.reset()
+
+
+@pytest.fixture
+def job_body(request: Any, user: Any, writing_prompt: Any, make_model: Any) -> Any:
+    """A writing job's body (the model made, a balance granted unless the test is marked `no_funds`)."""
+    from apps.billing.services import wallet_grant
+    from tests.generation.jobs_support import JOB_BODY
+
+    make_model()
+    if "no_funds" not in request.keywords:
+        wallet_grant(user=user, amount=100_000)
+
+    def _body(**overrides: Any) -> dict[str, Any]:
+        return {**JOB_BODY, "promptId": writing_prompt.pk, **overrides}
+
+    return _body

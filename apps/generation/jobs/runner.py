@@ -128,11 +128,18 @@ async def run_job(job_id: str, *, worker: str, on_start: Any = None) -> str | No
     if on_start is not None:
         on_start()
     status = await relay.run()
-    await asyncio.shield(
-        db_sync_to_async(services.job_end)(
-            job_id=job_id, attempt=started.attempt, status=JOB_STATUS[status], error_code=relay.error_code
+    try:
+        await asyncio.shield(
+            _with_retries(
+                services.job_end,
+                job_id=job_id,
+                attempt=started.attempt,
+                status=JOB_STATUS[status],
+                error_code=relay.error_code,
+            )
         )
-    )
+    except Exception:  # the record is settled; the job row is ended by recovery once its beat is stale
+        logger.exception("job %s: ending its row failed", job_id)
     # `[DONE]` last, once the job's record says it ended; the events stay GENERATION_JOB_TTL_SECONDS more
     with suppress(EventLogUnavailable):
         await relay.log.aappend(job_id, DONE, ttl=settings.GENERATION_JOB_TTL_SECONDS)

@@ -11,7 +11,7 @@ import pytest
 from apps.billing.models import Charge, Hold
 from apps.generation.models import Generation, GenerationJob
 from tests.fakes.upstream import Reply
-from tests.jobs.conftest import create, read_events, wait_for
+from tests.generation.jobs_support import create, read_events, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

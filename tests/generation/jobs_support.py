@@ -1,4 +1,4 @@
-"""Resumable generations: a reader of a job's SSE events, and the generation fixtures."""
+"""Resumable generations in tests: a reader of a job's SSE events (the fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,8 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 
-from tests.generation.conftest import (  # noqa: F401 (fixtures)
-    _module_fake_upstream,
-    fake_upstream,
-    http,
-    make_model,
-    token,
-    writing_prompt,
-)
-
-BODY = {"mode": "writing", "parameters": {"主角名字": "李明", "故事背景": "现代都市"}, "userInput": "写吧"}
+JOB_BODY = {"mode": "writing", "parameters": {"主角名字": "李明", "故事背景": "现代都市"}, "userInput": "写吧"}
 
 
 @dataclass
@@ -96,21 +86,3 @@ def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture(autouse=True)
-def funds(request: Any, user: Any) -> None:
-    if "no_funds" not in request.keywords:
-        from apps.billing.services import wallet_grant
-
-        wallet_grant(user=user, amount=100_000)
-
-
-@pytest.fixture
-def job_body(writing_prompt: Any, make_model: Any) -> Any:
-    make_model()
-
-    def _body(**overrides: Any) -> dict[str, Any]:
-        return {**BODY, "promptId": writing_prompt.pk, **overrides}
-
-    return _body
