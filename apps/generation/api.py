@@ -148,7 +148,11 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
     def decorate(
         self, prepared: PrepT, response: HttpResponse | StreamingHttpResponse, body: dict[str, Any] | None
     ) -> None:
-        """Add headers to the answer (`body` is None for a stream, whose headers go out first)."""
+        """Add headers to the answer (`body` is None for a stream, whose headers go out first).
+
+        `X-Generation-ID` names the record before the first event: a client that stops reading a stream
+        (a browser's Stop) can still look up what it was charged (`GET generations/{id}`)."""
+        response["X-Generation-ID"] = prepared.generation_id
 
 
 class WritingView(GenerationView[services.WritingRequest, services.Prepared]):
