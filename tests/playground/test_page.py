@@ -91,4 +91,6 @@ def test_streams_are_neither_buffered_nor_compressed(
     assert response.headers["x-accel-buffering"] == "no"
     assert response.headers["cache-control"] == "no-cache"
     assert "content-encoding" not in response.headers
+    if body != "openai":  # writing (and roleplay) name their record before the first event
+        assert response.headers["x-generation-id"].startswith("gen_")
     assert "一" * 2000 in response.text
