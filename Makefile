@@ -10,6 +10,8 @@ install:
 	@scripts/bootstrap
 
 run: export DEBUG ?= true
+# the playground's own origin (http://HOST:PORT/playground/): a page served from there may call the API
+run: export CORS_ALLOWED_ORIGINS ?= http://$(HOST):$(PORT)
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_setup --base-url http://$(HOST):$(PORT)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Bottom to top. `core` is the shared kernel; `cards`, `macros` are pure codecs/engines; `providers`
 # (upstream adapters, the model catalogue, the token estimate) and `billing` (the money) serve
 # everything above; `generation` (writing and roleplay) is the top of the domain, and `openai_api` (the
-# OpenAI-compatible API over it) the top of all.
+# OpenAI-compatible API over it) and `playground` (a page over the API) the top of all.
 LAYERS = (
     "core",
     "cards",
@@ -40,6 +40,7 @@ LAYERS = (
     "prompts",
     "generation",
     "openai_api",
+    "playground",
 )
 
 PURE_MODULES = (

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "apps.generation",
     "apps.billing",
     "apps.openai_api",
+    "apps.playground",
 ]
 
 MIDDLEWARE = [
@@ -79,7 +80,13 @@ CORS_ALLOW_HEADERS = (
     "x-api-key",
     "x-request-id",
 )
-CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After", "X-Consumption-Total", "X-Balance-Remaining")
+CORS_EXPOSE_HEADERS = (
+    "X-Request-ID",
+    "Retry-After",
+    "X-Consumption-Total",
+    "X-Balance-Remaining",
+    "X-Generation-ID",  # writing and roleplay answers: the record to read after a stopped stream
+)
 CORS_PREFLIGHT_MAX_AGE = 600
 
 ROOT_URLCONF = "writing_service.urls"

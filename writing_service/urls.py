@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
     path("v1/", include("apps.openai_api.urls")),
+    path("playground/", include("apps.playground.urls")),
     *([re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True})] if settings.SERVE_STATIC else []),
     # Anything else under /api/ is a JSON 404 in the envelope, whatever DEBUG says.
     re_path(r"^api/", exceptions.handler404),

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.permissions import CanGenerateWriting
 from apps.billing.api import ConsumptionSerializer
+from apps.billing.charges import count_chars
 from apps.core.api.fields import ScalarToString
 from apps.core.api.pagination import PagePagination
 from apps.core.api.renderers import EventStreamRenderer, JSONRenderer, dumps
@@ -25,6 +26,7 @@ from apps.core.db import db_sync_to_async
 from apps.generation import selectors, services
 from apps.generation.models import Generation
 from apps.generation.relay import Relay, respond, upstream_message
+from apps.providers.tokens import estimate_tokens
 from apps.providers.types import ChatMessage
 
 MAX_TEXT = 200_000
@@ -146,7 +148,11 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
     def decorate(
         self, prepared: PrepT, response: HttpResponse | StreamingHttpResponse, body: dict[str, Any] | None
     ) -> None:
-        """Add headers to the answer (`body` is None for a stream, whose headers go out first)."""
+        """Add headers to the answer (`body` is None for a stream, whose headers go out first).
+
+        `X-Generation-ID` names the record before the first event: a client that stops reading a stream
+        (a browser's Stop) can still look up what it was charged (`GET generations/{id}`)."""
+        response["X-Generation-ID"] = prepared.generation_id
 
 
 class WritingView(GenerationView[services.WritingRequest, services.Prepared]):
@@ -186,6 +192,120 @@ class WritingStreamView(WritingView):
     )
     async def post(self, request: Request) -> Any:
         return await self.generate(request)
+
+
+# --- preview ---------------------------------------------------------------------------------------
+
+
+class PreviewMessageSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField()
+    name = serializers.CharField(required=False, help_text="only when the message has one")
+    chars = serializers.IntegerField(help_text="Unicode code points (the unit of billing)")
+    tokens = serializers.IntegerField(help_text="estimated (⌈characters / 3.35⌉, or the model's tokenizer)")
+
+
+class PreviewBudgetSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(help_text="prompt tokens available: the model's context − maxTokens")
+    used = serializers.IntegerField(help_text="estimated tokens of the assembled messages")
+
+
+class PreviewCostSerializer(serializers.Serializer):
+    inputChars = serializers.IntegerField(help_text="characters of the messages sent (billed input)")
+    inputCost = serializers.IntegerField(help_text="exact: 0 below BILLING_INPUT_FREE_THRESHOLD, else ⌈chars / ratio⌉")
+    outputCostPer1000Chars = serializers.IntegerField(help_text="⌈1000 / outputRatio⌉; 0 for a member or free model")
+    worstCaseCost = serializers.IntegerField(help_text="inputCost + output cost of maxTokens × hold characters/token")
+    # named as in the 402's body (DRF's metaclass takes declared fields off the class: no clash at run time)
+    required = serializers.IntegerField(  # type: ignore[assignment]
+        help_text="needed to start (input and one output character): else 402"
+    )
+    memberBenefit = serializers.BooleanField(help_text="an active member: output is free")
+    isFreeModel = serializers.BooleanField()
+
+
+class PreviewAvailableSerializer(serializers.Serializer):
+    dailyFreeRemaining = serializers.IntegerField()
+    paidAvailable = serializers.IntegerField(help_text="paid balance less what running generations hold")
+    total = serializers.IntegerField()
+    sufficient = serializers.BooleanField(help_text="total ≥ required: the generation would start (no 402)")
+    maxOutputChars = serializers.IntegerField(
+        allow_null=True, help_text="the most output characters the funds pay for; null when output is free"
+    )
+
+
+class WritingPreviewOutputSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    maxTokens = serializers.IntegerField()
+    messages = PreviewMessageSerializer(many=True)
+    totalChars = serializers.IntegerField()
+    totalTokens = serializers.IntegerField()
+    budget = PreviewBudgetSerializer()
+    historyDropped = serializers.IntegerField()
+    dropped = PreviewMessageSerializer(many=True, help_text="history left out by the budget, oldest first")
+    cost = PreviewCostSerializer()
+    available = PreviewAvailableSerializer()
+
+
+def _message_out(message: ChatMessage) -> dict[str, Any]:
+    item: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name:
+        item["name"] = message.name
+    item["chars"] = count_chars(message.content)
+    item["tokens"] = estimate_tokens(message.content)
+    return item
+
+
+def preview_out(preview: services.WritingPreview) -> dict[str, Any]:
+    plan, cost = preview.plan, preview.cost
+    messages = [_message_out(m) for m in preview.messages]
+    return {
+        "model": preview.model_id,
+        "maxTokens": plan.max_tokens,
+        "messages": messages,
+        "totalChars": cost.input_chars,
+        "totalTokens": sum(m["tokens"] for m in messages),
+        "budget": {"limit": plan.budget, "used": plan.assembled.prompt_tokens},
+        "historyDropped": plan.assembled.history_dropped,
+        "dropped": [_message_out(m) for m in plan.dropped],
+        "cost": {
+            "inputChars": cost.input_chars,
+            "inputCost": cost.input_cost,
+            "outputCostPer1000Chars": cost.output_cost_per_1000,
+            "worstCaseCost": cost.worst_case_cost,
+            "required": cost.required,
+            "memberBenefit": cost.is_member and not cost.is_free_model,
+            "isFreeModel": cost.is_free_model,
+        },
+        "available": {
+            "dailyFreeRemaining": cost.daily_free_remaining,
+            "paidAvailable": cost.paid_available,
+            "total": cost.available,
+            "sufficient": cost.available >= cost.required,
+            "maxOutputChars": cost.max_output_chars,
+        },
+    }
+
+
+class WritingPreviewView(APIView):
+    """The exact messages `generation/writing` would send for this body, their size and cost, and what
+    the user has: no upstream call, no hold, no charge, nothing stored."""
+
+    permission_classes = (CanGenerateWriting,)
+
+    @extend_schema(
+        request=WritingInputSerializer,
+        responses={200: WritingPreviewOutputSerializer},
+        description=(
+            "The same body as `POST generation/writing` (`stream` is ignored) and the same validation and "
+            "errors, except 402: nothing is held, so a body that could not be paid answers 200 with "
+            "`available.sufficient: false`. `messages` are those the primary model would receive — after "
+            "references, macros, budget trimming and the connection's post-processing."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = WritingInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(preview_out(services.writing_preview(user=request.user, req=data.to_request())))
 
 
 # --- generation records ----------------------------------------------------------------------------

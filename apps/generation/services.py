@@ -22,9 +22,10 @@ from apps.billing.charges import (
     one_char_cost,
     output_cost,
 )
+from apps.billing.selectors import balance_get
 from apps.core.db import Statement, insert_statement, update_statement
 from apps.core.errors import ContextExceeded, MaxTokensTooLarge
-from apps.generation.assembly import BudgetExceeded, assemble, fit_budget
+from apps.generation.assembly import Assembled, BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
 from apps.macros.engine import MacroBudget, MacroContext
 from apps.macros.limits import checked_expander, request_budget
@@ -180,12 +181,38 @@ def _macro_context(*, user: Any, req: WritingRequest, model_id: str, budget: Mac
     )
 
 
-def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
-    """Resolve, assemble, budget, then create the record and place the hold in one transaction.
+@dataclass(frozen=True, slots=True)
+class WritingPlan:
+    """A writing request resolved and assembled, before anything is written (`writing_plan`)."""
 
-    Raises `ApplicationError` (404/400 prompt, 400 model/maxTokens/budget, 402 funds) before anything is
-    written: an invalid request never touches the wallet.
-    """
+    prompt_id: int
+    targets: list[ModelTarget]
+    max_tokens: int
+    budget: int  # prompt tokens available: the model's context − maxTokens
+    assembled: Assembled
+    dropped: tuple[ChatMessage, ...]  # the history messages (expanded) the budget left out, oldest first
+
+    def prepared(self, *, user: Any, req: WritingRequest) -> Prepared:
+        """The `Prepared` of this plan, before its hold (no generation id, nothing held yet)."""
+        return Prepared(
+            generation_id="",
+            user_id=user.pk,
+            targets=self.targets,
+            messages=self.assembled.messages,
+            max_tokens=self.max_tokens,
+            temperature=req.temperature,
+            hold_amount=0,
+            is_member=False,
+            history_dropped=self.assembled.history_dropped,
+            prompt_tokens_estimate=self.assembled.prompt_tokens,
+        )
+
+
+def writing_plan(*, user: Any, req: WritingRequest) -> WritingPlan:
+    """Resolve the prompt and the model chain, check ``maxTokens``, assemble and fit the budget.
+    Writes nothing: `writing_prepare` and `writing_preview` both start here.
+
+    Raises `ApplicationError` (404/400 prompt, 400 model/maxTokens/budget/macro budget)."""
     resolved = prompt_resolve(user=user, prompt_id=req.prompt_id)
     targets = model_chain(model_id=req.model_id)
     primary = targets[0]
@@ -213,21 +240,91 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
             budget=exc.budget,
             extra={"neededTokens": exc.needed, "budgetTokens": exc.budget},
         ) from None
-
-    prepared = Prepared(
-        generation_id="",
-        user_id=user.pk,
+    return WritingPlan(
+        prompt_id=resolved.id,
         targets=targets,
-        messages=assembled.messages,
         max_tokens=max_tokens,
-        temperature=req.temperature,
-        hold_amount=0,
-        is_member=False,
-        history_dropped=assembled.history_dropped,
-        prompt_tokens_estimate=assembled.prompt_tokens,
+        budget=budget,
+        assembled=assembled,
+        dropped=tuple(history[: assembled.history_dropped]),
     )
+
+
+def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
+    """Plan (`writing_plan`), then create the record and place the hold in one transaction.
+
+    Raises `ApplicationError` (404/400 prompt, 400 model/maxTokens/budget, 402 funds) before anything is
+    written: an invalid request never touches the wallet.
+    """
+    plan = writing_plan(user=user, req=req)
     return generation_open(
-        prepared=prepared, user=user, stream=req.stream, mode=Generation.Mode.WRITING, prompt_id=resolved.id
+        prepared=plan.prepared(user=user, req=req),
+        user=user,
+        stream=req.stream,
+        mode=Generation.Mode.WRITING,
+        prompt_id=plan.prompt_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CostQuote:
+    """What a call would cost and what the user has (docs/billing.md's rules, for the primary model)."""
+
+    input_chars: int
+    input_cost: int  # exact: the messages are known
+    output_cost_per_1000: int  # ⌈1000 / outputRatio⌉; 0 for a member or a free model
+    worst_case_cost: int  # input cost + the output cost of maxTokens × BILLING_HOLD_CHARS_PER_TOKEN characters
+    required: int  # what must be available for the call to start (input + one output character): else 402
+    is_member: bool
+    is_free_model: bool
+    daily_free_remaining: int
+    paid_available: int
+    max_output_chars: int | None  # the most output characters the available funds pay; None: output is free
+
+    @property
+    def available(self) -> int:
+        return self.daily_free_remaining + self.paid_available
+
+
+@dataclass(frozen=True, slots=True)
+class WritingPreview:
+    plan: WritingPlan
+    model_id: str
+    messages: tuple[ChatMessage, ...]  # as sent upstream: after the model's post-processing
+    cost: CostQuote
+
+
+def writing_preview(*, user: Any, req: WritingRequest) -> WritingPreview:
+    """What `writing_prepare` would send and charge, without writing anything: the same plan, the
+    messages after the primary model's post-processing (`Prepared.request_for`, as the relay sends
+    them) and the cost by the same arithmetic as the hold and the charge. No hold, no record."""
+    plan = writing_plan(user=user, req=req)
+    primary = plan.targets[0]
+    balance = balance_get(user=user)
+    prepared = plan.prepared(user=user, req=req)
+    prepared.is_member = balance.membership.active
+    terms = prepared._terms(primary)
+    input_cost = prepared.input_cost_for(primary)
+    worst_output = output_cost(output_chars=plan.max_tokens * settings.BILLING_HOLD_CHARS_PER_TOKEN, **terms)
+    required = input_cost + (one_char_cost(**terms) if worst_output > 0 else 0)
+    available = balance.daily_free.remaining + balance.available
+    free_output = prepared.is_member or primary.is_free
+    cost = CostQuote(
+        input_chars=prepared.input_chars_for(primary),
+        input_cost=input_cost,
+        output_cost_per_1000=output_cost(output_chars=1000, **terms),
+        worst_case_cost=input_cost + worst_output,
+        required=required,
+        is_member=prepared.is_member,
+        is_free_model=primary.is_free,
+        daily_free_remaining=balance.daily_free.remaining,
+        paid_available=balance.available,
+        max_output_chars=None
+        if free_output
+        else affordable_output_chars(budget=available - input_cost, output_ratio=primary.output_ratio),
+    )
+    return WritingPreview(
+        plan=plan, model_id=primary.model_id, messages=prepared.request_for(primary).messages, cost=cost
     )
 
 

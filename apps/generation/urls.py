@@ -5,6 +5,7 @@ from apps.generation.jobs import api as jobs
 
 urlpatterns = [
     path("generation/writing", api.WritingGenerateView.as_view(), name="generation-writing"),
+    path("generation/writing/preview", api.WritingPreviewView.as_view(), name="generation-writing-preview"),
     path("generation/writing/stream", api.WritingStreamView.as_view(), name="generation-writing-stream"),
     path("generation/jobs", jobs.JobCreateView.as_view(), name="generation-jobs"),
     path("generation/jobs/<str:job_id>", jobs.JobDetailView.as_view(), name="generation-job"),

@@ -43,6 +43,7 @@ def test_demo_setup_prints_working_token_and_revokes_previous(anon):
     first = run("demo_setup")
     token1 = next(line.strip() for line in first if line.strip().startswith("wst_"))
     assert any("curl" in line and token1 in line for line in first)
+    assert any("/playground/" in line for line in first)
     second = run("demo_setup")
     token2 = next(line.strip() for line in second if line.strip().startswith("wst_"))
     assert anon.get("/api/v1/auth/me", HTTP_AUTHORIZATION=f"Bearer {token2}").status_code == 200

@@ -40,7 +40,7 @@ def test_answers_to_an_allowed_origin_expose_the_headers_a_frontend_reads(live_s
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == ALLOWED
     exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
-    assert exposed == {"x-request-id", "retry-after", "x-consumption-total", "x-balance-remaining"}
+    assert exposed == {"x-request-id", "retry-after", "x-consumption-total", "x-balance-remaining", "x-generation-id"}
 
 
 def test_other_origins_get_no_cors_headers(live_server_url, token):

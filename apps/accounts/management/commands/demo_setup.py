@@ -38,6 +38,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  {issued.token}")
         self.stdout.write("Try:")
         self.stdout.write(f'  curl -s -H "Authorization: Bearer {issued.token}" {base}/api/v1/auth/me')
+        self.stdout.write(f"Playground: {base}/playground/ (sign in as the demo user, or paste the token)")
         self.stdout.write(f"API docs: {base}/api/docs/   Admin: {base}/admin/")
         self.stdout.write("")
 

@@ -1,0 +1,1 @@
+"""The playground: one static page and plain JavaScript modules that drive the API from a browser."""
