@@ -22,6 +22,7 @@ from .model import (
     ActivationResult,
     DepthInjection,
     Entry,
+    MatchedIn,
     Position,
     Role,
     TimedState,
@@ -137,12 +138,36 @@ def _effective_entries(ascending: list[Activation]) -> list[Entry]:
     return activated_entries
 
 
+# Skip reasons decided after an entry's key matched: its trace item keeps the match (and the cost).
+_AFTER_MATCH = frozenset(
+    {"group_sticky", "group_scoring", "group_already_active", "lost_group", "probability", "budget"}
+)
+
+
+class Hit(NamedTuple):
+    """The primary key that matched: as written, after macros, and where it was found."""
+
+    key: str
+    text: str
+    where: MatchedIn | None
+
+
+def _with_match(item: TraceItem, hit: Hit | None, cost: tuple[int, int] | None) -> TraceItem:
+    if hit is not None:
+        item = item._replace(matched_key=hit.key, matched_text=hit.text, matched_in=hit.where)
+    if cost is not None:
+        item = item._replace(tokens=cost[0], budget_total=cost[1])
+    return item
+
+
 def trace(
     activated: Mapping[int, Activation],
     *,
     preps: Sequence[Prep],
     ordering: Ordering,
     reasons: Mapping[int, list[Any]],
+    hits: Mapping[int, Hit],
+    costs: Mapping[int, tuple[int, int]],
     dynamic: Iterable[int],
     simple_live: set[int],
     duplicates: Iterable[Entry],
@@ -151,7 +176,10 @@ def trace(
     activated, skipped for a reason or had its keys substituted), then one per duplicate.
 
     ``reasons`` maps prep index → ``[reason, detail, step, strength]`` for entries that were looked at
-    and skipped; ``dynamic`` are the entries whose keys were substituted (their default item may be
+    and skipped; ``hits`` the matched primary key of an entry (after macros) and where it matched;
+    ``costs`` an entry's tokens and the running budget total when it reached the budget check (kept
+    for activated entries and for those skipped after their key matched: group, probability, budget);
+    ``dynamic`` are the entries whose keys were substituted (their default item may be
     stale); ``simple_live`` the simple entries still waiting for a key at the end; ``duplicates`` the
     entries dropped as already present from a higher-priority source.
     """
@@ -177,6 +205,7 @@ def trace(
             ):
                 detail += "; unknown position, nothing inserted"
             item = trace_item(entry, "activated", act.how, detail, act.step, act.matched_key)
+            item = _with_match(item, hits.get(index) if act.matched_key is not None else None, costs.get(index))
         else:
             recorded = reasons.get(index)
             if recorded is None:
@@ -186,6 +215,8 @@ def trace(
                     item = trace_item(entry, "skipped", "not_scanned", NOT_SCANNED, 0, None)
             else:
                 item = trace_item(entry, "skipped", recorded[0], recorded[1], recorded[2], None)
+                if recorded[0] in _AFTER_MATCH:
+                    item = _with_match(item, hits.get(index), costs.get(index))
         items[position_in_trace] = item
     for entry in duplicates:
         comment = entry.comment if isinstance(entry.comment, str) else ""
