@@ -287,7 +287,21 @@ def test_no_books_entries_or_chat_is_400(api):
     response = api.post(URL, {"userName": "A"}, format="json")
 
     assert response.status_code == 400
-    assert set(response.json()["details"]) == {"lorebookIds"}
+    assert response.json()["details"] == {"lorebookIds": ["请提供 lorebookIds、entries 或 chatId。"]}
+
+
+def test_conflict_messages_name_both_fields(api):
+    response = api.post(URL, {"chatId": 1, "charName": "A", "userName": "B"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["details"] == {
+        "charName": ["聊天已确定角色和人设：请不要提供 charName。"],
+        "userName": ["聊天已确定角色和人设：请不要提供 userName。"],
+    }
+    english = api.post(
+        URL, {"entries": [], "charName": "A", "characterId": 1}, format="json", HTTP_ACCEPT_LANGUAGE="en"
+    )
+    assert english.json()["details"] == {"charName": ["Give charName or characterId, not both."]}
 
 
 @pytest.mark.parametrize("field", ["characterId", "personaId", "chatId"])

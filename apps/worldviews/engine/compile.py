@@ -43,6 +43,7 @@ from .model import (
     DEFAULT_WEIGHT,
     Entry,
     InsertionStrategy,
+    MatchedIn,
     Position,
     Role,
     Source,
@@ -675,9 +676,38 @@ def _default_trace(prep: Prep) -> TraceItem:
     return trace
 
 
-def trace_item(entry: Entry, status: str, reason: str, detail: str, step: int, key: str | None) -> TraceItem:
+def trace_item(
+    entry: Entry,
+    status: str,
+    reason: str,
+    detail: str,
+    step: int,
+    key: str | None,
+    hit: tuple[str, str, MatchedIn | None] | None = None,
+    cost: tuple[int, int] | None = None,
+) -> TraceItem:
+    """One trace item; ``hit`` (key as written, after macros, where) and ``cost`` (tokens, running
+    total) fill the match and budget fields (the hit's key replaces ``key``)."""
     comment = entry.comment if isinstance(entry.comment, str) else ""
-    return TraceItem(entry.lorebook_id, entry.uid, status, reason, detail, step, key, entry.source, comment)
+    text = where = None
+    if hit is not None:
+        key, text, where = hit
+    tokens, total = cost if cost is not None else (None, None)
+    return TraceItem(
+        entry.lorebook_id,
+        entry.uid,
+        status,
+        reason,
+        detail,
+        step,
+        key,
+        entry.source,
+        comment,
+        text,
+        where,
+        tokens,
+        total,
+    )
 
 
 # Per-entry cache of preparations: (hash of the Entry's value, global flags) -> a Prep made from an equal

@@ -152,14 +152,6 @@ class Hit(NamedTuple):
     where: MatchedIn | None
 
 
-def _with_match(item: TraceItem, hit: Hit | None, cost: tuple[int, int] | None) -> TraceItem:
-    if hit is not None:
-        item = item._replace(matched_key=hit.key, matched_text=hit.text, matched_in=hit.where)
-    if cost is not None:
-        item = item._replace(tokens=cost[0], budget_total=cost[1])
-    return item
-
-
 def trace(
     activated: Mapping[int, Activation],
     *,
@@ -204,8 +196,8 @@ def trace(
                 Position.OUTLET,
             ):
                 detail += "; unknown position, nothing inserted"
-            item = trace_item(entry, "activated", act.how, detail, act.step, act.matched_key)
-            item = _with_match(item, hits.get(index) if act.matched_key is not None else None, costs.get(index))
+            hit = hits.get(index) if act.matched_key is not None else None
+            item = trace_item(entry, "activated", act.how, detail, act.step, act.matched_key, hit, costs.get(index))
         else:
             recorded = reasons.get(index)
             if recorded is None:
@@ -214,9 +206,9 @@ def trace(
                 else:
                     item = trace_item(entry, "skipped", "not_scanned", NOT_SCANNED, 0, None)
             else:
-                item = trace_item(entry, "skipped", recorded[0], recorded[1], recorded[2], None)
-                if recorded[0] in _AFTER_MATCH:
-                    item = _with_match(item, hits.get(index), costs.get(index))
+                reason = recorded[0]
+                hit, cost = (hits.get(index), costs.get(index)) if reason in _AFTER_MATCH else (None, None)
+                item = trace_item(entry, "skipped", reason, recorded[1], recorded[2], None, hit, cost)
         items[position_in_trace] = item
     for entry in duplicates:
         comment = entry.comment if isinstance(entry.comment, str) else ""
