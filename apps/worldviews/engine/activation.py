@@ -198,9 +198,10 @@ class _Run:
         self.character_tags = None if character_tags is None else {t for t in character_tags if isinstance(t, str)}
         self._sub_cache: dict[str, str] = {}
         self.custom_used = 0
-        # for the trace: prep index -> (matched key after macros, where it matched) / (its tokens, the
-        # running total compared with the budget)
-        self.hits: dict[int, Hit] = {}
+        # for the trace: prep index -> (index of the matched primary key, regex match position, scan
+        # depth, recursion buffer scanned) — turned into a :class:`Hit` only for the entries the trace
+        # reports it for — and prep index -> (its tokens, the running total compared with the budget)
+        self.hits: dict[int, tuple[int, int, int, bool]] = {}
         self.costs: dict[int, tuple[int, int]] = {}
 
         compiled = compiled_set(entries, bool(s.case_sensitive), bool(s.match_whole_words), self.global_scoring)
@@ -243,7 +244,7 @@ class _Run:
     # ---------------------------------------------------------------------------------- preparation
 
     def _subst(self, text: str) -> str:
-        if self.substitute is None or not any(m in text for m in _MARKERS):
+        if self.substitute is None or ("{{" not in text and "<" not in text):  # _MARKERS
             return text
         cached = self._sub_cache.get(text)
         if cached is None:
@@ -430,51 +431,56 @@ class _Run:
 
     # ------------------------------------------------------------------------------------ the trace
 
-    def _located(self, prep: Prep, key: Key, state: int, pos: int) -> MatchedIn | None:
-        """Where a matched primary key was found (only for entries that go on to the budget, so the
-        scan itself pays nothing for it). ``pos``: the match position of a regex key."""
-        use_recursion = state != MIN_ACTIVATIONS
-        depth = self._depth_of(prep)
+    def _hit(self, index: int) -> Hit | None:
+        """The matched primary key of entry ``index`` as written, after macros, and where it matched —
+        worked out when the trace is built, only for the entries it reports (the scan records four
+        numbers per match)."""
+        recorded = self.hits.get(index)
+        if recorded is None:
+            return None
+        hit, pos, depth, use_recursion = recorded
+        prep = self.preps[index]
+        raw = prep.raw_primary[hit]
+        return Hit(raw, self._subst(raw).strip(), self._located(prep, prep.primary[hit], depth, use_recursion, pos))
+
+    def _located(self, prep: Prep, key: Key, depth: int, use_recursion: bool, pos: int) -> MatchedIn | None:
+        """Where a matched primary key was found, in ST's scan-text order. Exact after the scan too:
+        what it reads (first chat line of a key, the recursion contents and their offsets) only grows.
+        ``pos``: the match position of a regex key in the scan text of its step."""
         if key[0] == "p":
             scanner = self.scanners.get(key[2])
             where = scanner.where(key[1], key[3], depth, prep.extras, use_recursion) if scanner else None
             if where is None:
                 return None
             kind, value = where
-            if kind == "extra":
-                return MatchedIn(str(value))
             if kind == "recursion":
-                return self._recursion_source(int(cast("int", value)))
-            return MatchedIn(kind, cast("int", value))
+                return self._recursion_source(value)  # type: ignore[arg-type]
+            if kind == "extra":
+                return MatchedIn(value)  # type: ignore[arg-type]
+            return MatchedIn(kind, value)  # type: ignore[arg-type]
         if pos < 0:
             return None
-        haystack = self._haystack(depth, prep.extras, use_recursion)
-        if use_recursion and self.recursion_texts:
-            rec_start = len(haystack) - self.rec_length
-            if pos >= rec_start - len(JOINER):
-                number = bisect.bisect_right(self.rec_starts, pos - rec_start) - 1
-                return self._recursion_source(max(0, number))
-        # the parts before the recursion buffer as ``_haystack`` joins them: (start, part), a part's
-        # start including the separator in front of it
-        starts: list[tuple[int, MatchedIn]] = []
-        offset, first = 0, True
+        # walk the parts as ``_haystack`` joins them (a part's span includes the separator in front of it)
+        end, first = 0, True
         if depth > 0:
-            offset, first = len(MATCHER), False
+            end, first = len(MATCHER) - len(JOINER), False
             for i, line in enumerate(self.raw_messages[:depth]):
-                starts.append((0 if i == 0 else offset, MatchedIn("chat", i)))
-                offset += (0 if i == 0 else len(JOINER)) + len(line)
+                end += len(JOINER) + len(line)
+                if pos < end:
+                    return MatchedIn("chat", i)
         texts = [(MatchedIn(name), self.extras.get(name) or "") for name in prep.extras]
         texts += [(MatchedIn("injection", i), text) for i, text in enumerate(self.injections)]
+        found = None
         for part, text in texts:
             if text:
-                starts.append((offset, part))
-                offset += (0 if first else len(JOINER)) + len(text)
+                end += (0 if first else len(JOINER)) + len(text)
                 first = False
-        found = None
-        for begin, part in starts:
-            if begin > pos:
-                break
-            found = part
+                found = part
+                if pos < end:
+                    return part
+        if use_recursion and self.rec_starts:
+            offset = pos - (end if first else end + len(JOINER))  # into the recursion buffer
+            return self._recursion_source(max(0, bisect.bisect_right(self.rec_starts, offset) - 1))
         return found
 
     def _recursion_source(self, number: int) -> MatchedIn | None:
@@ -671,9 +677,7 @@ class _Run:
                         continue
                 if self._excluded(prep, state, step):
                     continue
-                self.hits[prep.index] = Hit(
-                    matched, self._subst(matched).strip(), self._located(prep, prep.primary[hit], state, hit_pos)
-                )
+                self.hits[prep.index] = (hit, hit_pos, self._depth_of(prep), state != MIN_ACTIVATIONS)
                 detail = f"key '{matched}' matched"
                 note = notes.get(prep.index)
                 if note is not None:
@@ -785,7 +789,7 @@ class _Run:
                 preps=self.preps,
                 ordering=self.ordering,
                 reasons=self.reasons,
-                hits=self.hits,
+                hit_of=self._hit,
                 costs=self.costs,
                 dynamic=self.dynamic,
                 simple_live=self.simple_live,

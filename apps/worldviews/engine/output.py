@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -158,7 +158,7 @@ def trace(
     preps: Sequence[Prep],
     ordering: Ordering,
     reasons: Mapping[int, list[Any]],
-    hits: Mapping[int, Hit],
+    hit_of: Callable[[int], Hit | None],
     costs: Mapping[int, tuple[int, int]],
     dynamic: Iterable[int],
     simple_live: set[int],
@@ -168,7 +168,7 @@ def trace(
     activated, skipped for a reason or had its keys substituted), then one per duplicate.
 
     ``reasons`` maps prep index → ``[reason, detail, step, strength]`` for entries that were looked at
-    and skipped; ``hits`` the matched primary key of an entry (after macros) and where it matched;
+    and skipped; ``hit_of(index)`` the matched primary key of an entry (after macros) and where it matched;
     ``costs`` an entry's tokens and the running budget total when it reached the budget check (kept
     for activated entries and for those skipped after their key matched: group, probability, budget);
     ``dynamic`` are the entries whose keys were substituted (their default item may be
@@ -196,7 +196,7 @@ def trace(
                 Position.OUTLET,
             ):
                 detail += "; unknown position, nothing inserted"
-            hit = hits.get(index) if act.matched_key is not None else None
+            hit = hit_of(index) if act.matched_key is not None else None
             item = trace_item(entry, "activated", act.how, detail, act.step, act.matched_key, hit, costs.get(index))
         else:
             recorded = reasons.get(index)
@@ -207,7 +207,7 @@ def trace(
                     item = trace_item(entry, "skipped", "not_scanned", NOT_SCANNED, 0, None)
             else:
                 reason = recorded[0]
-                hit, cost = (hits.get(index), costs.get(index)) if reason in _AFTER_MATCH else (None, None)
+                hit, cost = (hit_of(index), costs.get(index)) if reason in _AFTER_MATCH else (None, None)
                 item = trace_item(entry, "skipped", reason, recorded[1], recorded[2], None, hit, cost)
         items[position_in_trace] = item
     for entry in duplicates:
