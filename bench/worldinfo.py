@@ -9,6 +9,11 @@ turn after an edit when every Entry object is rebuilt (as the Django layer does 
 and the next turn (two new messages,
 the rest cached) — at the default scan depth 2 and at scan depth 200 (every message scanned).
 
+With ``--macros`` (default on), the same book with macros as a roleplay turn runs it: 10 % of the
+entries get an extra key ``{{char}}'s <key>`` and 30 % a content with ``{{char}}``/``{{user}}``,
+expanded by the macro engine (``substitute``) — keys before matching, contents before the budget, each
+once per call.
+
 Then a recursion chain: N entries where entry i's content contains entry i+1's key and the chat mentions
 entry 0's key, so every recursion step activates exactly one entry (N + 1 steps), cold and warm; with
 plain keys and with bounded regex keys (``/linkNx?s\b/i``: cold includes compiling N regexes).
@@ -29,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from apps.macros.engine import MacroContext, expand
 from apps.worldviews.engine import ActivationSettings, ChatLine, Entry, activate, clear_caches
 
 ENTRIES = 5000
@@ -82,6 +88,51 @@ def build(seed: int = 7) -> tuple[list[Entry], list[ChatLine], list[str]]:
     return entries, chat, common
 
 
+def with_macros(entries: list[Entry], seed: int = 11) -> list[Entry]:
+    """10 % of the entries get a ``{{char}}`` key besides their own, 30 % ``{{char}}``/``{{user}}`` in
+    their content."""
+    rng = random.Random(seed)
+    out = []
+    for entry in entries:
+        key, content = entry.key, entry.content
+        if rng.random() < 0.10 and not key[0].startswith("/"):
+            key = (*key, "{{char}}'s " + key[0])
+        if rng.random() < 0.30:
+            content = "{{char}} tells {{user}}: " + content
+        out.append(dataclasses.replace(entry, key=key, content=content))
+    return out
+
+
+def bench_macros(entries: list[Entry], chat: list[ChatLine], next_turn: list[ChatLine], runs: int) -> None:
+    entries = with_macros(entries)
+    settings = ActivationSettings(recursive=True)
+
+    def run(history: list[ChatLine]) -> object:
+        ctx = MacroContext(user="Alice", char="Seraphina")  # one context per turn, as a roleplay turn
+        return activate(
+            entries,
+            history,
+            settings=settings,
+            max_context=32000,
+            rng=random.Random(1),
+            substitute=lambda text: expand(text, ctx),
+        )
+
+    cold, warm, turn = [], [], []
+    for _ in range(runs):
+        clear_caches()
+        cold.append(_time(lambda: run(chat)))
+        warm.append(_time(lambda: run(chat)))
+        turn.append(_time(lambda: run(next_turn)))
+    result = run(chat)
+    active = sum(1 for t in result.trace if t.status == "activated")
+    print(
+        f"macros, depth 2: cold {statistics.median(cold):6.1f} ms | warm {statistics.median(warm):5.1f} ms"
+        f" | next turn {statistics.median(turn):5.1f} ms | activated {active}, steps {result.steps},"
+        f" budget {result.budget_used}/{result.budget_limit}"
+    )
+
+
 def build_chain(size: int, regex: bool = False) -> tuple[list[Entry], list[ChatLine]]:
     """A recursion chain: entry i's content mentions entry i+1's key."""
     keys = [f"link{i}x" for i in range(size + 1)]
@@ -129,6 +180,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--chain", type=int, nargs="*", default=[500, 1000, 2000, 5000])
     parser.add_argument("--regex-chain", type=int, nargs="*", default=[1000, 5000])
+    parser.add_argument("--macros", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     entries, chat, common = build()
     rng = random.Random(3)
@@ -175,6 +227,8 @@ def main() -> None:
             f" budget {result.budget_used}/{result.budget_limit}"
         )
     del rng
+    if args.macros:
+        bench_macros(entries, chat, next_turn, args.runs)
     for size in args.chain:
         bench_chain(size, max(1, min(args.runs, 5)))
     for size in args.regex_chain:

@@ -28,7 +28,7 @@ from apps.core.errors import ContextExceeded, MaxTokensTooLarge
 from apps.generation.assembly import Assembled, BudgetExceeded, assemble, fit_budget
 from apps.generation.models import Generation, new_generation_id
 from apps.macros.engine import MacroBudget, MacroContext
-from apps.macros.limits import checked_expander, request_budget
+from apps.macros.limits import checked_expander, request_budget, request_clock
 from apps.prompts.selectors import prompt_resolve
 from apps.providers.adapters import ChatRequest, Usage
 from apps.providers.postprocess import postprocess
@@ -175,6 +175,7 @@ def _macro_context(*, user: Any, req: WritingRequest, model_id: str, budget: Mac
         last_char_message=last_char,
         last_message_id=str(len(conversation) - 1) if conversation else "",
         input=req.user_input,
+        now=request_clock(),
         tz=ZoneInfo(settings.BILLING_TIMEZONE),
         seed=f"prompt:{req.prompt_id}",
         budget=budget,

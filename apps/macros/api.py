@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from apps.core.api.fields import ScalarToString
 from apps.macros.engine import MacroContext, expand
-from apps.macros.limits import budget_check, request_budget
+from apps.macros.limits import budget_check, request_budget, request_clock
 
 MAX_TEXT = 200_000
 
@@ -41,6 +41,7 @@ class MacroPreviewView(APIView):
             parameters=values["parameters"],
             user=values.get("user") or request.user.get_username(),
             char=values["char"],
+            now=request_clock(),
             tz=ZoneInfo(settings.BILLING_TIMEZONE),
             seed=values.get("seed") or None,
             budget=request_budget(),

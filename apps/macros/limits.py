@@ -1,6 +1,6 @@
-"""The macro engine's limits on the Django side: one work budget per request, sized from the model's
-context and the settings, with the 400 a request gets when it spends it; and the capped variable
-stores chats and users keep (docs/macros.md, "Safety limits").
+"""The macro engine's request-wide inputs on the Django side: one work budget per request, sized from
+the model's context and the settings, with the 400 a request gets when it spends it; the capped
+variable stores chats and users keep (docs/macros.md, "Safety limits"); and the clock.
 
 The engine itself stays pure: it receives a :class:`MacroBudget` on the context and capped stores as
 variable mappings, and never raises.
@@ -9,9 +9,11 @@ variable mappings, and never raises.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.core.errors import ApplicationError
@@ -23,6 +25,20 @@ class MacroBudgetExceeded(ApplicationError):
 
     status_code = 400
     default_code = "macro_budget_exceeded"
+
+
+def now() -> datetime:
+    """The macros' clock (``{{time}}``, ``{{date}}``, ``{{idle_duration}}`` …): the one place to replace
+    it (tests freeze it here). Read through :func:`request_clock`."""
+    return timezone.now()
+
+
+def request_clock() -> Callable[[], datetime]:
+    """:func:`now` read once for a whole request: every expansion of the request — writing mode's
+    messages, a roleplay turn's world info and prompt, the lorebook dry run — sees the same instant
+    (``MacroContext.now``)."""
+    instant = now()
+    return lambda: instant
 
 
 def request_budget(*, context_tokens: int | None = None) -> MacroBudget:

@@ -1,4 +1,5 @@
-"""Worldviews (shared novel-entity views) and lorebooks: CRUD, entries, import/export, dry run."""
+"""Worldviews (shared novel-entity views) and lorebooks: CRUD, entries, import/export; the dry run's
+shapes (its view is in ``apps.generation.roleplay.api``: it resolves chats and personas, which live there)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,11 @@ from rest_framework.views import APIView
 
 from apps.cards import dumps_card
 from apps.cards.messages import card_limits, card_too_large_error
-from apps.cards.uids import uids_smallest_free
 from apps.core.api.pagination import PagePagination
 from apps.core.api.views import OwnFormatParamMixin, filename_stem
-from apps.core.errors import NotFound
 from apps.novels.api import SEARCH_PARAM, entity_views
 from apps.worldviews import selectors, services
-from apps.worldviews.engine import GENERATION_TYPES, ActivationSettings, Entry, TraceItem, entry_from_st
+from apps.worldviews.engine import ActivationResult, ActivationSettings, MatchedIn, TraceItem
 from apps.worldviews.engine.entry_schema import MAX_ENTRIES
 from apps.worldviews.models import Lorebook, LorebookEntry, Worldview
 
@@ -259,7 +258,7 @@ class LorebookExportView(OwnFormatParamMixin, APIView):
         return response
 
 
-# ---------------------------------------------------------------------------------------- dry run
+# ------------------------------------------------------------------------------- dry run: shapes
 
 
 class ChatMessageSerializer(serializers.Serializer):
@@ -315,59 +314,72 @@ class ActivationSettingsSerializer(serializers.Serializer):
         )
 
 
-class ActivateInputSerializer(serializers.Serializer):
-    lorebookIds = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
-    entries = serializers.ListField(child=EntryField(), required=False, max_length=MAX_ENTRIES)
-    # DRF stubs: many=True also takes ListSerializer's max_length.
-    chat = ChatMessageSerializer(many=True, required=False, default=list, max_length=10_000)  # type: ignore[call-arg]
-    settings = ActivationSettingsSerializer(required=False)
-    maxContext = serializers.IntegerField(min_value=1, max_value=10_000_000, default=8192)
-    generationType = serializers.ChoiceField(choices=list(GENERATION_TYPES), default="normal")
-    seed = serializers.IntegerField(min_value=0, max_value=2**53, required=False, allow_null=True)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "lorebookIds" not in attrs and "entries" not in attrs:
-            raise ValidationError({"lorebookIds": [_("Give lorebookIds or entries.")]})
-        return attrs
+class MatchedInSerializer(serializers.Serializer):
+    # (the metaclass pops declared fields, so this does not shadow ``Field.source``)
+    source = serializers.CharField(  # type: ignore[assignment]
+        help_text="chat (index 0 = the newest scanned message), an extra source (persona_description, "
+        "character_description, character_personality, character_depth_prompt, scenario, creator_notes), "
+        "injection (index into the scanned injections: the Author's Note), or recursion (the activated "
+        "content, macros expanded, of entry lorebookId/uid)."
+    )
+    index = serializers.IntegerField(allow_null=True)
+    lorebookId = serializers.JSONField(allow_null=True, help_text="recursion only")
+    uid = serializers.JSONField(allow_null=True, help_text="recursion only")
 
 
-class LorebookActivateView(APIView):
-    """Dry run of world-info activation: what would be inserted for this chat, and why each entry was
-    or was not activated. Free: no billing, no upstream call, nothing stored."""
+class TraceItemSerializer(serializers.Serializer):
+    lorebookId = serializers.JSONField(allow_null=True, help_text="book id; null for inline entries")
+    uid = serializers.JSONField()
+    status = serializers.ChoiceField(choices=["activated", "skipped"])
+    reason = serializers.CharField(help_text="stable code (docs/worldinfo.md, section 7)")
+    detail = serializers.CharField()
+    step = serializers.IntegerField()
+    matchedKey = serializers.CharField(allow_null=True, help_text="the primary key that matched, as written")
+    matchedText = serializers.CharField(allow_null=True, help_text="that key after macro expansion: what was searched")
+    matchedIn = MatchedInSerializer(allow_null=True)
+    tokens = serializers.IntegerField(
+        allow_null=True, help_text="what the content (macros expanded, + newline) costs the budget"
+    )
+    budgetTotal = serializers.IntegerField(
+        allow_null=True, help_text="the running total compared with the budget at this entry (>= limit: dropped)"
+    )
+    comment = serializers.CharField()
 
-    @extend_schema(request=ActivateInputSerializer, responses=OpenApiTypes.OBJECT)
-    def post(self, request: Request) -> Response:
-        data = ActivateInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
-        entries: list[Entry] = []
-        ids = list(dict.fromkeys(values.get("lorebookIds", [])))
-        if ids:
-            books = selectors.lorebooks_get_owned(user=request.user, ids=ids)
-            missing = [i for i in ids if i not in books]
-            if missing:
-                raise NotFound(_("Lorebook %(id)s does not exist.") % {"id": missing[0]})
-            entries.extend(selectors.engine_entries(lorebooks=[books[i] for i in ids]))
-        if "entries" in values:
-            validated = services.entries_validate(values["entries"])
-            uids = uids_smallest_free([uid for _data, uid in validated])
-            entries.extend(
-                entry_from_st({**entry, "uid": uid}, lorebook_id=None, source="global")
-                for (entry, _uid), uid in zip(validated, uids, strict=True)
-            )
-        run = selectors.lorebook_dry_run(
-            entries=entries,
-            chat=values["chat"],
-            settings=ActivationSettingsSerializer.to_settings(values.get("settings")),
-            max_context=values["maxContext"],
-            generation_type=values["generationType"],
-            seed=values.get("seed"),
-        )
-        return Response(_activation_output(run))
+
+class ActivationBudgetSerializer(serializers.Serializer):
+    limit = serializers.IntegerField()
+    used = serializers.IntegerField()
+    overflowed = serializers.BooleanField()
+
+
+class ActivatedEntrySerializer(serializers.Serializer):
+    lorebookId = serializers.JSONField(allow_null=True)
+    uid = serializers.JSONField()
+    comment = serializers.CharField()
+    position = serializers.IntegerField()
+    depth = serializers.IntegerField()
+    role = serializers.IntegerField()
+    order = serializers.FloatField()
+    content = serializers.CharField(help_text="decorators removed, macros expanded")
+
+
+class DepthInjectionSerializer(serializers.Serializer):
+    depth = serializers.IntegerField()
+    role = serializers.CharField()
+    content = serializers.CharField()
+
+
+class ActivationOutputSerializer(serializers.Serializer):
+    activated = ActivatedEntrySerializer(many=True)
+    byPosition = serializers.DictField(child=serializers.CharField())
+    depthInjections = DepthInjectionSerializer(many=True)
+    outlets = serializers.DictField(child=serializers.CharField())
+    trace = TraceItemSerializer(many=True)
+    budget = ActivationBudgetSerializer()
 
 
 def trace_out(trace: Sequence[TraceItem]) -> list[dict[str, Any]]:
-    """The activation trace as the API writes it (the dry run here, the roleplay preview)."""
+    """The activation trace as the API writes it (the dry run, the roleplay preview)."""
     return [
         {
             "lorebookId": t.lorebook_id,
@@ -377,14 +389,24 @@ def trace_out(trace: Sequence[TraceItem]) -> list[dict[str, Any]]:
             "detail": t.detail,
             "step": t.step,
             "matchedKey": t.matched_key,
+            "matchedText": t.matched_text,
+            "matchedIn": _matched_in(t.matched_in),
+            "tokens": t.tokens,
+            "budgetTotal": t.budget_total,
             "comment": t.comment,
         }
         for t in trace
     ]
 
 
-def _activation_output(run: selectors.DryRun) -> dict[str, Any]:
-    result = run.result
+def _matched_in(where: MatchedIn | None) -> dict[str, Any] | None:
+    if where is None:
+        return None
+    return {"source": where.source, "index": where.number, "lorebookId": where.lorebook_id, "uid": where.uid}
+
+
+def activation_out(result: ActivationResult) -> dict[str, Any]:
+    """An activation as the dry run answers it (without the seed)."""
     return {
         "activated": [
             {
@@ -403,6 +425,10 @@ def _activation_output(run: selectors.DryRun) -> dict[str, Any]:
         "depthInjections": [{"depth": d.depth, "role": d.role, "content": d.content} for d in result.depth_injections],
         "outlets": dict(result.outlets),
         "trace": trace_out(result.trace),
-        "budget": {"limit": result.budget_limit, "used": result.budget_used, "overflowed": result.budget_overflowed},
-        "seed": run.seed,
+        "budget": budget_out(result),
     }
+
+
+def budget_out(result: ActivationResult) -> dict[str, Any]:
+    """The world-info budget of an activation: its limit, the tokens used, whether it overflowed."""
+    return {"limit": result.budget_limit, "used": result.budget_used, "overflowed": result.budget_overflowed}

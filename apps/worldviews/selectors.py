@@ -1,19 +1,20 @@
-"""Reads for lorebooks: lists, the caller's book, export, engine entries and the dry run."""
+"""Reads for lorebooks: lists, the caller's book, export, engine entries and the activation every caller
+(the roleplay turn, its preview, the dry run) runs through (:func:`world_info_activate`)."""
 
 from __future__ import annotations
 
 import random
-import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.conf import settings as django_settings
 from django.db.models import Count, Q, QuerySet
 
 from apps.cards import st_entries_to_character_book, st_entries_to_lorebook_v3
+from apps.macros.engine import MacroContext, expand
 from apps.worldviews.engine import (
     ActivationResult,
     ActivationSettings,
@@ -149,7 +150,7 @@ def attached_lorebooks(*, user: Any, character_id: int | None = None) -> QuerySe
     return Lorebook.objects.filter(condition, owner=user).order_by("id")
 
 
-# --------------------------------------------------------------------------------------- dry run
+# ------------------------------------------------------------------------------------- activation
 
 
 def regex_limits() -> RegexLimits:
@@ -159,36 +160,52 @@ def regex_limits() -> RegexLimits:
 
 
 @dataclass(frozen=True, slots=True)
-class DryRun:
-    result: ActivationResult
-    seed: int
+class Scene:
+    """What world-info activation reads besides the entries and the chat lines.
+
+    ``macros``: the context keys and contents are expanded with (``{{user}}``, ``{{char}}``, chat
+    variables, the request's clock …; ``None``: no expansion). ``extra_scan``: the texts of the
+    entries' ``match*`` sources; ``scan_injections``: other scannable prompt texts (the Author's Note);
+    ``character_name``/``character_tags``: for the entries' character filters (tags ``None``: not known,
+    tag filters are not applied)."""
+
+    macros: MacroContext | None
+    extra_scan: Mapping[str, str] = field(default_factory=dict)
+    scan_injections: tuple[str, ...] = ()
+    character_name: str | None = None
+    character_tags: tuple[str, ...] | None = None
 
 
-def lorebook_dry_run(
+def world_info_activate(
     *,
     entries: Sequence[Entry],
-    chat: Sequence[Mapping[str, str]],
+    chat: Sequence[ChatLine],
+    scene: Scene,
     settings: ActivationSettings,
     max_context: int,
-    generation_type: str = "normal",
-    seed: int | None = None,
-) -> DryRun:
-    """World-info activation without side effects (no timed state kept, no billing, no upstream).
-    Same inputs and seed ⇒ same result; without a seed one is drawn and returned."""
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-    lines = [
-        ChatLine(m.get("name", ""), m.get("content", ""), role=m.get("role", "user"), hidden=bool(m.get("hidden")))
-        for m in chat
-    ]
-    result = activate(
+    generation_type: str,
+    timed_state: Mapping[str, Any] | None,
+    rng: random.Random,
+) -> ActivationResult:
+    """World-info activation as generation runs it — the one path of the roleplay turn, its preview
+    and the lorebook dry run. Macros are expanded as SillyTavern's ``checkWorldInfo`` does: each key
+    before it is matched, each content after its probability roll and before it is counted against
+    the budget (and before it joins the recursion buffer); each key and each content once per call.
+    Errors of the expansion are swallowed (the text stays as written): the caller checks the macro
+    budget afterwards."""
+    ctx = scene.macros
+    return activate(
         entries,
-        lines,
+        chat,
         settings=settings,
         max_context=max_context,
         generation_type=generation_type,
-        timed_state=None,
-        rng=random.Random(seed),
+        timed_state=timed_state,
+        rng=rng,
         regex_limits=regex_limits(),
+        substitute=None if ctx is None else (lambda text: expand(text, ctx)),
+        extra_scan=scene.extra_scan,
+        scan_injections=scene.scan_injections,
+        character_name=scene.character_name,
+        character_tags=scene.character_tags,
     )
-    return DryRun(result=result, seed=seed)

@@ -42,7 +42,7 @@ from apps.cards.uids import smallest_free_uid, uids_smallest_free
 from apps.cards.values import card_keys
 from apps.characters.selectors import character_get_owned
 from apps.core.errors import ApplicationError, InvalidInput
-from apps.worldviews.engine import entry_schema
+from apps.worldviews.engine import Entry, entry_from_st, entry_schema
 from apps.worldviews.engine.entry_schema import (
     MAX_ENTRIES,
     EntryInvalid,
@@ -165,6 +165,17 @@ def entries_validate(raw_entries: Any) -> list[tuple[dict[str, Any], int | None]
         raise _invalid(exc) from None
     entries_check_regex([data for data, _uid in validated])
     return validated
+
+
+def inline_entries(raw_entries: Any) -> list[Entry]:
+    """Entries sent with a dry run, validated like stored ones (400 on a bad entry or a refused regex
+    key), numbered by the smallest free uid and converted for the engine (no book: global source)."""
+    validated = entries_validate(raw_entries)
+    uids = uids_smallest_free([uid for _data, uid in validated])
+    return [
+        entry_from_st({**data, "uid": uid}, lorebook_id=None, source="global")
+        for (data, _uid), uid in zip(validated, uids, strict=True)
+    ]
 
 
 def _replace_entries(lorebook: Lorebook, entries: Sequence[tuple[dict[str, Any], int | None]]) -> None:

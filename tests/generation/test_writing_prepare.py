@@ -3,6 +3,7 @@ and that every refusal writes nothing. The end-to-end tests cover the same paths
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from apps.billing.services import wallet_grant
 from apps.core.errors import ApplicationError, ContextExceeded, MaxTokensTooLarge, NotFound
 from apps.generation.models import Generation
 from apps.generation.services import DEFAULT_MAX_TOKENS, WritingRequest, max_tokens_check, writing_prepare
+from apps.macros import limits
 from apps.prompts.models import Prompt, PromptContent
 from apps.providers.selectors import model_chain
 from apps.providers.types import ChatMessage
@@ -90,6 +92,19 @@ def test_macros_share_one_context_in_prompt_order(funded, make_model, user):
 
     # the first content expands to nothing and is left out
     assert prepared.messages == (ChatMessage("system", "语气：冷峻"), ChatMessage("user", "alice：冷峻"))
+
+
+def test_every_message_reads_the_request_clock_once(funded, make_model, user, monkeypatch):
+    make_model()
+    readings = iter([datetime(2026, 1, 5, 7, 45, tzinfo=UTC), datetime(2026, 1, 5, 7, 46, tzinfo=UTC)])
+    monkeypatch.setattr(limits, "now", lambda: next(readings))
+    prompt = Prompt.objects.create(author=user, title="时间")
+    PromptContent.objects.create(prompt=prompt, order=1, type="text", role="system", content="{{isotime}}")
+
+    prepared = writing_prepare(user=funded, req=request(prompt, user_input="{{isotime}} {{isodate}}"))
+
+    # one reading (Asia/Shanghai) for the whole request, whichever message expands it
+    assert prepared.messages == (ChatMessage("system", "15:45"), ChatMessage("user", "15:45 2026-01-05"))
 
 
 def test_default_max_tokens_is_capped_by_the_model(funded, make_model, writing_prompt):

@@ -32,6 +32,11 @@ def _activated(entry: Entry, *messages: str, **settings) -> bool:
         ("猫", "我的猫很可爱", False, True, True),  # CJK key: substring
         ("魔法师", "她是魔法师们的老师", False, True, True),
         ("魔法师", "她是魔法使", False, True, False),
+        # a CJK key next to Latin letters or digits still matches (ST's `(?:^|\W)魔法(?:$|\W)` does not:
+        # `I` and `3` are ASCII word characters) — docs/worldinfo.md §8.1
+        ("魔法", "他学会了AI魔法", False, True, True),
+        ("章", "翻到第3章了", False, True, True),
+        ("猫", "Hello猫world", False, True, True),
         ("ねこ", "うちのねこです", False, True, True),
         ("고양이", "고양이가 좋아요", False, True, True),  # Hangul key: substring
         ("cat", "我的cat很可爱", False, True, True),  # Latin key: CJK characters are boundaries

@@ -1,10 +1,13 @@
-"""Roleplay mode API: personas, chats, chat messages, generation (JSON / SSE) and the free preview."""
+"""Roleplay mode API: personas, chats, chat messages, generation (JSON / SSE), the free preview, and
+the lorebook dry run (``POST /api/v1/lorebooks/activate``: it runs the turn's world info with a chat's or
+persona's context, which live here)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -23,7 +26,17 @@ from apps.generation.models import Chat, ChatMessage, Persona
 from apps.generation.roleplay import services
 from apps.generation.services import Finished, Outcome
 from apps.macros.limits import variables_too_large
-from apps.worldviews.api import trace_out
+from apps.worldviews.api import (
+    ActivationOutputSerializer,
+    ActivationSettingsSerializer,
+    ChatMessageSerializer,
+    EntryField,
+    activation_out,
+    budget_out,
+    trace_out,
+)
+from apps.worldviews.engine import GENERATION_TYPES, ChatLine
+from apps.worldviews.engine.entry_schema import MAX_ENTRIES
 
 POSITION_NAMES = {int(value): label for value, label in Persona.Position.choices}
 POSITION_VALUES = {label: value for value, label in POSITION_NAMES.items()}
@@ -342,5 +355,124 @@ class RoleplayPreviewView(APIView):
                 "historyDropped": assembled.history_dropped,
                 "examplesDropped": assembled.examples_dropped,
                 "trace": trace_out(plan.activation.trace),
+                "worldInfoBudget": budget_out(plan.activation),
+            }
+        )
+
+
+# ------------------------------------------------------------------------------- lorebook dry run
+
+
+class ActivateInputSerializer(serializers.Serializer):
+    lorebookIds = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100)
+    entries = serializers.ListField(child=EntryField(), required=False, max_length=MAX_ENTRIES)
+    # DRF stubs: many=True also takes ListSerializer's max_length.
+    chat = ChatMessageSerializer(many=True, required=False, max_length=10_000)  # type: ignore[call-arg]
+    settings = ActivationSettingsSerializer(required=False)
+    maxContext = serializers.IntegerField(min_value=1, max_value=10_000_000, default=8192)
+    generationType = serializers.ChoiceField(choices=list(GENERATION_TYPES), default="normal")
+    seed = serializers.IntegerField(min_value=0, max_value=2**53, required=False, allow_null=True)
+    userName = serializers.CharField(
+        max_length=100, required=False, help_text="{{user}}; default: the persona's name, else your username"
+    )
+    charName = serializers.CharField(
+        max_length=200, required=False, help_text="{{char}} without a stored character (not with characterId)"
+    )
+    characterId = serializers.IntegerField(
+        min_value=1,
+        max_value=2**62,
+        required=False,
+        help_text="your character: {{char}}, its card fields, match* sources and character filters; "
+        "default: the one character the given books are linked to",
+    )
+    personaId = serializers.IntegerField(
+        min_value=1, max_value=2**62, required=False, help_text="your persona (default: your default persona)"
+    )
+    chatId = serializers.IntegerField(
+        min_value=1,
+        max_value=2**62,
+        required=False,
+        help_text="your chat: its character, persona, variables, Author's Note, timed effects, history "
+        "(when chat is left out), turn seed (when seed is) and, without lorebookIds and entries, its world info",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not ({"lorebookIds", "entries", "chatId"} & attrs.keys()):
+            raise serializers.ValidationError({"lorebookIds": [_("Give lorebookIds, entries or chatId.")]})
+        conflicts = [("charName", "characterId"), ("userName", "personaId")]
+        errors: dict[str, list[str]] = {}
+        for a, b in conflicts:
+            if a in attrs and b in attrs:
+                errors[a] = [_("Give %(a)s or %(b)s, not both.") % {"a": a, "b": b}]
+        if "chatId" in attrs:
+            for name in ("characterId", "charName", "personaId", "userName"):
+                if name in attrs:
+                    errors[name] = [
+                        _("The chat sets the character and the persona: leave %(name)s out.") % {"name": name}
+                    ]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def to_request(self) -> services.DryRunRequest:
+        v = self.validated_data
+        chat = v.get("chat")
+        return services.DryRunRequest(
+            lorebook_ids=tuple(dict.fromkeys(v.get("lorebookIds", []))),
+            entries=v.get("entries"),
+            chat=None
+            if chat is None
+            else [ChatLine(m["name"], m["content"], role=m["role"], hidden=m["hidden"]) for m in chat],
+            settings=ActivationSettingsSerializer.to_settings(v.get("settings")),
+            max_context=v["maxContext"],
+            generation_type=v["generationType"],
+            seed=v.get("seed"),
+            user_name=v.get("userName"),
+            char_name=v.get("charName"),
+            character_id=v.get("characterId"),
+            persona_id=v.get("personaId"),
+            chat_id=v.get("chatId"),
+        )
+
+
+class DryRunContextSerializer(serializers.Serializer):
+    userName = serializers.CharField(help_text="what {{user}} expanded to")
+    charName = serializers.CharField(help_text="what {{char}} expanded to")
+    characterId = serializers.IntegerField(allow_null=True)
+    personaId = serializers.IntegerField(allow_null=True)
+    chatId = serializers.IntegerField(allow_null=True)
+
+
+class ActivateOutputSerializer(ActivationOutputSerializer):
+    seed = serializers.JSONField(
+        help_text="the seed used (give it again to reproduce): yours, a drawn integer, or with chatId and no "
+        "seed the chat's turn seed (a string: the one generation uses)"
+    )
+    # (the metaclass pops declared fields, so this does not shadow ``Field.context``)
+    context = DryRunContextSerializer(help_text="the macro context used (after defaults)")  # type: ignore[assignment]
+
+
+class LorebookActivateView(APIView):
+    """Dry run of world-info activation: what the next roleplay turn would insert for this chat, and
+    why each entry was or was not activated — through the turn's own activation path (macros expanded
+    with the same context). Free: no billing, no upstream call, nothing stored."""
+
+    @extend_schema(request=ActivateInputSerializer, responses=ActivateOutputSerializer)
+    def post(self, request: Request) -> Response:
+        data = ActivateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services.lorebook_dry_run(user=request.user, req=data.to_request())
+        cast = run.cast
+        return Response(
+            {
+                **activation_out(run.result),
+                "seed": run.seed,
+                "context": {
+                    "userName": cast.user_name,
+                    "charName": cast.char_name,
+                    "characterId": cast.character.pk if cast.character is not None else None,
+                    "personaId": cast.persona.pk if cast.persona is not None else None,
+                    "chatId": run.chat_id,
+                },
             }
         )

@@ -11,8 +11,9 @@ new swipe or continuation), the chat variables and the world-info timed-effect s
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -42,21 +43,20 @@ from apps.generation.services import (
     generation_open,
     max_tokens_check,
 )
-from apps.macros.engine import MacroContext, expand
-from apps.macros.limits import budget_check, checked_expander, request_budget, variable_store
+from apps.macros.engine import CappedStore, MacroBudget, MacroContext
+from apps.macros.limits import budget_check, checked_expander, request_budget, request_clock, variable_store
 from apps.providers.selectors import ModelTarget, model_chain
 from apps.providers.types import ChatMessage as Message
-from apps.worldviews.engine import (
-    ActivationResult,
-    ActivationSettings,
-    ChatLine,
-    Entry,
-    Source,
-    activate,
-    entry_from_st,
-)
+from apps.worldviews.engine import ActivationResult, ActivationSettings, ChatLine, Entry, Source, entry_from_st
 from apps.worldviews.models import Lorebook
-from apps.worldviews.selectors import attached_lorebooks, engine_entries, lorebooks_get_owned, regex_limits
+from apps.worldviews.selectors import (
+    Scene,
+    attached_lorebooks,
+    engine_entries,
+    lorebooks_get_owned,
+    world_info_activate,
+)
+from apps.worldviews.services import inline_entries
 
 GENERATION_TYPES = ("normal", "continue", "regenerate", "swipe", "impersonate")
 AN_POSITIONS = ("in_chat", "before_main", "after_main")
@@ -167,16 +167,11 @@ def chat_create(
     greetings = [str(data.get("first_mes") or ""), *[str(g) for g in data.get("alternate_greetings") or []]]
     if any(greetings):
         local, shared = variable_store(chat.variables), variable_store(global_variables(user=user))
-        ctx = MacroContext(
-            user=_user_name(user, persona),
-            char=_char_name(character, data),
-            description=str(data.get("description") or ""),
-            personality=str(data.get("personality") or ""),
-            scenario=scenario_override or str(data.get("scenario") or ""),
-            persona=persona.description if persona else "",
-            local_vars=local,
-            global_vars=shared,
-            tz=ZoneInfo(settings.BILLING_TIMEZONE),
+        ctx = _macro_context(
+            cast=_cast(user, character, persona),
+            scenario=_scenario(chat, data),
+            local=local,
+            shared=shared,
             seed=f"chat:{chat.pk}:0",
             budget=request_budget(),
         )
@@ -240,6 +235,134 @@ def message_update(
     message.save()
     Chat.objects.filter(pk=message.chat_id).update(updated_at=timezone.now())
     return message
+
+
+# ----------------------------------------------------------------------------------------- the scene
+# What a turn's macros and world info know: shared by the turn, its preview and the lorebook dry run.
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """Who a turn is about: the character and its card data, the persona, and the names ``{{char}}``
+    and ``{{user}}`` stand for (the card's nickname or name; the persona's name or the username)."""
+
+    character: Character | None
+    card: dict[str, Any]
+    persona: Persona | None
+    user_name: str
+    char_name: str
+
+
+def _cast(user: Any, character: Character | None, persona: Persona | None) -> Cast:
+    data = _card_data(character) if character is not None else {}
+    char_name = _char_name(character, data) if character is not None else ""
+    return Cast(character, data, persona, _user_name(user, persona), char_name)
+
+
+def _scenario(chat: Chat | None, data: dict[str, Any]) -> str:
+    return (chat.scenario_override if chat is not None else "") or str(data.get("scenario") or "")
+
+
+def _macro_context(
+    *,
+    cast: Cast,
+    scenario: str,
+    local: CappedStore,
+    shared: CappedStore,
+    seed: str | int,
+    budget: MacroBudget,
+    model_id: str = "",
+    user_input: str = "",
+) -> MacroContext:
+    """The macro context of a turn: the cast's names and card fields, the chat's and the user's
+    variables, the request's clock (``request_clock``) in ``BILLING_TIMEZONE``, the turn's seed."""
+    data = cast.card
+    return MacroContext(
+        user=cast.user_name,
+        char=cast.char_name,
+        description=str(data.get("description") or ""),
+        personality=str(data.get("personality") or ""),
+        scenario=scenario,
+        persona=cast.persona.description if cast.persona else "",
+        char_prompt=str(data.get("system_prompt") or ""),
+        char_instruction=str(data.get("post_history_instructions") or ""),
+        mes_examples=str(data.get("mes_example") or ""),
+        model=model_id,
+        local_vars=local,
+        global_vars=shared,
+        now=request_clock(),
+        tz=ZoneInfo(settings.BILLING_TIMEZONE),
+        seed=seed,
+        input=user_input,
+        budget=budget,
+    )
+
+
+def _conversation_macros(ctx: MacroContext, conversation: Sequence[Message]) -> None:
+    """``{{lastMessage}}``, ``{{lastUserMessage}}``, ``{{lastCharMessage}}``, ``{{lastMessageId}}``."""
+    if conversation:
+        ctx.last_message = conversation[-1].content
+        ctx.last_message_id = str(len(conversation) - 1)
+    ctx.last_user_message = next((m.content for m in reversed(conversation) if m.role == "user"), "")
+    ctx.last_char_message = next((m.content for m in reversed(conversation) if m.role == "assistant"), "")
+
+
+def _depth_prompt(data: dict[str, Any]) -> dict[str, Any]:
+    extensions = data.get("extensions")
+    depth_prompt = extensions.get("depth_prompt") if isinstance(extensions, dict) else None
+    return depth_prompt if isinstance(depth_prompt, dict) else {}
+
+
+def _authors_note(chat: Chat | None) -> dict[str, Any]:
+    note = dict(Chat._meta.get_field("authors_note").get_default())
+    if chat is not None:
+        note.update(chat.authors_note or {})
+    return note
+
+
+def _scene(*, cast: Cast, ctx: MacroContext, scenario: str, note: dict[str, Any]) -> Scene:
+    """What world info scans besides the chat: the ``match*`` sources, the Author's Note, the character
+    for character filters (by name; by tags when the card is known)."""
+    data = cast.card
+    character = cast.character
+    return Scene(
+        macros=ctx,
+        extra_scan={
+            "persona_description": ctx.persona,
+            "character_description": ctx.description,
+            "character_personality": ctx.personality,
+            "character_depth_prompt": str(_depth_prompt(data).get("prompt") or ""),
+            "scenario": scenario,
+            "creator_notes": str(data.get("creator_notes") or ""),
+        },
+        scan_injections=(str(note["text"]),) if note.get("text") else (),
+        character_name=character.name if character is not None else (cast.char_name or None),
+        character_tags=tuple(str(t) for t in data.get("tags") or []) if character is not None else None,
+    )
+
+
+def _scan_lines(cast: Cast, history: Sequence[Message]) -> list[ChatLine]:
+    names = {"user": cast.user_name, "assistant": cast.char_name}
+    return [ChatLine(names.get(m.role, m.name or ""), m.content, role=m.role) for m in history]
+
+
+def _turn_rows(chat: Chat, kind: str) -> tuple[int, ChatMessage | None, list[ChatMessage]]:
+    """The chat's stored message count, the message a continue/swipe/regenerate replaces, and the
+    visible history the reply follows (a 400 when there is no reply to replace)."""
+    stored = list(chat.messages.all())
+    visible = [m for m in stored if not m.hidden]
+    last = visible[-1] if visible else None
+    if kind in ("continue", "swipe") or (kind == "regenerate" and last is not None and last.role == "assistant"):
+        if last is None or last.role != "assistant":
+            raise _bad_type(kind)
+        return len(stored), last, visible[:-1]
+    return len(stored), None, visible
+
+
+def _turn_seed(chat: Chat, stored: int) -> str:
+    """Seeds the turn's probability rolls, group weights and ``{{random}}``/``{{pick}}``: the same
+    chat state gives the same seed (the preview and the dry run agree with the real turn)."""
+    return f"chat:{chat.pk}:{stored}"
 
 
 # ----------------------------------------------------------------------------------------- one turn
@@ -315,81 +438,40 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
     on one macro budget sized from ``limit`` (the prompt's tokens): once it is spent the turn is a 400.
     The variable stores are capped (writes past the caps are refused)."""
     character = Character.objects.get(pk=chat.character_id)
-    data = _card_data(character)
-    persona = chat.persona
-    user_name, char_name = _user_name(user, persona), _char_name(character, data)
-    stored = list(chat.messages.all())
-    visible = [m for m in stored if not m.hidden]
-    last = visible[-1] if visible else None
+    cast = _cast(user, character, chat.persona)
     kind = req.generation_type
-    target: ChatMessage | None = None
-    history_rows = visible
-    if kind in ("continue", "swipe") or (kind == "regenerate" and last is not None and last.role == "assistant"):
-        if last is None or last.role != "assistant":
-            raise _bad_type(kind)
-        target, history_rows = last, visible[:-1]
-
-    seed = f"chat:{chat.pk}:{len(stored)}"
-    scenario = chat.scenario_override or str(data.get("scenario") or "")
+    stored, target, history_rows = _turn_rows(chat, kind)
+    seed = _turn_seed(chat, stored)
+    scenario = _scenario(chat, cast.card)
     local, shared = variable_store(chat.variables), variable_store(global_variables(user=user))
     budget = request_budget(context_tokens=limit)
-    ctx = MacroContext(
-        user=user_name,
-        char=char_name,
-        description=str(data.get("description") or ""),
-        personality=str(data.get("personality") or ""),
+    ctx = _macro_context(
+        cast=cast,
         scenario=scenario,
-        persona=persona.description if persona else "",
-        char_prompt=str(data.get("system_prompt") or ""),
-        char_instruction=str(data.get("post_history_instructions") or ""),
-        mes_examples=str(data.get("mes_example") or ""),
-        model=model_id,
-        local_vars=local,
-        global_vars=shared,
-        tz=ZoneInfo(settings.BILLING_TIMEZONE),
+        local=local,
+        shared=shared,
         seed=seed,
-        input=req.user_input,
         budget=budget,
+        model_id=model_id,
+        user_input=req.user_input,
     )
     user_input = checked_expander(ctx)(req.user_input) if kind == "normal" and req.user_input else ""
     history = [Message(m.role, m.content) for m in history_rows]  # type: ignore[arg-type]
     if user_input:
         history.append(Message("user", user_input))
     prefill = target.content if kind == "continue" and target is not None else ""
-    conversation = [*history, *([Message("assistant", prefill)] if prefill else [])]
-    if conversation:
-        ctx.last_message = conversation[-1].content
-        ctx.last_message_id = str(len(conversation) - 1)
-    ctx.last_user_message = next((m.content for m in reversed(conversation) if m.role == "user"), "")
-    ctx.last_char_message = next((m.content for m in reversed(conversation) if m.role == "assistant"), "")
+    _conversation_macros(ctx, [*history, *([Message("assistant", prefill)] if prefill else [])])
 
-    # world info
-    note = {**Chat._meta.get_field("authors_note").get_default(), **(chat.authors_note or {})}
-    names = {"user": user_name, "assistant": char_name}
-    lines = [ChatLine(names.get(m.role, m.name or ""), m.content, role=m.role) for m in history]
-    depth_prompt = data.get("extensions", {}).get("depth_prompt") if isinstance(data.get("extensions"), dict) else None
-    depth_prompt = depth_prompt if isinstance(depth_prompt, dict) else {}
-    activation = activate(
-        _world_entries(user=user, chat=chat, character=character),
-        lines,
+    note = _authors_note(chat)
+    activation = world_info_activate(
+        entries=_world_entries(user=user, chat=chat, character=character),
+        chat=_scan_lines(cast, history),
+        scene=_scene(cast=cast, ctx=ctx, scenario=scenario, note=note),
         settings=ActivationSettings(),
         max_context=limit,
         generation_type=kind,
         timed_state=chat.timed_state or None,
         rng=random.Random(seed),
-        regex_limits=regex_limits(),
-        substitute=lambda text: expand(text, ctx),
-        extra_scan={
-            "persona_description": ctx.persona,
-            "character_description": ctx.description,
-            "character_personality": ctx.personality,
-            "character_depth_prompt": str(depth_prompt.get("prompt") or ""),
-            "scenario": scenario,
-            "creator_notes": str(data.get("creator_notes") or ""),
-        },
-        scan_injections=[str(note.get("text") or "")] if note.get("text") else [],
-        character_name=character.name,
-        character_tags=[str(t) for t in data.get("tags") or []],
     )
     sections = build_sections(
         ctx=ctx,
@@ -398,9 +480,9 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         history=history,
         prefill=prefill,
         scenario=scenario,
-        persona=_persona_prompt(persona),
+        persona=_persona_prompt(cast.persona),
         authors_note=note,
-        depth_prompt=depth_prompt,
+        depth_prompt=_depth_prompt(cast.card),
     )
     budget_check(budget)  # world info swallows errors from `substitute`: checked once everything is expanded
     try:
@@ -417,8 +499,8 @@ def roleplay_plan(*, user: Any, chat: Chat, req: RoleplayRequest, limit: int, mo
         chat_id=chat.pk,
         generation_type=kind,
         user_input=user_input,
-        user_name=user_name,
-        char_name=char_name,
+        user_name=cast.user_name,
+        char_name=cast.char_name,
         target_message_id=target.pk if target is not None else None,
         variables=dict(local.data),
         timed_state=dict(activation.timed_state),
@@ -433,6 +515,124 @@ def roleplay_preview(*, user: Any, req: RoleplayRequest) -> tuple[Plan, ModelTar
     primary = model_chain(model_id=req.model_id)[0]
     limit = primary.context_tokens - max_tokens_check(primary, req.max_tokens)
     return roleplay_plan(user=user, chat=chat, req=req, limit=limit, model_id=primary.model_id), primary
+
+
+# ---------------------------------------------------------------------------------- lorebook dry run
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunRequest:
+    """``POST /api/v1/lorebooks/activate``. ``entries`` are raw inline entries (validated here);
+    ``chat`` None: the stored chat's history with ``chat_id``, else no lines. The context fields are
+    optional; the serializer has refused conflicting ones."""
+
+    lorebook_ids: tuple[int, ...] = ()
+    entries: Sequence[Any] | None = None
+    chat: Sequence[ChatLine] | None = None
+    settings: ActivationSettings = field(default_factory=ActivationSettings)
+    max_context: int = 8192
+    generation_type: str = "normal"
+    seed: int | None = None
+    user_name: str | None = None
+    char_name: str | None = None
+    character_id: int | None = None
+    persona_id: int | None = None
+    chat_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    result: ActivationResult
+    seed: int | str
+    cast: Cast
+    chat_id: int | None
+
+
+def _book_character(user: Any, books: Sequence[Lorebook]) -> Character | None:
+    """The character the given books are linked to, when it is exactly one: such a book is activated
+    only in that character's chats, so ``{{char}}`` there is that character."""
+    linked = {b.character_id for b in books if b.character_id is not None}
+    if len(linked) != 1:
+        return None
+    return character_get_owned(user=user, pk=linked.pop())
+
+
+def lorebook_dry_run(*, user: Any, req: DryRunRequest) -> DryRun:
+    """World-info activation as the next roleplay turn would run it (the same path: macros expanded in
+    keys before matching and in contents before the budget, with the same context), without side
+    effects: no timed state kept, no variables stored, no billing, no upstream call.
+
+    The context: with ``chat_id``, the chat's character, persona, variables, Author's Note, timed
+    state, history (unless ``chat`` is given), turn seed (unless ``seed`` is) and, without books or
+    entries, the chat's own world info — what generation uses. Without it: ``character_id`` (or
+    ``char_name`` alone, or the one character the given books are linked to), ``persona_id`` (or
+    ``user_name`` alone, or the default persona, or the username), the user's global variables.
+    ``NotFound`` for a chat, character, persona or book that is not the caller's."""
+    chat = chat_get(user=user, chat_id=req.chat_id) if req.chat_id is not None else None
+    books = _owned_lorebooks(user, req.lorebook_ids) if req.lorebook_ids else []
+    if chat is not None:
+        character: Character | None = Character.objects.get(pk=chat.character_id)
+        persona = chat.persona
+    else:
+        if req.character_id is not None:
+            character = _owned_character(user, req.character_id)
+        else:
+            character = _book_character(user, books) if req.char_name is None else None
+        if req.persona_id is not None:
+            persona = persona_get(user=user, persona_id=req.persona_id)
+        else:
+            persona = selectors.persona_default(user=user) if req.user_name is None else None
+    cast = _cast(user, character, persona)
+    if req.user_name is not None:
+        cast = replace(cast, user_name=req.user_name)
+    if req.char_name is not None:
+        cast = replace(cast, char_name=req.char_name)
+
+    entries: list[Entry] = engine_entries(lorebooks=books) if books else []
+    if req.entries is not None:
+        entries.extend(inline_entries(req.entries))
+    if chat is not None and not books and req.entries is None:
+        entries = _world_entries(user=user, chat=chat, character=cast.character)  # type: ignore[arg-type]
+
+    stored = chat.messages.count() if chat is not None and req.chat is not None else 0
+    if req.chat is not None:
+        names = {"user": cast.user_name, "assistant": cast.char_name}
+        lines = [line if line.name else replace(line, name=names.get(line.role, "")) for line in req.chat]
+    elif chat is not None:
+        stored, _target, rows = _turn_rows(chat, req.generation_type)
+        lines = _scan_lines(cast, [Message(m.role, m.content) for m in rows])  # type: ignore[arg-type]
+    else:
+        lines = []
+    seed: int | str
+    if req.seed is not None:
+        seed = req.seed
+    elif chat is not None:
+        seed = _turn_seed(chat, stored)
+    else:
+        seed = secrets.randbelow(2**31)
+
+    scenario = _scenario(chat, cast.card)
+    ctx = _macro_context(
+        cast=cast,
+        scenario=scenario,
+        local=variable_store(chat.variables if chat is not None else {}),
+        shared=variable_store(global_variables(user=user)),
+        seed=seed,
+        budget=request_budget(context_tokens=req.max_context),
+    )
+    _conversation_macros(ctx, [Message(x.role, x.content) for x in lines if not x.hidden])  # type: ignore[arg-type]
+    result = world_info_activate(
+        entries=entries,
+        chat=lines,
+        scene=_scene(cast=cast, ctx=ctx, scenario=scenario, note=_authors_note(chat)),
+        settings=req.settings,
+        max_context=req.max_context,
+        generation_type=req.generation_type,
+        timed_state=(chat.timed_state or None) if chat is not None else None,
+        rng=random.Random(seed),
+    )
+    budget_check(ctx.budget)
+    return DryRun(result=result, seed=seed, cast=cast, chat_id=chat.pk if chat is not None else None)
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@ from django.urls import path
 from apps.generation.roleplay import api
 
 urlpatterns = [
+    path("lorebooks/activate", api.LorebookActivateView.as_view(), name="lorebook-activate"),
     path("personas", api.PersonaListCreateView.as_view(), name="personas"),
     path("personas/<int:pk>", api.PersonaDetailView.as_view(), name="persona-detail"),
     path("chats", api.ChatListCreateView.as_view(), name="chats"),

@@ -22,8 +22,9 @@ character_name=None, character_tags=None, count_tokens=None, regex_limits=None) 
   Persist it after a real generation; ignore it after a dry run.
 * ``rng`` — a ``random.Random`` for probability rolls and inclusion-group weights; seed it for
   reproducible runs (same inputs + same seed ⇒ same result).
-* ``substitute(text) -> str`` — macro expansion for keys (only keys containing ``{{`` or ``<``) and for
-  the content of activated entries.
+* ``substitute(text) -> str`` — macro expansion, as ST's ``checkWorldInfo`` orders it: keys (only
+  keys containing ``{{`` or ``<``) before matching, once per call; the content of an entry after its
+  probability roll and before the budget check and the recursion buffer, once per call.
 * ``extra_scan`` — texts for the ``match*`` flags: ``persona_description``, ``character_description``,
   ``character_personality``, ``character_depth_prompt``, ``scenario``, ``creator_notes`` (ST camelCase
   names accepted too). ``scan_injections`` — other scannable prompt texts (Author's Note …), always
@@ -46,7 +47,11 @@ prompt order), ``timed_state``, ``trace`` (one :class:`TraceItem` per entry), ``
 ``budget_used``, ``budget_overflowed``, ``steps``.
 
 ``TraceItem`` is a NamedTuple ``(lorebook_id, uid, status, reason, detail, step, matched_key, source,
-comment)``; ``status`` is ``"activated"`` or ``"skipped"``, ``reason`` a stable code.
+comment, matched_text, matched_in, tokens, budget_total)``; ``status`` is ``"activated"`` or
+``"skipped"``, ``reason`` a stable code; for a key match ``matched_text`` is the key after macros and
+``matched_in`` a :class:`MatchedIn` (chat line, extra source, injection or the recursed content of an
+entry); ``tokens``/``budget_total`` what the entry cost the budget and the running total it was
+compared at.
 
 ST JSON: :func:`entry_from_st`, :func:`entry_to_st`, :func:`entries_from_st_book`,
 :func:`entry_from_character_book`. Nothing here raises on malformed input.
@@ -77,6 +82,7 @@ from .model import (
     DepthInjection,
     Entry,
     InsertionStrategy,
+    MatchedIn,
     Position,
     Role,
     SelectiveLogic,
@@ -102,6 +108,7 @@ __all__ = [
     "Entry",
     "InsertionStrategy",
     "KeyProblem",
+    "MatchedIn",
     "Position",
     "RegexLimits",
     "Role",

@@ -9,6 +9,7 @@ in :mod:`.groups`, and the result is built in :mod:`.output`.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import time
@@ -40,9 +41,10 @@ from .model import (
     ChatLine,
     Entry,
     InsertionStrategy,
+    MatchedIn,
     SelectiveLogic,
 )
-from .output import Activation, result, trace
+from .output import Activation, Hit, result, trace
 from .timed import TimedEffects
 
 # Scan states (ST ``scan_state``).
@@ -196,6 +198,11 @@ class _Run:
         self.character_tags = None if character_tags is None else {t for t in character_tags if isinstance(t, str)}
         self._sub_cache: dict[str, str] = {}
         self.custom_used = 0
+        # for the trace: prep index -> (index of the matched primary key, regex match position, scan
+        # depth, recursion buffer scanned) — turned into a :class:`Hit` only for the entries the trace
+        # reports it for — and prep index -> (its tokens, the running total compared with the budget)
+        self.hits: dict[int, tuple[int, int, int, bool]] = {}
+        self.costs: dict[int, tuple[int, int]] = {}
 
         compiled = compiled_set(entries, bool(s.case_sensitive), bool(s.match_whole_words), self.global_scoring)
         self.preps: list[Prep] = list(compiled.preps)
@@ -237,7 +244,7 @@ class _Run:
     # ---------------------------------------------------------------------------------- preparation
 
     def _subst(self, text: str) -> str:
-        if self.substitute is None or not any(m in text for m in _MARKERS):
+        if self.substitute is None or ("{{" not in text and "<" not in text):  # _MARKERS
             return text
         cached = self._sub_cache.get(text)
         if cached is None:
@@ -273,6 +280,12 @@ class _Run:
         self.recursion_texts: list[str] = []
         self._rec_joined = ""
         self._rec_count = 0
+        # each content of the recursion buffer: the entry it comes from and where it starts in the joined
+        # buffer (``JOINER`` between steps, ``\n`` between the contents of one step) — for the trace
+        self.rec_owners: list[Prep] = []
+        self.rec_starts: list[int] = []
+        self.rec_length = 0
+        self.hit_pos = -1  # where the last successful regex search matched
         self._hay_cache: dict[tuple[int, tuple[str, ...], bool], str] = {}
 
     def _depth_of(self, prep: Prep) -> int:
@@ -364,8 +377,13 @@ class _Run:
         began = time.perf_counter()
         try:
             if key.sticky:
-                return compiled.match(haystack, timeout=timeout) is not None
-            return compiled.search(haystack, start, timeout=timeout) is not None
+                found = compiled.match(haystack, timeout=timeout)
+            else:
+                found = compiled.search(haystack, start, timeout=timeout)
+            if found is None:
+                return False
+            self.hit_pos = found.start()
+            return True
         except TimeoutError:
             if stopped_by_budget:
                 self._regex_note(
@@ -402,10 +420,74 @@ class _Run:
         self.regex_notes.setdefault(prep.index, (reason, detail + " (counted as no match)"))
 
     def _primary_match(self, prep: Prep, state: int) -> str | None:
-        for raw, key in zip(prep.raw_primary, prep.primary, strict=False):
+        found = self._primary_index(prep, state)
+        return None if found is None else prep.raw_primary[found]
+
+    def _primary_index(self, prep: Prep, state: int) -> int | None:
+        for i, key in enumerate(prep.primary):
             if self._match(prep, key, state):
-                return raw
+                return i
         return None
+
+    # ------------------------------------------------------------------------------------ the trace
+
+    def _hit(self, index: int) -> Hit | None:
+        """The matched primary key of entry ``index`` as written, after macros, and where it matched —
+        worked out when the trace is built, only for the entries it reports (the scan records four
+        numbers per match)."""
+        recorded = self.hits.get(index)
+        if recorded is None:
+            return None
+        hit, pos, depth, use_recursion = recorded
+        prep = self.preps[index]
+        raw = prep.raw_primary[hit]
+        return Hit(raw, self._subst(raw).strip(), self._located(prep, prep.primary[hit], depth, use_recursion, pos))
+
+    def _located(self, prep: Prep, key: Key, depth: int, use_recursion: bool, pos: int) -> MatchedIn | None:
+        """Where a matched primary key was found, in ST's scan-text order. Exact after the scan too:
+        what it reads (first chat line of a key, the recursion contents and their offsets) only grows.
+        ``pos``: the match position of a regex key in the scan text of its step."""
+        if key[0] == "p":
+            scanner = self.scanners.get(key[2])
+            where = scanner.where(key[1], key[3], depth, prep.extras, use_recursion) if scanner else None
+            if where is None:
+                return None
+            kind, value = where
+            if kind == "recursion":
+                return self._recursion_source(value)  # type: ignore[arg-type]
+            if kind == "extra":
+                return MatchedIn(value)  # type: ignore[arg-type]
+            return MatchedIn(kind, value)  # type: ignore[arg-type]
+        if pos < 0:
+            return None
+        # walk the parts as ``_haystack`` joins them (a part's span includes the separator in front of it)
+        end, first = 0, True
+        if depth > 0:
+            end, first = len(MATCHER) - len(JOINER), False
+            for i, line in enumerate(self.raw_messages[:depth]):
+                end += len(JOINER) + len(line)
+                if pos < end:
+                    return MatchedIn("chat", i)
+        texts = [(MatchedIn(name), self.extras.get(name) or "") for name in prep.extras]
+        texts += [(MatchedIn("injection", i), text) for i, text in enumerate(self.injections)]
+        found = None
+        for part, text in texts:
+            if text:
+                end += (0 if first else len(JOINER)) + len(text)
+                first = False
+                found = part
+                if pos < end:
+                    return part
+        if use_recursion and self.rec_starts:
+            offset = pos - (end if first else end + len(JOINER))  # into the recursion buffer
+            return self._recursion_source(max(0, bisect.bisect_right(self.rec_starts, offset) - 1))
+        return found
+
+    def _recursion_source(self, number: int) -> MatchedIn | None:
+        if number >= len(self.rec_owners):
+            return None
+        entry = self.rec_owners[number].entry
+        return MatchedIn("recursion", None, entry.lorebook_id, entry.uid)
 
     def _secondary_ok(self, prep: Prep, state: int) -> tuple[bool, str]:
         logic = prep.entry.selective_logic
@@ -575,14 +657,15 @@ class _Run:
                     self._reason(prep, "no_keys", "no primary keys", step, 99)
                     dropped.add(prep.index)
                     continue
-                matched = self._primary_match(prep, state)
-                if matched is None:
+                hit = self._primary_index(prep, state)
+                if hit is None:
                     note = notes.get(prep.index)
                     if note is not None:  # a regex key timed out or was not tried
                         self._reason(prep, note[0], f"no primary key matched; {note[1]}", step, _KEYS)
                     else:
                         self._reason(prep, "no_key_match", "no primary key found in the scanned text", step, _KEYS)
                     continue
+                matched, hit_pos = prep.raw_primary[hit], self.hit_pos
                 if prep.entry.selective is True and prep.secondary:
                     ok, why = self._secondary_ok(prep, state)
                     if not ok:
@@ -594,6 +677,7 @@ class _Run:
                         continue
                 if self._excluded(prep, state, step):
                     continue
+                self.hits[prep.index] = (hit, hit_pos, self._depth_of(prep), state != MIN_ACTIVATIONS)
                 detail = f"key '{matched}' matched"
                 note = notes.get(prep.index)
                 if note is not None:
@@ -644,11 +728,20 @@ class _Run:
                     piece_tokens = self._tokens(content + "\n")
                     new_tokens += piece_tokens
                 else:
+                    piece_tokens = estimate_length(len(content) + 1)
                     new_length += len(content) + 1
                     new_tokens = estimate_length(new_length)
+                self.costs[prep.index] = (piece_tokens, prev_tokens + new_tokens)
                 if not ignore_budget and prev_tokens + new_tokens >= self.budget:
                     overflowed = True
-                    self._reason(prep, "budget", f"would reach the budget of {self.budget} tokens", step, _GROUP)
+                    self._reason(
+                        prep,
+                        "budget",
+                        f"would reach the budget of {self.budget} tokens ({prev_tokens + new_tokens} with its"
+                        f" {piece_tokens})",
+                        step,
+                        _GROUP,
+                    )
                     continue
                 act = Activation(prep, how, detail, step, content, matched_key)
                 if custom:
@@ -683,7 +776,7 @@ class _Run:
                 contents = [a.content for a in recursable]
                 text = "\n".join(contents)
                 if text:
-                    self.recursion_texts.append(text)
+                    self._add_recursion(recursable, text)
                     for scanner in self.scanners.values():
                         scanner.add_recursion(contents)
 
@@ -696,6 +789,8 @@ class _Run:
                 preps=self.preps,
                 ordering=self.ordering,
                 reasons=self.reasons,
+                hit_of=self._hit,
+                costs=self.costs,
                 dynamic=self.dynamic,
                 simple_live=self.simple_live,
                 duplicates=self.duplicates,
@@ -706,6 +801,16 @@ class _Run:
             overflowed=overflowed,
             steps=step,
         )
+
+    def _add_recursion(self, recursable: list[Activation], text: str) -> None:
+        """``text`` (the step's recursable contents joined by ``\n``) joins the recursion buffer."""
+        offset = self.rec_length + (len(JOINER) if self.recursion_texts else 0)
+        self.recursion_texts.append(text)
+        for act in recursable:
+            self.rec_owners.append(act.prep)
+            self.rec_starts.append(offset)
+            offset += len(act.content) + 1
+        self.rec_length = offset - 1
 
     def _excluded(self, prep: Prep, state: int, step: int) -> bool:
         for raw_key in prep.exclude:

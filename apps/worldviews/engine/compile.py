@@ -43,6 +43,7 @@ from .model import (
     DEFAULT_WEIGHT,
     Entry,
     InsertionStrategy,
+    MatchedIn,
     Position,
     Role,
     Source,
@@ -181,12 +182,14 @@ class Scanner:
         self.extra_found = {name: matcher.scan(text) for name, text in extras.items() if text}
         inj_sub: set[str] = set()
         inj_word: set[str] = set()
-        for text in injections:
-            found_sub, found_word = matcher.scan(text)
+        self.inj_found = [matcher.scan(text) for text in injections]
+        for found_sub, found_word in self.inj_found:
             inj_sub |= found_sub
             inj_word |= found_word
         self.inj = (inj_sub, inj_word)
-        self.rec: tuple[set[str], set[str]] = (set(), set())
+        # key -> index of the first recursion content (in the order added) that holds it
+        self.rec: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        self.rec_count = 0
         # Keys seen for the first time since the last :meth:`drain`, as (slot, key) with slot 0 for
         # substring keys and 1 for whole-word keys: outside the recursion buffer (chat lines, extra
         # sources, injections) and in it. The loop turns them into candidate entries incrementally, so a
@@ -222,13 +225,15 @@ class Scanner:
         new_rec = self.new_rec
         for text in contents:
             found_sub, found_word = self.matcher.scan(transform(text) if transform is not None else text)
+            number = self.rec_count
+            self.rec_count = number + 1
             for key in found_sub:
                 if key not in rec_sub:
-                    rec_sub.add(key)
+                    rec_sub[key] = number
                     new_rec.append((0, key))
             for key in found_word:
                 if key not in rec_word:
-                    rec_word.add(key)
+                    rec_word[key] = number
                     new_rec.append((1, key))
 
     def has(self, kind: int, text: str, depth: int, extras: tuple[str, ...], use_recursion: bool) -> bool:
@@ -243,6 +248,25 @@ class Scanner:
             if found is not None and text in found[slot]:
                 return True
         return use_recursion and text in self.rec[slot]
+
+    def where(
+        self, kind: int, text: str, depth: int, extras: tuple[str, ...], use_recursion: bool
+    ) -> tuple[str, int | str | None] | None:
+        """Where :meth:`has` finds the key, in scan-text order: ``("chat", line)`` (0 = newest),
+        ``("extra", name)``, ``("injection", i)``, ``("recursion", content number)``; None if nowhere."""
+        slot = 0 if kind == SUB else 1
+        index = self.first[slot].get(text)
+        if index is not None and index < depth:
+            return "chat", index
+        for name in extras:
+            found = self.extra_found.get(name)
+            if found is not None and text in found[slot]:
+                return "extra", name
+        for i, found in enumerate(self.inj_found):
+            if text in found[slot]:
+                return "injection", i
+        number = self.rec[slot].get(text) if use_recursion else None
+        return ("recursion", number) if number is not None else None
 
 
 def _order_of(entry: Entry) -> float:
@@ -652,9 +676,38 @@ def _default_trace(prep: Prep) -> TraceItem:
     return trace
 
 
-def trace_item(entry: Entry, status: str, reason: str, detail: str, step: int, key: str | None) -> TraceItem:
+def trace_item(
+    entry: Entry,
+    status: str,
+    reason: str,
+    detail: str,
+    step: int,
+    key: str | None,
+    hit: tuple[str, str, MatchedIn | None] | None = None,
+    cost: tuple[int, int] | None = None,
+) -> TraceItem:
+    """One trace item; ``hit`` (key as written, after macros, where) and ``cost`` (tokens, running
+    total) fill the match and budget fields (the hit's key replaces ``key``)."""
     comment = entry.comment if isinstance(entry.comment, str) else ""
-    return TraceItem(entry.lorebook_id, entry.uid, status, reason, detail, step, key, entry.source, comment)
+    text = where = None
+    if hit is not None:
+        key, text, where = hit
+    tokens, total = cost if cost is not None else (None, None)
+    return TraceItem(
+        entry.lorebook_id,
+        entry.uid,
+        status,
+        reason,
+        detail,
+        step,
+        key,
+        entry.source,
+        comment,
+        text,
+        where,
+        tokens,
+        total,
+    )
 
 
 # Per-entry cache of preparations: (hash of the Entry's value, global flags) -> a Prep made from an equal

@@ -193,9 +193,31 @@ class DepthInjection:
     content: str
 
 
+class MatchedIn(NamedTuple):
+    """Where the matching primary key was found in the scan text (docs/worldinfo.md, "The trace").
+
+    ``source``: ``chat`` (``number`` 0 = the newest scanned message), an extra source's name
+    (``persona_description`` … or a caller's ``extra_scan`` name), ``injection`` (``number``: index into
+    ``scan_injections``), or ``recursion`` — the activated content (macros expanded) of the entry
+    ``lorebook_id``/``uid``.
+    """
+
+    source: str
+    number: int | None = None
+    lorebook_id: int | str | None = None
+    uid: int | str | None = None
+
+
 class TraceItem(NamedTuple):
     """Why one entry activated or not. ``reason`` is a stable code (see docs/worldinfo.md),
-    ``detail`` a human sentence, ``step`` the scan loop (1-based; 0 = decided before scanning)."""
+    ``detail`` a human sentence, ``step`` the scan loop (1-based; 0 = decided before scanning).
+
+    For a key match, ``matched_key`` is the key as written, ``matched_text`` the key after macro
+    substitution (what was searched) and ``matched_in`` where it was found. ``tokens`` is what the
+    entry's content (macros expanded, plus its ``\n``) costs the budget and ``budget_total`` the
+    running total compared with the budget at that entry (ST: tokens of the text activated in earlier
+    steps + tokens of this step's contents so far) — for activated entries and for those the budget
+    dropped; ``None`` when the entry never reached the budget check."""
 
     lorebook_id: int | str | None
     uid: int | str
@@ -206,6 +228,10 @@ class TraceItem(NamedTuple):
     matched_key: str | None = None
     source: str = Source.GLOBAL
     comment: str = ""
+    matched_text: str | None = None
+    matched_in: MatchedIn | None = None
+    tokens: int | None = None
+    budget_total: int | None = None
 
 
 class TimedEffect(TypedDict):

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -22,6 +22,7 @@ from .model import (
     ActivationResult,
     DepthInjection,
     Entry,
+    MatchedIn,
     Position,
     Role,
     TimedState,
@@ -137,12 +138,28 @@ def _effective_entries(ascending: list[Activation]) -> list[Entry]:
     return activated_entries
 
 
+# Skip reasons decided after an entry's key matched: its trace item keeps the match (and the cost).
+_AFTER_MATCH = frozenset(
+    {"group_sticky", "group_scoring", "group_already_active", "lost_group", "probability", "budget"}
+)
+
+
+class Hit(NamedTuple):
+    """The primary key that matched: as written, after macros, and where it was found."""
+
+    key: str
+    text: str
+    where: MatchedIn | None
+
+
 def trace(
     activated: Mapping[int, Activation],
     *,
     preps: Sequence[Prep],
     ordering: Ordering,
     reasons: Mapping[int, list[Any]],
+    hit_of: Callable[[int], Hit | None],
+    costs: Mapping[int, tuple[int, int]],
     dynamic: Iterable[int],
     simple_live: set[int],
     duplicates: Iterable[Entry],
@@ -151,7 +168,10 @@ def trace(
     activated, skipped for a reason or had its keys substituted), then one per duplicate.
 
     ``reasons`` maps prep index → ``[reason, detail, step, strength]`` for entries that were looked at
-    and skipped; ``dynamic`` are the entries whose keys were substituted (their default item may be
+    and skipped; ``hit_of(index)`` the matched primary key of an entry (after macros) and where it matched;
+    ``costs`` an entry's tokens and the running budget total when it reached the budget check (kept
+    for activated entries and for those skipped after their key matched: group, probability, budget);
+    ``dynamic`` are the entries whose keys were substituted (their default item may be
     stale); ``simple_live`` the simple entries still waiting for a key at the end; ``duplicates`` the
     entries dropped as already present from a higher-priority source.
     """
@@ -176,7 +196,8 @@ def trace(
                 Position.OUTLET,
             ):
                 detail += "; unknown position, nothing inserted"
-            item = trace_item(entry, "activated", act.how, detail, act.step, act.matched_key)
+            hit = hit_of(index) if act.matched_key is not None else None
+            item = trace_item(entry, "activated", act.how, detail, act.step, act.matched_key, hit, costs.get(index))
         else:
             recorded = reasons.get(index)
             if recorded is None:
@@ -185,7 +206,9 @@ def trace(
                 else:
                     item = trace_item(entry, "skipped", "not_scanned", NOT_SCANNED, 0, None)
             else:
-                item = trace_item(entry, "skipped", recorded[0], recorded[1], recorded[2], None)
+                reason = recorded[0]
+                hit, cost = (hit_of(index), costs.get(index)) if reason in _AFTER_MATCH else (None, None)
+                item = trace_item(entry, "skipped", reason, recorded[1], recorded[2], None, hit, cost)
         items[position_in_trace] = item
     for entry in duplicates:
         comment = entry.comment if isinstance(entry.comment, str) else ""
