@@ -1,20 +1,56 @@
-"""A Redis cache backend whose client (and so its connection pool) is shared by every thread.
+"""A Redis cache backend whose client (and so its connection pool) is shared by every thread, and
+which keeps the service up when Redis is down.
 
 Django keeps one cache object per thread, and its Redis backend builds a new client — a new
 connection pool, a new TCP connection — per object. Under ASGI each request's synchronous code runs
 in a thread of its own, so every request would connect to Redis again. redis-py's pool is
 thread-safe: one per process (and per configuration) is enough, and so is one `redis.Redis` per pool.
+
+Redis unreachable: the cache fails open — reads miss, writes are dropped, `add` succeeds — so
+authentication, permissions and generation go on (each falls back to the database or to per-process
+state) and the rate limits are not enforced until Redis is back. A warning is logged once a minute.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.utils.functional import cached_property
 
 _lock = threading.Lock()
+logger = logging.getLogger("apps.core.cache")
+_down_logged = 0.0
+
+
+def _fail_open[**P, R](when_down: Callable[..., Any]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the cache operation; when Redis cannot be reached, answer `when_down(*args, **kwargs)`."""
+
+    def wrap(operation: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(operation)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            global _down_logged
+            try:
+                return operation(*args, **kwargs)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() - _down_logged > 60:
+                    _down_logged = time.monotonic()
+                    logger.warning("Redis cache unreachable (%s): reads miss and rate limits are off", exc)
+                return when_down(*args, **kwargs)  # type: ignore[no-any-return]
+
+        return run
+
+    return wrap
+
+
+def _default(self: Any, key: Any, default: Any = None) -> Any:
+    return default
 
 
 class _ReusingClient(RedisCacheClient):
@@ -37,6 +73,18 @@ class _ReusingClient(RedisCacheClient):
                 if client is None:
                     client = self._redis_clients[index] = base._client(connection_pool=base._get_connection_pool(write))
         return client
+
+    # the operations Django's RedisCache calls, each failing open (see the module's docstring)
+    add = _fail_open(lambda *a, **k: True)(RedisCacheClient.add)
+    get = _fail_open(_default)(RedisCacheClient.get)
+    set = _fail_open(lambda *a, **k: None)(RedisCacheClient.set)
+    touch = _fail_open(lambda *a, **k: False)(RedisCacheClient.touch)
+    delete = _fail_open(lambda *a, **k: False)(RedisCacheClient.delete)
+    get_many = _fail_open(lambda *a, **k: {})(RedisCacheClient.get_many)
+    has_key = _fail_open(lambda *a, **k: False)(RedisCacheClient.has_key)
+    set_many = _fail_open(lambda *a, **k: [])(RedisCacheClient.set_many)
+    delete_many = _fail_open(lambda *a, **k: None)(RedisCacheClient.delete_many)
+    clear = _fail_open(lambda *a, **k: False)(RedisCacheClient.clear)
 
 
 _clients: dict[tuple[Any, ...], RedisCacheClient] = {}

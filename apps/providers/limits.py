@@ -9,11 +9,14 @@ themselves after `LEASE_SECONDS`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+
+logger = logging.getLogger("apps.providers.limits")
 
 LEASE_SECONDS = 600
 POLL_SECONDS = 0.05
@@ -64,37 +67,63 @@ def _redis(url: str):  # type: ignore[no-untyped-def]
 
 @asynccontextmanager
 async def concurrency_slot(key: str, limit: int, *, redis_url: str = "", wait: float = 2.0) -> AsyncIterator[None]:
-    """Hold one of `limit` slots for `key` while the block runs; `limit` 0 means unlimited."""
+    """Hold one of `limit` slots for `key` while the block runs; `limit` 0 means unlimited.
+
+    When Redis cannot be reached the limit is kept per process (the in-process semaphore) rather than
+    failing the call: generation must not depend on Redis being up."""
     if limit <= 0:
         yield
         return
-    if not redis_url:
-        sem = _local_semaphore(key, limit)
-        try:
-            await asyncio.wait_for(sem.acquire(), timeout=wait)
-        except TimeoutError:
-            raise ConcurrencyLimited(key) from None
-        try:
+    member = await _redis_acquire(key, limit, redis_url, wait) if redis_url else None
+    if member is None:
+        async with _local_slot(key, limit, wait):
             yield
-        finally:
-            sem.release()
         return
+    try:
+        yield
+    finally:
+        with suppress(Exception):
+            await asyncio.shield(_redis(redis_url).zrem(f"ws:slots:{key}", member))  # type: ignore[attr-defined]
 
+
+@asynccontextmanager
+async def _local_slot(key: str, limit: int, wait: float) -> AsyncIterator[None]:
+    sem = _local_semaphore(key, limit)
+    try:
+        await asyncio.wait_for(sem.acquire(), timeout=wait)
+    except TimeoutError:
+        raise ConcurrencyLimited(key) from None
+    try:
+        yield
+    finally:
+        sem.release()
+
+
+_redis_down_logged = 0.0
+
+
+async def _redis_acquire(key: str, limit: int, redis_url: str, wait: float) -> str | None:
+    """A lease in Redis (its member), None when Redis cannot be reached (then the local semaphore)."""
+    import redis
+
+    global _redis_down_logged
     client = _redis(redis_url)
     redis_key = f"ws:slots:{key}"
     member = uuid.uuid4().hex
     deadline = time.monotonic() + wait
     while True:
         now = time.time()
-        acquired = await client.eval(  # type: ignore[attr-defined]
-            _ACQUIRE, 1, redis_key, now, limit, now + LEASE_SECONDS, member, LEASE_SECONDS * 2
-        )
+        try:
+            acquired = await client.eval(  # type: ignore[attr-defined]
+                _ACQUIRE, 1, redis_key, now, limit, now + LEASE_SECONDS, member, LEASE_SECONDS * 2
+            )
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() - _redis_down_logged > 60:
+                _redis_down_logged = time.monotonic()
+                logger.warning("Redis unreachable: concurrency limits are kept per process until it is back")
+            return None
         if acquired:
-            break
+            return member
         if time.monotonic() >= deadline:
             raise ConcurrencyLimited(key)
         await asyncio.sleep(POLL_SECONDS)
-    try:
-        yield
-    finally:
-        await asyncio.shield(client.zrem(redis_key, member))  # type: ignore[attr-defined]

@@ -41,12 +41,17 @@ def test_expire_task_fails_pending_generations_once(user):
     assert tasks.generations_expire() == {"released": 0, "generationsFailed": 0}
 
 
-def test_the_beat_schedule_names_the_task():
+def test_the_beat_schedule_names_the_tasks_and_routes_them_to_their_queues():
     from django.conf import settings
 
     from writing_service.celery import app
 
-    (entry,) = settings.CELERY_BEAT_SCHEDULE.values()
-    assert entry["task"] == tasks.generations_expire.name == "apps.generation.tasks.generations_expire"
+    expire, reap = settings.CELERY_BEAT_SCHEDULE.values()
+    assert expire["task"] == tasks.generations_expire.name == "apps.generation.tasks.generations_expire"
+    assert reap["task"] == tasks.generation_jobs_reap.name == "apps.generation.tasks.generation_jobs_reap"
     app.loader.import_default_modules()
-    assert entry["task"] in app.tasks
+    assert expire["task"] in app.tasks and reap["task"] in app.tasks
+    router = app.amqp.router
+    assert router.route({}, tasks.generation_job_run.name)["queue"].name == "generation"
+    for task in (expire["task"], reap["task"]):
+        assert router.route({}, task)["queue"].name == "housekeeping"

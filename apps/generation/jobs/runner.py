@@ -41,6 +41,9 @@ JOB_STATUS: dict[str, str] = {
 }
 
 
+JOB_SLOT_WAIT_SECONDS = 120.0
+
+
 class JobRelay(Relay):
     """The relay of a job: every delta goes to the job's event log instead of an HTTP response."""
 
@@ -86,8 +89,10 @@ class JobRelay(Relay):
             if status != Generation.Status.SUCCEEDED:
                 await self.close_upstream()
             await self.settle(status, error)
-        if error is not None:
-            self.error_code = str(getattr(error, "code", "") or "failed")
+        if isinstance(error, UpstreamError | ConcurrencyLimited):
+            self.error_code = upstream_api_error(error).code
+        elif error is not None:
+            self.error_code = "failed"
         with suppress(EventLogUnavailable):
             await self.publish(self._final(status, error))
         return status
@@ -123,6 +128,8 @@ async def run_job(job_id: str, *, worker: str, on_start: Any = None) -> str | No
         build=started.prepared.request_for,
         redis_url=settings.REDIS_URL,
         can_use=started.prepared.covered_by_hold,
+        # queued work waits for a free slot of a busy connection rather than failing like a live request
+        slot_wait=JOB_SLOT_WAIT_SECONDS,
     )
     relay = JobRelay(started, routed)
     if on_start is not None:

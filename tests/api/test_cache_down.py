@@ -1,0 +1,28 @@
+"""The shared Redis cache fails open when Redis is down: reads miss, writes are dropped, `add` succeeds
+(so rate limits let requests through) — nothing raises into a view."""
+
+from __future__ import annotations
+
+import socket
+
+from apps.core.cache import SharedRedisCache
+
+
+def dead_redis_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"  # nothing listens there any more
+
+
+def test_every_operation_answers_when_redis_is_unreachable(caplog):
+    cache = SharedRedisCache(dead_redis_url(), {"OPTIONS": {"socket_connect_timeout": 0.5}})
+
+    assert cache.get("k") is None and cache.get("k", "fallback") == "fallback"
+    assert cache.add("k", 1, 10) is True
+    cache.set("k", 1, 10)
+    assert cache.get_many(["a", "b"]) == {} and cache.has_key("k") is False
+    assert cache.delete("k") is False and cache.touch("k") is False
+    cache.set_many({"a": 1})
+    cache.delete_many(["a"])
+    assert "Redis cache unreachable" in caplog.text
