@@ -34,9 +34,15 @@ format: install
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+# One worker for both queues: `generation` (resumable jobs; each thread of the pool waits on a job that runs
+# on the worker's event loop, so WORKER_CONCURRENCY is how many generations it carries at once) and
+# `housekeeping` (sweeps, recovery). Larger set-ups run `celery … worker --queues generation` and
+# `--queues housekeeping` separately (docs/jobs.md).
+WORKER_CONCURRENCY ?= 256
 worker: export DEBUG ?= true
 worker: install
-	$(VENV)/bin/celery -A writing_service worker --loglevel=INFO
+	$(VENV)/bin/celery -A writing_service worker --pool threads --concurrency $(WORKER_CONCURRENCY) \
+		--queues generation,housekeeping --loglevel=INFO
 
 beat: export DEBUG ?= true
 beat: install

@@ -157,11 +157,20 @@ if REDIS_URL:
             "BACKEND": "apps.core.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="ws"),
+            # a blocking pool: past its size a request waits for a connection (the plain pool of
+            # redis-py 8 fails at 100, which a few hundred concurrent requests reach)
+            "OPTIONS": {
+                "pool_class": "redis.BlockingConnectionPool",
+                "max_connections": env.int("REDIS_CACHE_MAX_CONNECTIONS", default=200),
+                "timeout": 5,
+            },
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ws"}}
 
+# Connections of one process to Redis for the job event streams (a waiting SSE reader holds one).
+REDIS_POOL_MAX_CONNECTIONS = env.int("REDIS_POOL_MAX_CONNECTIONS", default=1000)
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
