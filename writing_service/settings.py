@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "corsheaders",
+    "apps.audit",
     "apps.accounts",
     "apps.novels",
     "apps.prompts",
