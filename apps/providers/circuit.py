@@ -192,12 +192,13 @@ _STATE = """
 local s = redis.call('HMGET', KEYS[1], 'f', 'o', 'p', 'c')
 local f, o, p, c = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or 0, tonumber(s[4]) or 0
 local now = tonumber(ARGV[1])
+local function num(x) return string.format('%.17g', x) end  -- 17 digits: the exact double back in Python
 """
 _SAVE = """
-redis.call('HSET', KEYS[1], 'f', f, 'o', tostring(o), 'p', tostring(p), 'c', tostring(c))
+redis.call('HSET', KEYS[1], 'f', f, 'o', num(o), 'p', num(p), 'c', num(c))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 """
-_RESULT = "return {tostring(f), tostring(o), tostring(p), tostring(c), result}"
+_RESULT = "return {tostring(f), num(o), num(p), num(c), result}"
 # ARGV: now, ttl, threshold, probe (1/0)
 _FAILURE = (
     _STATE

@@ -8,6 +8,7 @@ tracking off); ``CIRCUIT_COOLDOWN_SECONDS`` later one probe call is let through.
 from __future__ import annotations
 
 import threading
+import time
 
 from django.conf import settings
 
@@ -37,6 +38,7 @@ def breaker() -> Breaker:
 
 
 def circuits_forget() -> None:
-    """Forget this process's circuits and its view of the shared ones (tests)."""
+    """Forget this process's circuits and its view of the shared ones, back on the wall clock (tests)."""
     if _breaker is not None:
         _breaker.store.clear()
+        _breaker.clock = time.time
