@@ -83,7 +83,7 @@ def test_an_open_circuit_sends_calls_to_the_fallback_then_503_then_a_probe_close
     assert refused.headers["Retry-After"] == "20"  # both opened at the clock's T, which is now T + 10
     assert refused.json() == {
         "statusCode": 503,
-        "message": "The model's providers are failing right now; please retry later.",
+        "message": "该模型的服务商当前连续出错，请稍后重试。",
         "error": "Service Unavailable",
     }
     streamed = http.post("/api/v1/generation/writing/stream", json=body(writing_prompt))
