@@ -16,7 +16,8 @@ the balance or deadline cut) — those say nothing about the upstream's health.
 State lives in a :class:`MemoryStore` (one process) or a :class:`RedisStore` (shared by every process;
 atomic Lua scripts). The hot path costs no I/O while a circuit is closed: the Redis store keeps what it
 last read for ``snapshot_seconds`` and writes only on a failure, on the success that follows failures,
-and for a probe. Times are wall-clock seconds from an injectable ``clock`` (comparable across processes,
+and for a probe. An unreachable store never fails a call: the call is admitted and goes untracked (one
+warning a minute). Times are wall-clock seconds from an injectable ``clock`` (comparable across processes,
 and tests move it instead of sleeping).
 """
 
@@ -390,6 +391,7 @@ class Breaker:
         self.cooldown = cooldown
         self.clock = clock
         self._releases: set[asyncio.Task[None]] = set()
+        self._store_warned = -60.0
 
     @property
     def enabled(self) -> bool:
@@ -400,7 +402,11 @@ class Breaker:
         if not self.enabled:
             return Permit(key, name)
         now = self.clock()
-        admission = await self.store.admit(key, now=now, cooldown=self.cooldown, lease=lease)
+        try:
+            admission = await self.store.admit(key, now=now, cooldown=self.cooldown, lease=lease)
+        except Exception as exc:  # health tracking never fails a call: the store unreachable admits it
+            self._store_failed(exc)
+            return Permit(key, name)
         if admission == "refused":
             return None
         if admission == "probe":
@@ -411,7 +417,11 @@ class Breaker:
     async def retry_after(self, key: int) -> float:
         """Seconds until connection ``key`` may take a call (what its last refusal was based on)."""
         now = self.clock()
-        return (await self.store.get(key, now)).retry_after(now, self.cooldown)
+        try:
+            return (await self.store.get(key, now)).retry_after(now, self.cooldown)
+        except Exception as exc:  # as in `admit`: a guess rather than a failed call
+            self._store_failed(exc)
+            return 1.0
 
     async def failure(self, permit: Permit, exc: BaseException) -> None:
         """The call failed: count it when it says the upstream is unhealthy, else give the probe back."""
@@ -420,9 +430,13 @@ class Breaker:
         if not counts_as_failure(exc):
             await self.release(permit)
             return
-        state, event = await self.store.failure(
-            permit.key, now=self.clock(), threshold=self.threshold, probe=permit.probe
-        )
+        try:
+            state, event = await self.store.failure(
+                permit.key, now=self.clock(), threshold=self.threshold, probe=permit.probe
+            )
+        except Exception as exc:  # as in `admit`: the failure goes uncounted, the call goes on
+            self._store_failed(exc)
+            return
         code = getattr(exc, "code", type(exc).__name__)
         if event == "opened":
             logger.warning(
@@ -447,17 +461,31 @@ class Breaker:
         """The upstream answered (its first token): reset the failures, close an open circuit."""
         if not self.enabled:
             return
-        if not permit.probe:
-            seen = await self.store.get(permit.key, self.clock())
-            if not seen.failures and not seen.opened_at:
-                return  # healthy as far as this process knows: nothing to write
-        _state, event = await self.store.success(permit.key, now=self.clock())
+        try:
+            if not permit.probe:
+                seen = await self.store.get(permit.key, self.clock())
+                if not seen.failures and not seen.opened_at:
+                    return  # healthy as far as this process knows: nothing to write
+            _state, event = await self.store.success(permit.key, now=self.clock())
+        except Exception as exc:  # as in `admit`
+            self._store_failed(exc)
+            return
         if event == "closed":
             logger.warning("circuit closed: connection %s (#%d) answered again", permit.name, permit.key)
 
     async def release(self, permit: Permit) -> None:
         if permit.probe:
-            await self.store.release(permit.key, probe_until=permit.probe_until)
+            try:
+                await self.store.release(permit.key, probe_until=permit.probe_until)
+            except Exception as exc:  # as in `admit`: the probe's lease runs out by itself
+                self._store_failed(exc)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """Say so at most once a minute (the store is down for every call, not for one)."""
+        now = time.monotonic()
+        if now - self._store_warned >= 60:
+            self._store_warned = now
+            logger.warning("connection health unavailable (%s): calls are admitted untracked", type(exc).__name__)
 
     def release_soon(self, permit: Permit) -> None:
         """Give the probe back from a cancelled call (where awaiting is not possible): in the background."""

@@ -435,3 +435,14 @@ async def test_state_is_shared_between_processes_through_redis(clock):
     await here.success(probe)
     assert _other_process(str(key), repr(T0 + 30), "look") == "admitted"
     here.reset(key)
+
+
+async def test_an_unreachable_redis_admits_calls_untracked(caplog):
+    down = Breaker(RedisStore("redis://127.0.0.1:1/0"), threshold=1, cooldown=30)
+    permit = await down.admit(KEY, name="up")
+    assert permit is not None and not permit.probe
+    await down.failure(permit, UpstreamServerError("HTTP 500"))  # would open it: not recorded, no error
+    await down.success(Permit(KEY, "up", T0))
+    assert await down.admit(KEY) is not None
+    warnings = [r.getMessage() for r in caplog.records if r.name == "apps.providers.circuit"]
+    assert warnings == ["connection health unavailable (ConnectionError): calls are admitted untracked"]
