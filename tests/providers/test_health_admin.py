@@ -163,3 +163,14 @@ def test_a_failed_check_does_not_reset(conns: Any, fake_upstream: FakeUpstream) 
     assert breaker().states([down.pk])[down.pk].opened_at > 0
     assert not AuditEntry.objects.filter(action="connection.circuit_reset").exists()
     assert AIModel.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("threshold", "cooldown", "ids"),
+    [(5, 30.0, []), (0, 30.0, []), (-1, 30.0, ["providers.E001"]), (5, 0.0, ["providers.E002"])],
+)
+def test_circuit_settings_are_checked(settings: Any, threshold: int, cooldown: float, ids: list[str]) -> None:
+    from apps.providers.checks import circuit_settings
+
+    settings.CIRCUIT_FAILURE_THRESHOLD, settings.CIRCUIT_COOLDOWN_SECONDS = threshold, cooldown
+    assert [e.id for e in circuit_settings(None)] == ids
