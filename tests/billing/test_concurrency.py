@@ -470,7 +470,8 @@ def test_200_metered_generations_on_one_wallet(
         time.sleep(0.05)
 
     results = Counter(outcome for outcome, _gid, _text in answers)
-    assert set(results) <= {"200 json", "200 stream", "402", "502", "hung up", "stream error"}, results
+    # 503: once the down connection has failed 5 times in a row its circuit is open (docs/operations.md)
+    assert set(results) <= {"200 json", "200 stream", "402", "502", "503", "hung up", "stream error"}, results
     assert results["402"] > 0 and results["502"] > 0 and results["hung up"] > 0
     assert results["200 json"] > 0 and results["200 stream"] > 0
     records = {g.public_id: g for g in Generation.objects.all()}
