@@ -434,8 +434,8 @@ class Breaker:
             state, event = await self.store.failure(
                 permit.key, now=self.clock(), threshold=self.threshold, probe=permit.probe
             )
-        except Exception as exc:  # as in `admit`: the failure goes uncounted, the call goes on
-            self._store_failed(exc)
+        except Exception as store_error:  # as in `admit`: the failure goes uncounted, the call goes on
+            self._store_failed(store_error)
             return
         code = getattr(exc, "code", type(exc).__name__)
         if event == "opened":
