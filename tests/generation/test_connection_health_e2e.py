@@ -120,13 +120,13 @@ def test_user_caused_4xx_never_open_the_circuit(http, fake_upstream, models, wri
 
 def test_a_client_that_goes_away_is_no_failure(http, fake_upstream, models, writing_prompt, clock):
     primary, _backup = models
-    fake_upstream.default = Reply(chunks=["一", "二", "三"] * 20, chunk_delay=0.05)
+    fake_upstream.default = Reply(chunks=["一", "二", "三"] * 100, chunk_delay=0.05)  # 15 s unless cut
     for _ in range(3):
         with http.stream("POST", "/api/v1/generation/writing/stream", json=body(writing_prompt)) as response:
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     break  # the first event, then hang up
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 12
     while len(fake_upstream.disconnects) < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(fake_upstream.disconnects) == 3
