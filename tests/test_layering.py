@@ -23,12 +23,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Bottom to top. `core` is the shared kernel; `cards`, `macros` are pure codecs/engines; `providers`
+# Bottom to top. `core` is the shared kernel; `audit` (the operators' audit log) is written by every app
+# that changes money, tokens or connections; `cards`, `macros` are pure codecs/engines; `providers`
 # (upstream adapters, the model catalogue, the token estimate) and `billing` (the money) serve
 # everything above; `generation` (writing and roleplay) is the top of the domain, and `openai_api` (the
 # OpenAI-compatible API over it) and `playground` (a page over the API) the top of all.
 LAYERS = (
     "core",
+    "audit",
     "cards",
     "macros",
     "providers",

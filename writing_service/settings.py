@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "corsheaders",
+    "apps.audit",
     "apps.accounts",
     "apps.novels",
     "apps.prompts",
@@ -300,6 +301,11 @@ MACRO_DICE_PER_REQUEST = env.int("MACRO_DICE_PER_REQUEST", default=10_000)
 # refused (the variable keeps its value).
 MACRO_VARIABLES_MAX_CHARS = env.int("MACRO_VARIABLES_MAX_CHARS", default=200_000)
 MACRO_VARIABLES_MAX_KEYS = env.int("MACRO_VARIABLES_MAX_KEYS", default=1_000)
+# Connection health (docs/operations.md, "Connection health"): this many consecutive upstream failures
+# (5xx, timeouts, broken connections) open a connection's circuit — routing skips it to the model's
+# fallbacks — for the cool-down; then one probe call decides. 0 turns health tracking off.
+CIRCUIT_FAILURE_THRESHOLD = env.int("CIRCUIT_FAILURE_THRESHOLD", default=5)
+CIRCUIT_COOLDOWN_SECONDS = env.float("CIRCUIT_COOLDOWN_SECONDS", default=30.0)
 DEFAULT_MODEL_ID = env.str("DEFAULT_MODEL_ID", default="gpt-4-turbo")
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")

@@ -29,6 +29,8 @@ from apps.core.errors import ApplicationError
 from apps.generation.models import Generation
 from apps.generation.services import Finished, Outcome, Prepared, generation_extend
 from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from apps.providers.circuit import CircuitOpen, retry_after_header
+from apps.providers.health import breaker
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
 
@@ -56,6 +58,7 @@ UPSTREAM_MESSAGES: dict[str, str | Promise] = {
     "upstream_bad_request": gettext_lazy("The model provider refused the request."),
     "upstream_auth_error": gettext_lazy("The model provider refused this service's credentials."),
     "upstream_protocol_error": gettext_lazy("The model provider answered something this service cannot read."),
+    "circuit_open": gettext_lazy("The model's providers are failing right now; please retry later."),
 }
 
 
@@ -65,7 +68,8 @@ def upstream_message(code: str) -> str:
 
 
 def upstream_api_error(exc: BaseException) -> ApplicationError:
-    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy).
+    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy or
+    every connection's circuit open, with Retry-After).
     Its message is generic; the upstream's own text is logged (and kept in the record for operators)."""
     if isinstance(exc, ConcurrencyLimited):
         return ApplicationError(
@@ -79,6 +83,8 @@ def upstream_api_error(exc: BaseException) -> ApplicationError:
     headers = {}
     if isinstance(exc, UpstreamRateLimited):
         headers["Retry-After"] = str(max(1, int((exc.retry_after or 1) + 0.999)))
+    elif isinstance(exc, CircuitOpen):
+        headers["Retry-After"] = retry_after_header(exc.retry_after)
     return ApplicationError(upstream_message(exc.code), status_code=exc.client_status, code=exc.code, headers=headers)
 
 
@@ -101,6 +107,7 @@ async def respond(
         build=prepared.request_for,
         redis_url=settings.REDIS_URL,
         can_use=prepared.covered_by_hold,
+        breaker=breaker(),
     )
     relay = (relay_class or Relay)(prepared, routed, finish)
     if stream:

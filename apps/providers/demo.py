@@ -6,12 +6,14 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.audit.services import Actor
 from apps.providers.models import AIModel, Connection
 from apps.providers.quickstart import mock_ensure, quickstart_ensure
 
 
 def demo_setup(*, user: Any, stdout: Any) -> None:
-    lines = quickstart_ensure() + mock_ensure()
+    by = Actor.command("demo_setup")
+    lines = quickstart_ensure(by=by) + mock_ensure(by=by)
     for line in lines:
         stdout.write(f"Providers: {line}")
     if not lines:

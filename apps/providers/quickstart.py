@@ -22,6 +22,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 
+from apps.audit.services import Actor
 from apps.providers import services
 from apps.providers.models import Connection
 
@@ -42,8 +43,12 @@ def _model_ids() -> list[str]:
     return ids
 
 
-def quickstart_ensure() -> list[str]:
-    """Create the ``default`` connection and its models from ``LLM_*`` settings if none exist."""
+STARTUP = Actor(None, "startup")
+
+
+def quickstart_ensure(*, by: Actor = STARTUP) -> list[str]:
+    """Create the ``default`` connection and its models from ``LLM_*`` settings if none exist (audited
+    as ``by``'s)."""
     base_url = (settings.LLM_BASE_URL or "").strip()
     if not base_url or Connection.objects.exists():
         return []
@@ -56,6 +61,7 @@ def quickstart_ensure() -> list[str]:
                 kind=Connection.Kind.OPENAI,
                 base_url=base_url,
                 api_key=(settings.LLM_API_KEY or "").strip() or None,
+                by=by,
             ).obj
             hint = f", key {connection.api_key_hint}" if connection.api_key_hint else ", no API key"
             lines.append(f"Created connection {connection.name!r} (openai, {base_url}{hint}).")
@@ -69,6 +75,7 @@ def quickstart_ensure() -> list[str]:
                     max_output_tokens=DEFAULT_MAX_OUTPUT_TOKENS,
                     input_ratio=Decimal("1"),
                     output_ratio=Decimal("1"),
+                    by=by,
                 )
                 lines.append(f"Created model {model_id!r}.")
             if settings.DEFAULT_MODEL_ID not in ids:
@@ -79,6 +86,7 @@ def quickstart_ensure() -> list[str]:
                     display_name=f"{ids[0]} (default)",
                     context_tokens=DEFAULT_CONTEXT_TOKENS,
                     max_output_tokens=DEFAULT_MAX_OUTPUT_TOKENS,
+                    by=by,
                 )
                 lines.append(
                     f"Created model {settings.DEFAULT_MODEL_ID!r} as an alias of {ids[0]!r} "
@@ -89,14 +97,14 @@ def quickstart_ensure() -> list[str]:
     return lines
 
 
-def mock_ensure() -> list[str]:
+def mock_ensure(*, by: Actor = STARTUP) -> list[str]:
     """Create the offline ``mock`` connection and the ``DEFAULT_MODEL_ID`` model if nothing is configured."""
     if (settings.LLM_BASE_URL or "").strip() or Connection.objects.exists():
         return []
     model_id = settings.DEFAULT_MODEL_ID
     try:
         with transaction.atomic():
-            connection = services.connection_upsert(name=MOCK_CONNECTION, kind=Connection.Kind.MOCK).obj
+            connection = services.connection_upsert(name=MOCK_CONNECTION, kind=Connection.Kind.MOCK, by=by).obj
             services.model_upsert(
                 model_id=model_id,
                 connection=connection,
@@ -104,6 +112,7 @@ def mock_ensure() -> list[str]:
                 display_name=f"{model_id} (mock)",
                 context_tokens=DEFAULT_CONTEXT_TOKENS,
                 max_output_tokens=DEFAULT_MAX_OUTPUT_TOKENS,
+                by=by,
             )
     except IntegrityError:
         return []

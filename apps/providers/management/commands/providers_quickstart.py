@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from apps.audit.services import Actor
 from apps.providers.quickstart import mock_ensure, quickstart_ensure
 
 
@@ -16,7 +17,8 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        lines = quickstart_ensure() + mock_ensure()
+        by = Actor.command("providers_quickstart")
+        lines = quickstart_ensure(by=by) + mock_ensure(by=by)
         for line in lines:
             self.stdout.write(line)
         if not lines:
