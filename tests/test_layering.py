@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Bottom to top. `core` is the shared kernel; `cards`, `macros` are pure codecs/engines; `providers`
 # (upstream adapters, the model catalogue, the token estimate) and `billing` (the money) serve
-# everything above; `generation` (writing and roleplay) is the top of the domain, and `openai_api` (the
-# OpenAI-compatible API over it) the top of all.
+# everything above; `generation` (writing and roleplay) is the top of the domain, `openai_api` (the
+# OpenAI-compatible API over it) stands on it, and `dashboard` (the operators' page over billing and
+# generation) is the top of all.
 LAYERS = (
     "core",
     "cards",
@@ -62,6 +63,7 @@ PURE_MODULES = (
     "apps.providers.adapters.messages",
     "apps.generation.assembly",
     "apps.generation.roleplay.assembly",
+    "apps.generation.calls",
 )
 FORBIDDEN_IN_PURE = ("django", "rest_framework", "drf_spectacular", "celery")
 

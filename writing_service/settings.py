@@ -266,6 +266,12 @@ LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_MODELS = env.list("LLM_MODELS", default=[])
 
+# --- Metrics (docs/operations.md, "Metrics") ---------------------------------------------------
+# `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>` when set (else anyone who reaches it).
+# Multi-process mode is prometheus_client's own variable, PROMETHEUS_MULTIPROC_DIR (read from the
+# environment or .env before the first metric is made; apps/core/metrics.py).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core.api import exceptions, health
 from apps.core.api.throttling import rate_limited
+from writing_service.metrics import metrics_view
 
 # Admin sign-in attempts per client address (RATE_LIMIT_ADMIN_LOGIN): password guessing gets 429s.
 admin.site.login = rate_limited("admin_login")(admin.site.login)  # type: ignore[method-assign]
@@ -26,6 +27,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus; METRICS_TOKEN guards it
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
