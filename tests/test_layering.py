@@ -41,6 +41,7 @@ LAYERS = (
     "prompts",
     "generation",
     "openai_api",
+    "dashboard",
 )
 
 PURE_MODULES = (
@@ -64,6 +65,7 @@ PURE_MODULES = (
     "apps.generation.assembly",
     "apps.generation.roleplay.assembly",
     "apps.generation.calls",
+    "apps.dashboard.charts",
 )
 FORBIDDEN_IN_PURE = ("django", "rest_framework", "drf_spectacular", "celery")
 

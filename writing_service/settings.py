@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "apps.generation",
     "apps.billing",
     "apps.openai_api",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [

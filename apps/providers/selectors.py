@@ -115,3 +115,8 @@ def fallback_graph() -> dict[str, list[str]]:
     for model_id, fallback_id in rows:
         graph.setdefault(model_id, []).append(fallback_id)
     return graph
+
+
+def model_connection_names() -> dict[str, str]:
+    """``{model_id: its connection's name}`` for every model in the catalogue (enabled or not)."""
+    return dict(AIModel.objects.values_list("model_id", "connection__name"))
