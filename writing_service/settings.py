@@ -272,6 +272,9 @@ LLM_MODELS = env.list("LLM_MODELS", default=[])
 # Multi-process mode is prometheus_client's own variable, PROMETHEUS_MULTIPROC_DIR (read from the
 # environment or .env before the first metric is made; apps/core/metrics.py).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    # set but empty (a copied .env): prometheus_client would take it for multi-process mode in the cwd
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
