@@ -189,3 +189,11 @@ def test_only_staff_with_the_charge_permission(users: dict[str, Any]) -> None:
 
 def test_the_admin_index_links_it(operator_client: Client) -> None:
     assert 'href="/admin/usage/"' in operator_client.get("/admin/").content.decode()
+
+
+def test_the_page_speaks_chinese_by_default(operator_client: Client) -> None:
+    with at(NOON):
+        page = operator_client.get("/admin/usage/").content.decode()
+        refused = operator_client.get("/admin/usage/", {"from": "2026-03-10", "to": "2026-03-01"})
+    assert "用量看板" in page and "各连接的上游调用" in page
+    assert refused.status_code == 400 and "日期范围无法使用" in refused.content.decode()
