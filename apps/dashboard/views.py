@@ -21,6 +21,7 @@ from apps.billing.api import UsageQuerySerializer
 from apps.billing.selectors import USAGE_FIELDS
 from apps.dashboard import charts
 from apps.dashboard.selectors import Dashboard, usage_dashboard
+from apps.generation.calls import is_failure
 
 EXPORTS = ("days", "models", "users", "connections")
 FREE_COLOR, PAID_COLOR, ERROR_COLOR = "#79aec8", "#417690", "#ba2121"
@@ -111,9 +112,7 @@ def _csv(dashboard: Dashboard, export: str) -> HttpResponse:
     else:
         writer.writerow(["connection", "calls", "ok", "cancelled", "failures", "errorRate", "errors"])
         for c in dashboard.connections:
-            errors = " ".join(
-                f"{code}={n}" for code, n in sorted(c.outcomes.items()) if code not in ("ok", "cancelled")
-            )
+            errors = " ".join(f"{code}={n}" for code, n in sorted(c.outcomes.items()) if is_failure(code))
             rate = "" if c.error_rate is None else f"{c.error_rate:.4f}"
             writer.writerow(
                 [
