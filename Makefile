@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Prometheus multi-process mode for the local processes: `make run` and `make worker` share this directory, so
+# /metrics counts the worker's tasks too; each process makes it and drops the files of gone processes at start.
+METRICS_DIR ?= $(CURDIR)/.run/prometheus
 
 .PHONY: install run test lint typecheck format migrate worker beat messages fuzz
 
@@ -12,6 +15,7 @@ install:
 run: export DEBUG ?= true
 # the playground's own origin (http://HOST:PORT/playground/): a page served from there may call the API
 run: export CORS_ALLOWED_ORIGINS ?= http://$(HOST):$(PORT)
+run: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_setup --base-url http://$(HOST):$(PORT)
@@ -40,6 +44,7 @@ migrate: install
 # `--queues housekeeping` separately (docs/jobs.md).
 WORKER_CONCURRENCY ?= 256
 worker: export DEBUG ?= true
+worker: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
 worker: install
 	$(VENV)/bin/celery -A writing_service worker --pool threads --concurrency $(WORKER_CONCURRENCY) \
 		--queues generation,housekeeping --loglevel=INFO

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.openai_api",
     "apps.playground",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -310,6 +311,15 @@ DEFAULT_MODEL_ID = env.str("DEFAULT_MODEL_ID", default="gpt-4-turbo")
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_MODELS = env.list("LLM_MODELS", default=[])
+
+# --- Metrics (docs/operations.md, "Metrics") ---------------------------------------------------
+# `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>` when set (else anyone who reaches it).
+# Multi-process mode is prometheus_client's own variable, PROMETHEUS_MULTIPROC_DIR (read from the
+# environment or .env before the first metric is made; apps/core/metrics.py).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    # set but empty (a copied .env): prometheus_client would take it for multi-process mode in the cwd
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

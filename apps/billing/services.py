@@ -31,6 +31,7 @@ from apps.billing.selectors import (
 )
 from apps.core.db import Expr, Statement
 from apps.core.errors import ApplicationError, InsufficientBalance
+from apps.core.metrics import HOLDS_EXPIRED, INSUFFICIENT_BALANCE
 
 MEMBER_TIER = "member"
 
@@ -169,6 +170,7 @@ def _terms(pricing: Pricing, *, is_member: bool) -> dict[str, Any]:
 def _insufficient(*, required: int, available: int, input_cost: int, held: int) -> InsufficientBalance:
     """The 402 of a call that cannot pay even its input and one output character: what it needs, what
     is available, and what the user's running calls hold (it comes back when they finish)."""
+    INSUFFICIENT_BALANCE.inc()
     values = {"input": input_cost, "required": required, "available": available, "held": held}
     if held:
         message = _(
@@ -625,7 +627,9 @@ def holds_expire(*, now: datetime | None = None, limit: int = 500) -> list[str]:
         .order_by("expires_at")
         .values_list("generation_id", flat=True)[:limit]
     )
-    return [gid for gid in ids if hold_release(generation_id=gid, status=Hold.Status.EXPIRED)]
+    expired = [gid for gid in ids if hold_release(generation_id=gid, status=Hold.Status.EXPIRED)]
+    HOLDS_EXPIRED.inc(len(expired))
+    return expired
 
 
 # --- balance changes by operators and users ----------------------------------------------------

@@ -26,6 +26,8 @@ from django.utils.translation import gettext_lazy
 from apps.core.api.exceptions import envelope
 from apps.core.db import db_sync_to_async
 from apps.core.errors import ApplicationError
+from apps.core.metrics import SSE_STREAMS_OPEN
+from apps.generation.metrics import generation_observe
 from apps.generation.models import Generation
 from apps.generation.services import Finished, Outcome, Prepared, generation_extend
 from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited, UpstreamTimeout
@@ -240,6 +242,7 @@ class Relay:
             stopped_by_balance=self.stopped_by_balance,
         )
         self.finished = await asyncio.shield(db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome))
+        generation_observe(prepared=self.prepared, outcome=outcome, finished=self.finished)
         return self.finished
 
     def final_event(self) -> dict[str, Any]:
@@ -368,6 +371,7 @@ class Relay:
         status = Generation.Status.CANCELLED
         error: BaseException | None = None
         event: bytes | None
+        SSE_STREAMS_OPEN.inc()
         try:
             for event in primed:
                 yield event
@@ -390,6 +394,7 @@ class Relay:
             await self.settle(status, exc)
             raise
         finally:
+            SSE_STREAMS_OPEN.dec()
             if status != Generation.Status.SUCCEEDED:
                 await self.close_upstream()
             # An upstream failure is never charged, even after some text was relayed (SPEC §9).

@@ -155,3 +155,8 @@ def connections_health(*, connection_ids: Iterable[int]) -> dict[int, Connection
         )
         for key, state in states.items()
     }
+
+
+def model_connection_names() -> dict[str, str]:
+    """``{model_id: its connection's name}`` for every model in the catalogue (enabled or not)."""
+    return dict(AIModel.objects.values_list("model_id", "connection__name"))
