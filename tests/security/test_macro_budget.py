@@ -156,7 +156,7 @@ def test_greetings_share_it_and_a_refused_chat_is_not_created(http, user, models
 
 def test_dice_count_as_work_in_the_preview(http, live_server_url):
     text = "{{roll:1000d999999999}}" * 8000  # 184 KB: 8 million dice before
-    with HealthProbe(live_server_url) as health, measure() as cost:
+    with HealthProbe(live_server_url) as health, measure():
         response = http.post("/api/v1/macros/preview", json={"text": text})
     assert_refused(response)
     # the dice were counted as work (refused above); how fast is bench/hostile.py's to measure
