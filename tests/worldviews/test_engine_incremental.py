@@ -10,6 +10,19 @@ import pytest
 from apps.worldviews.engine import ActivationSettings, ChatLine, Entry, activate, clear_caches
 
 
+@pytest.fixture(autouse=True)
+def _unhurried_regex_keys():
+    """These tests are about what activates, not about time: the regex time limits (wall clock) are
+    lifted so that a loaded machine cannot cut a chain short (tests/worldviews/test_engine_regex_keys.py
+    tests the limits)."""
+    from apps.worldviews.engine.matching import RegexLimits, default_limits, set_default_limits
+
+    before = default_limits()
+    set_default_limits(RegexLimits(timeout=10.0, budget=600.0))
+    yield
+    set_default_limits(before)
+
+
 def chain(size, **fields):
     keys = [f"link{i}x" for i in range(size + 1)]
     return [

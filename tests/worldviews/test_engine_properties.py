@@ -4,6 +4,7 @@ cold (caches cleared) or warm."""
 import json
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -170,6 +171,19 @@ timed_states = st.one_of(
         }
     ),
 )
+
+
+@pytest.fixture(autouse=True)
+def _unhurried_regex_keys():
+    """These tests are about what activates, not about time: the regex time limits (wall clock) are
+    lifted so that a loaded machine cannot cut a chain short (tests/worldviews/test_engine_regex_keys.py
+    tests the limits)."""
+    from apps.worldviews.engine.matching import RegexLimits, default_limits, set_default_limits
+
+    before = default_limits()
+    set_default_limits(RegexLimits(timeout=10.0, budget=600.0))
+    yield
+    set_default_limits(before)
 
 
 def _substitute(text: str) -> str:
