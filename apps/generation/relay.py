@@ -28,7 +28,7 @@ from apps.core.db import db_sync_to_async
 from apps.core.errors import ApplicationError
 from apps.generation.models import Generation
 from apps.generation.services import Finished, Outcome, Prepared, generation_extend
-from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from apps.providers.adapters import Delta, UpstreamError, UpstreamLoading, UpstreamRateLimited, UpstreamTimeout
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
 
@@ -56,6 +56,7 @@ UPSTREAM_MESSAGES: dict[str, str | Promise] = {
     "upstream_bad_request": gettext_lazy("The model provider refused the request."),
     "upstream_auth_error": gettext_lazy("The model provider refused this service's credentials."),
     "upstream_protocol_error": gettext_lazy("The model provider answered something this service cannot read."),
+    "model_loading": gettext_lazy("The model is loading; please retry in a few seconds."),
 }
 
 
@@ -65,7 +66,8 @@ def upstream_message(code: str) -> str:
 
 
 def upstream_api_error(exc: BaseException) -> ApplicationError:
-    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy).
+    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy
+    or loading with Retry-After).
     Its message is generic; the upstream's own text is logged (and kept in the record for operators)."""
     if isinstance(exc, ConcurrencyLimited):
         return ApplicationError(
@@ -77,7 +79,7 @@ def upstream_api_error(exc: BaseException) -> ApplicationError:
     assert isinstance(exc, UpstreamError)
     logger.warning("upstream failure %s (%s): %s", exc.code, exc.client_status, exc.message)
     headers = {}
-    if isinstance(exc, UpstreamRateLimited):
+    if isinstance(exc, UpstreamRateLimited | UpstreamLoading):
         headers["Retry-After"] = str(max(1, int((exc.retry_after or 1) + 0.999)))
     return ApplicationError(upstream_message(exc.code), status_code=exc.client_status, code=exc.code, headers=headers)
 
