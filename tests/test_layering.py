@@ -61,6 +61,9 @@ PURE_MODULES = (
     "apps.providers.adapters",
     "apps.providers.adapters.sse",
     "apps.providers.adapters.messages",
+    "apps.providers.localmodel.gguf",
+    "apps.providers.localmodel.manager",
+    "apps.providers.localmodel.server",
     "apps.generation.assembly",
     "apps.generation.roleplay.assembly",
 )

@@ -7,11 +7,11 @@ from typing import Any
 from django.conf import settings
 
 from apps.providers.models import AIModel, Connection
-from apps.providers.quickstart import mock_ensure, quickstart_ensure
+from apps.providers.quickstart import providers_ensure
 
 
 def demo_setup(*, user: Any, stdout: Any) -> None:
-    lines = quickstart_ensure() + mock_ensure()
+    lines = providers_ensure()
     for line in lines:
         stdout.write(f"Providers: {line}")
     if not lines:

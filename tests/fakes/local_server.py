@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,36 @@ from typing import Any
 from apps.providers.localmodel.server import main
 
 REPLY = "stand-in reply"
+
+
+# --- GGUF files for tests (the stand-in never reads the model; the app reads its metadata) ---------
+
+
+def gguf_string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def gguf_kv(key: str, kind: int, payload: bytes) -> bytes:
+    """One metadata pair: ``kind`` is GGUF's value type (4 uint32, 8 string, 9 array, …)."""
+    return gguf_string(key) + struct.pack("<I", kind) + payload
+
+
+def gguf_bytes(*pairs: bytes, version: int = 3) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, 0, len(pairs)) + b"".join(pairs)
+
+
+def write_tiny_gguf(path: str | Path, *, context: int = 4096, name: str = "Tiny Instruct") -> str:
+    """A metadata-only GGUF file: a llama model of ``context`` tokens with a chat template."""
+    Path(path).write_bytes(
+        gguf_bytes(
+            gguf_kv("general.architecture", 8, gguf_string("llama")),
+            gguf_kv("general.name", 8, gguf_string(name)),
+            gguf_kv("llama.context_length", 4, struct.pack("<I", context)),
+            gguf_kv("tokenizer.chat_template", 8, gguf_string("{{ messages }}")),
+        )
+    )
+    return str(path)
 
 
 def _mode(model: str) -> str:

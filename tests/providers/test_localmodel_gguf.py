@@ -9,20 +9,9 @@ import pytest
 
 from apps.providers.localmodel.gguf import GGUFError, model_info, read_metadata
 from apps.providers.localmodel.manager import bundled_model_path
-
-
-def s(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def kv(key: str, kind: int, payload: bytes) -> bytes:
-    return s(key) + struct.pack("<I", kind) + payload
-
-
-def gguf(*pairs: bytes, version: int = 3) -> bytes:
-    return b"GGUF" + struct.pack("<IQQ", version, 0, len(pairs)) + b"".join(pairs)
-
+from tests.fakes.local_server import gguf_bytes as gguf
+from tests.fakes.local_server import gguf_kv as kv
+from tests.fakes.local_server import gguf_string as s
 
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
 SMALL = gguf(

@@ -38,6 +38,7 @@ from apps.providers.adapters.errors import (
     retry_delay,
 )
 from apps.providers.adapters.gemini import GeminiAdapter
+from apps.providers.adapters.local import LocalAdapter
 from apps.providers.adapters.mock import MockAdapter
 from apps.providers.adapters.openai import OpenAIChatAdapter
 from apps.providers.adapters.openai_text import OpenAITextAdapter
@@ -49,6 +50,7 @@ ADAPTERS: Mapping[str, type[Adapter]] = MappingProxyType(
         "gemini": GeminiAdapter,
         "openai_text": OpenAITextAdapter,
         "mock": MockAdapter,
+        "local": LocalAdapter,
     }
 )
 

@@ -335,10 +335,10 @@ def local_server(spec: LocalModelSpec) -> LocalServer:
 server_module = SERVER_MODULE  # what `local_server` runs (tests swap in a stand-in)
 
 
-def local_servers_detach(*, wait: float = 0.0) -> None:
-    """Drop every handle of this process (each server stops once no other process uses it)."""
+def local_servers_detach(*, wait: float = 0.0) -> bool:
+    """Drop every handle of this process (each server stops once no other process uses it); with
+    ``wait``, True when they are all gone within it."""
     with _servers_guard:
         servers = list(_servers.values())
         _servers.clear()
-    for server in servers:
-        server.detach(wait=wait)
+    return all([server.detach(wait=wait) for server in servers])
