@@ -24,11 +24,14 @@ describing what they created (never the key).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 
 from apps.providers import services
 from apps.providers.local import local_model_info, local_model_problem, local_model_spec
@@ -196,13 +199,30 @@ def local_start() -> str:
 
 def quickstart_on_startup() -> None:
     """SPEC §2: with `LLM_BASE_URL` set and no connection configured, create one at start-up; with
-    `LLM_PROVIDER=local`, the local model's connection, and start loading it (without waiting)."""
+    `LLM_PROVIDER=local`, the local model's connection, and start loading it (without waiting).
+
+    `uvicorn --workers N` imports the application inside its event loop, where Django refuses
+    database calls: the work then runs on a thread of its own (a few queries; the model loads in
+    another process)."""
     if not settings.LLM_BASE_URL and settings.LLM_PROVIDER != "local":
         return
     try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _startup()
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="startup") as pool:
+        pool.submit(_startup).result()
+
+
+def _startup() -> None:
+    try:
         for line in quickstart_ensure() + local_ensure():
             _startup_log.info("providers quick start: %s", line)
-        if settings.LLM_PROVIDER == "local" and (line := local_start()):
-            _startup_log.info("local model: %s", line)
+        if settings.LLM_PROVIDER == "local" and (started := local_start()):
+            _startup_log.info("local model: %s", started)
     except DatabaseError:  # not migrated yet: `migrate` first, the next start will do it
         _startup_log.warning("providers quick start skipped: database not ready")
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            connections.close_all()  # this thread's connections end with it

@@ -15,6 +15,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -182,3 +183,11 @@ def test_default_model_follows_llm_provider() -> None:
             [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True
         )
         assert out.stdout.strip() == expected, env
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_start_up_inside_an_event_loop(local_stand_in) -> None:
+    """`uvicorn --workers N` imports the application inside its event loop: the start-up must not
+    touch the database from it (Django raises SynchronousOnlyOperation there)."""
+    quickstart_on_startup()
+    assert await sync_to_async(AIModel.objects.filter(model_id="local-smollm2", connection__kind="local").exists)()
