@@ -238,6 +238,9 @@ class LocalServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 pass_fds=(lock_fd,),
+                # its own session: a Ctrl-C meant for this app does not reach a server other apps use;
+                # it stops once no app process holds the users lock
+                start_new_session=True,
             )
         self._spawned_at = time.monotonic()
         self._ready = None
