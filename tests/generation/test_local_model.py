@@ -45,7 +45,7 @@ def test_while_the_model_loads_generation_answers_503_with_retry_after(local_mod
 
     # when
     writing = http.post("/api/v1/generation/writing", json=body, headers=english)
-    stream = http.post("/api/v1/generation/writing/stream", json=body, headers=english)
+    stream = http.post("/api/v1/generation/writing/stream", json=body)  # in the default language
     chat = http.post(
         "/v1/chat/completions",
         json={"model": "local-smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20},
@@ -55,7 +55,11 @@ def test_while_the_model_loads_generation_answers_503_with_retry_after(local_mod
     # then
     expected = {"statusCode": 503, "message": LOADING, "error": "Service Unavailable"}
     assert (writing.status_code, writing.headers["Retry-After"], writing.json()) == (503, "2", expected)
-    assert (stream.status_code, stream.headers["Retry-After"], stream.json()) == (503, "2", expected)
+    assert (stream.status_code, stream.headers["Retry-After"], stream.json()) == (
+        503,
+        "2",
+        {**expected, "message": "模型正在加载，请几秒后重试。"},
+    )
     assert (chat.status_code, chat.headers["Retry-After"]) == (503, "2")
     assert chat.json() == {
         "error": {"message": LOADING, "type": "server_error", "param": None, "code": "model_loading"}
