@@ -1,6 +1,7 @@
 """Providers configured from the environment when the database has none (SPEC §2).
 
-* :func:`quickstart_ensure` — ``LLM_BASE_URL`` set and **no connection at all** ⇒ one
+* :func:`quickstart_ensure` — ``LLM_BASE_URL`` set and **no connection but the app's own** (``local``,
+  ``mock``: what an earlier ``make run`` made) ⇒ one
   OpenAI-compatible connection ``default`` (key from ``LLM_API_KEY``, stored encrypted) and one model
   per id in ``LLM_MODELS`` (``model_id = upstream_model = id``). ``LLM_MODELS`` empty ⇒ one model
   named ``DEFAULT_MODEL_ID``. When ``DEFAULT_MODEL_ID`` is not among ``LLM_MODELS``, an extra model
@@ -41,6 +42,9 @@ from apps.providers.models import AIModel, Connection
 QUICKSTART_CONNECTION = "default"
 MOCK_CONNECTION = "mock"
 LOCAL_CONNECTION = "local"
+# Made by the app itself (`make run`): they do not stop the LLM_* quick start, so that setting LLM_BASE_URL
+# after a first `make run` on the local model (or the mock) still configures the real provider.
+APP_CONNECTIONS = (MOCK_CONNECTION, LOCAL_CONNECTION)
 LOCAL_MAX_OUTPUT_TOKENS = 2048
 DEFAULT_CONTEXT_TOKENS = 32768
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
@@ -60,7 +64,7 @@ def _model_ids() -> list[str]:
 def quickstart_ensure() -> list[str]:
     """Create the ``default`` connection and its models from ``LLM_*`` settings if none exist."""
     base_url = (settings.LLM_BASE_URL or "").strip()
-    if not base_url or Connection.objects.exists():
+    if not base_url or Connection.objects.exclude(name__in=APP_CONNECTIONS).exists():
         return []
     ids = _model_ids() or [settings.DEFAULT_MODEL_ID]
     lines: list[str] = []
