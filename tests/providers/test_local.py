@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from io import StringIO
@@ -23,10 +24,11 @@ from django.test import Client
 from django.urls import reverse
 
 from apps.providers import services
+from apps.providers.diagnostics import run_check
 from apps.providers.localmodel import manager
 from apps.providers.models import AIModel, Connection
 from apps.providers.quickstart import local_ensure, mock_ensure, providers_ensure, quickstart_on_startup
-from tests.fakes.local_server import set_mode
+from tests.fakes.local_server import REPLY, set_mode
 
 pytestmark = pytest.mark.django_db
 
@@ -191,3 +193,14 @@ async def test_start_up_inside_an_event_loop(local_stand_in) -> None:
     touch the database from it (Django raises SynchronousOnlyOperation there)."""
     quickstart_on_startup()
     assert await sync_to_async(AIModel.objects.filter(model_id="local-smollm2", connection__kind="local").exists)()
+
+
+def test_diagnostics_wait_while_the_model_loads(local_stand_in) -> None:
+    """`llm_check` and the admin's test message on a local model just started: they wait for it."""
+    local_ensure()
+    set_mode(local_stand_in, "loading")
+    flip = threading.Timer(1.0, set_mode, (local_stand_in, "ready"))
+    flip.start()
+    result = run_check(AIModel.objects.select_related("connection").get(), time_limit=30)
+    flip.join()
+    assert (result.ok, result.reply, result.error) == (True, REPLY, "")
