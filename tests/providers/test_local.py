@@ -7,6 +7,7 @@ tests/generation/test_local_model_e2e.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,7 +17,6 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
@@ -188,11 +188,15 @@ def test_default_model_follows_llm_provider() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_start_up_inside_an_event_loop(local_stand_in) -> None:
+def test_start_up_inside_an_event_loop(local_stand_in) -> None:
     """`uvicorn --workers N` imports the application inside its event loop: the start-up must not
     touch the database from it (Django raises SynchronousOnlyOperation there)."""
-    quickstart_on_startup()
-    assert await sync_to_async(AIModel.objects.filter(model_id="local-smollm2", connection__kind="local").exists)()
+
+    async def import_the_app() -> None:
+        quickstart_on_startup()
+
+    asyncio.run(import_the_app())
+    assert AIModel.objects.filter(model_id="local-smollm2", connection__kind="local").exists()
 
 
 def test_diagnostics_wait_while_the_model_loads(local_stand_in) -> None:
