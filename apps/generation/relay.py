@@ -56,7 +56,7 @@ UPSTREAM_MESSAGES: dict[str, str | Promise] = {
     "upstream_bad_request": gettext_lazy("The model provider refused the request."),
     "upstream_auth_error": gettext_lazy("The model provider refused this service's credentials."),
     "upstream_protocol_error": gettext_lazy("The model provider answered something this service cannot read."),
-    "model_loading": gettext_lazy("The model is loading; please retry in a few seconds."),
+    "upstream_loading": gettext_lazy("The model is loading; please retry in a few seconds."),
 }
 
 

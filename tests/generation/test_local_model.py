@@ -62,11 +62,11 @@ def test_while_the_model_loads_generation_answers_503_with_retry_after(local_mod
     )
     assert (chat.status_code, chat.headers["Retry-After"]) == (503, "2")
     assert chat.json() == {
-        "error": {"message": LOADING, "type": "server_error", "param": None, "code": "model_loading"}
+        "error": {"message": LOADING, "type": "server_error", "param": None, "code": "upstream_loading"}
     }
     assert Charge.objects.count() == 0
     assert set(Hold.objects.values_list("status", flat=True)) == {"released"}
-    assert list(Generation.objects.values_list("status", "error_code")) == [("failed", "model_loading")] * 3
+    assert list(Generation.objects.values_list("status", "error_code")) == [("failed", "upstream_loading")] * 3
 
 
 def test_once_loaded_the_local_model_answers_and_is_billed(local_model, http, writing_prompt) -> None:

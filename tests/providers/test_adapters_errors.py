@@ -99,7 +99,7 @@ def test_loading_carries_the_retry_after() -> None:
     assert isinstance(err, UpstreamLoading)
     assert (err.retry_after, err.code, str(err)) == (
         7.0,
-        "model_loading",
+        "upstream_loading",
         "llama.cpp returned HTTP 503 [unavailable_error]: Loading model",
     )
     assert error_from_response(503, body).retry_after is None

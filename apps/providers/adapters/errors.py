@@ -98,7 +98,7 @@ class UpstreamLoading(UpstreamError):
     "Loading model"): answered 503 with ``Retry-After``. Not retried on the same target (it will not be
     ready within a backoff), but a fallback model may serve the call."""
 
-    code = "model_loading"
+    code = "upstream_loading"
     retryable = True
     client_status = 503
 
