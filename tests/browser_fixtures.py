@@ -70,13 +70,17 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def screenshot() -> Any:
-    """`screenshot(page, "name")` saves docs/screenshots/name.png (the docs show what the tests saw)."""
+def screenshot(tmp_path: Path) -> Any:
+    """`screenshot(page, "name")` takes a screenshot: into docs/screenshots/name.png with
+    `UPDATE_SCREENSHOTS=1` (the docs show what the tests saw), else into the test's temporary directory —
+    so an ordinary run does not rewrite tracked files."""
+    folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
 
     def _shot(page: Any, name: str, *, full_page: bool = True) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=full_page)
+        assert path.stat().st_size > 0
         return path
 
     return _shot

@@ -27,11 +27,13 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 def _clear_cache() -> None:
     """Each test starts with empty caches (shared cache and the per-process registries)."""
     from apps.billing.selectors import plans_forget
+    from apps.providers.health import circuits_forget
     from apps.providers.selectors import chains_forget
 
     cache.clear()
     plans_forget()
     chains_forget()
+    circuits_forget()
 
 
 @pytest.fixture

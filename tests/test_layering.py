@@ -23,12 +23,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Bottom to top. `core` is the shared kernel; `cards`, `macros` are pure codecs/engines; `providers`
+# Bottom to top. `core` is the shared kernel; `audit` (the operators' audit log) is written by every app
+# that changes money, tokens or connections; `cards`, `macros` are pure codecs/engines; `providers`
 # (upstream adapters, the model catalogue, the token estimate) and `billing` (the money) serve
-# everything above; `generation` (writing and roleplay) is the top of the domain, and `openai_api` (the
-# OpenAI-compatible API over it) and `playground` (a page over the API) the top of all.
+# everything above; `generation` (writing and roleplay) is the top of the domain, `openai_api` (the
+# OpenAI-compatible API over it) stands on it, `playground` (a page over the API) on that, and `dashboard`
+# (the operators' page over billing and generation) is the top of all.
 LAYERS = (
     "core",
+    "audit",
     "cards",
     "macros",
     "providers",
@@ -41,6 +44,7 @@ LAYERS = (
     "generation",
     "openai_api",
     "playground",
+    "dashboard",
 )
 
 PURE_MODULES = (
@@ -66,6 +70,8 @@ PURE_MODULES = (
     "apps.providers.localmodel.server",
     "apps.generation.assembly",
     "apps.generation.roleplay.assembly",
+    "apps.generation.calls",
+    "apps.dashboard.charts",
 )
 FORBIDDEN_IN_PURE = ("django", "rest_framework", "drf_spectacular", "celery")
 

@@ -24,6 +24,11 @@ from writing_service.sweeper import start_in_process_sweeper  # noqa: E402
 
 start_in_process_sweeper()  # only without a broker (BILLING_SWEEP_IN_PROCESS)
 
+from apps.core.metrics import multiproc_start, pool_sampler_start  # noqa: E402
+
+multiproc_start()  # PROMETHEUS_MULTIPROC_DIR: made, and the files of gone processes dropped
+pool_sampler_start()  # the database pool gauges (PostgreSQL with the pool)
+
 from apps.providers.quickstart import quickstart_on_startup  # noqa: E402
 from writing_service.handlers import AsyncApiASGIHandler, PathRouter, api_asgi_handler, async_api_paths  # noqa: E402
 

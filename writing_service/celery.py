@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "writing_service.settings")
 
@@ -17,3 +18,21 @@ def _refuse_public_secrets(sender: Celery, **kwargs: object) -> None:
     from writing_service.security import require_production_secrets
 
     require_production_secrets()
+
+
+@worker_process_init.connect
+def _metrics_start(**kwargs: object) -> None:
+    """Each worker child (prefork) writes its own metric files (PROMETHEUS_MULTIPROC_DIR) and samples its
+    own database pool."""
+    from apps.core.metrics import multiproc_start, pool_sampler_start
+
+    multiproc_start()
+    pool_sampler_start()
+
+
+@worker_process_shutdown.connect
+def _metrics_stop(**kwargs: object) -> None:
+    """A child that exits (recycled, or the worker stops) holds no gauge any more."""
+    from apps.core.metrics import process_exit
+
+    process_exit()

@@ -1,4 +1,5 @@
-"""Request context: a request id (echoed as `X-Request-ID`), one access-log line, JSON errors for `/api/`.
+"""Request context: a request id (echoed as `X-Request-ID`), one access-log line, the request metrics
+(`http_requests_total`, `http_request_duration_seconds`), JSON errors for `/api/`.
 
 Works in both sync and async mode so that async streaming views never pay for a thread hop here.
 """
@@ -19,6 +20,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 
 from apps.core.api.exceptions import json_error
+from apps.core.metrics import http_observe
 from writing_service.logging import request_id_var
 
 logger = logging.getLogger("writing_service.request")
@@ -66,6 +68,8 @@ class RequestContextMiddleware:
 
     @staticmethod
     def _finish(request: HttpRequest, response: HttpResponse, rid: str, started: float) -> HttpResponse:
+        elapsed = time.perf_counter() - started
+        http_observe(request, response.status_code, elapsed)
         response["X-Request-ID"] = rid
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         user = getattr(request, "user", None)
@@ -78,7 +82,7 @@ class RequestContextMiddleware:
                 response.status_code,
                 extra={
                     "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                     "user_id": user.pk if user is not None and user.is_authenticated else None,
                     "streaming": response.streaming,
                 },

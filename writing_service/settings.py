@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "corsheaders",
+    "apps.audit",
     "apps.accounts",
     "apps.novels",
     "apps.prompts",
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.openai_api",
     "apps.playground",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -157,11 +159,20 @@ if REDIS_URL:
             "BACKEND": "apps.core.cache.SharedRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="ws"),
+            # a blocking pool: past its size a request waits for a connection (the plain pool of
+            # redis-py 8 fails at 100, which a few hundred concurrent requests reach)
+            "OPTIONS": {
+                "pool_class": "redis.BlockingConnectionPool",
+                "max_connections": env.int("REDIS_CACHE_MAX_CONNECTIONS", default=200),
+                "timeout": 5,
+            },
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ws"}}
 
+# Connections of one process to Redis for the job event streams (a waiting SSE reader holds one).
+REDIS_POOL_MAX_CONNECTIONS = env.int("REDIS_POOL_MAX_CONNECTIONS", default=1000)
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
@@ -291,6 +302,11 @@ MACRO_DICE_PER_REQUEST = env.int("MACRO_DICE_PER_REQUEST", default=10_000)
 # refused (the variable keeps its value).
 MACRO_VARIABLES_MAX_CHARS = env.int("MACRO_VARIABLES_MAX_CHARS", default=200_000)
 MACRO_VARIABLES_MAX_KEYS = env.int("MACRO_VARIABLES_MAX_KEYS", default=1_000)
+# Connection health (docs/operations.md, "Connection health"): this many consecutive upstream failures
+# (5xx, timeouts, broken connections) open a connection's circuit — routing skips it to the model's
+# fallbacks — for the cool-down; then one probe call decides. 0 turns health tracking off.
+CIRCUIT_FAILURE_THRESHOLD = env.int("CIRCUIT_FAILURE_THRESHOLD", default=5)
+CIRCUIT_COOLDOWN_SECONDS = env.float("CIRCUIT_COOLDOWN_SECONDS", default=30.0)
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_MODELS = env.list("LLM_MODELS", default=[])
@@ -313,6 +329,15 @@ LOCAL_MODEL_STATE_DIR = env.str(
 DEFAULT_MODEL_ID = env.str(
     "DEFAULT_MODEL_ID", default=LOCAL_MODEL_ID if LLM_PROVIDER == "local" and not LLM_BASE_URL else "gpt-4-turbo"
 )
+
+# --- Metrics (docs/operations.md, "Metrics") ---------------------------------------------------
+# `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>` when set (else anyone who reaches it).
+# Multi-process mode is prometheus_client's own variable, PROMETHEUS_MULTIPROC_DIR (read from the
+# environment or .env before the first metric is made; apps/core/metrics.py).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    # set but empty (a copied .env): prometheus_client would take it for multi-process mode in the cwd
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

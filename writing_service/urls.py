@@ -6,9 +6,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core.api import exceptions, health
 from apps.core.api.throttling import rate_limited
+from apps.dashboard.views import usage_dashboard_view
+from writing_service.metrics import metrics_view
 
 # Admin sign-in attempts per client address (RATE_LIMIT_ADMIN_LOGIN): password guessing gets 429s.
 admin.site.login = rate_limited("admin_login")(admin.site.login)  # type: ignore[method-assign]
+admin.site.index_template = "admin/dashboard/index.html"  # the index links the usage dashboard
 
 api_v1 = [
     path("", include("apps.accounts.urls")),
@@ -26,6 +29,9 @@ api_v1 = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus; METRICS_TOKEN guards it
+    # before admin.site.urls, whose `admin/<app_label>/` would take it; staff only (admin_view)
+    path("admin/usage/", admin.site.admin_view(usage_dashboard_view), name="usage-dashboard"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.accounts.models import GENERATION_PERMISSIONS, ApiToken, GenerationAccess
+from apps.audit.services import Actor, audit_record, snapshot
 from apps.core.errors import Conflict
 
 if TYPE_CHECKING:
@@ -48,10 +49,16 @@ def split_token(token: str) -> str | None:
 
 
 def token_create(
-    *, user: User, name: str = "", expires_in_days: int | None = None, scope: str = ApiToken.Scope.ALL
+    *,
+    user: User,
+    name: str = "",
+    expires_in_days: int | None = None,
+    scope: str = ApiToken.Scope.ALL,
+    by: Actor | None = None,
 ) -> IssuedToken:
     """A new token (shown once). `expires_in_days` None: `API_TOKEN_DEFAULT_EXPIRY_DAYS` (0 there: never);
-    0: never. A user holds at most `API_TOKEN_MAX_PER_USER` active tokens (`Conflict` past it)."""
+    0: never. A user holds at most `API_TOKEN_MAX_PER_USER` active tokens (`Conflict` past it). Issued by
+    an operator (`by`): audited (`apitoken.create`, its prefix — never the token or its digest)."""
     now = timezone.now()
     active = ApiToken.objects.filter(user=user, revoked_at=None).exclude(expires_at__lte=now).count()
     if active >= settings.API_TOKEN_MAX_PER_USER:
@@ -67,22 +74,43 @@ def token_create(
             break
     token = prefix + secrets.token_urlsafe(32)
     expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
-    record = ApiToken.objects.create(
-        user=user,
-        name=name[:100],
-        prefix=prefix,
-        digest=token_digest(token),
-        created_at=now,
-        expires_at=expires_at,
-        scope=scope,
-    )
+    with transaction.atomic():
+        record = ApiToken.objects.create(
+            user=user,
+            name=name[:100],
+            prefix=prefix,
+            digest=token_digest(token),
+            created_at=now,
+            expires_at=expires_at,
+            scope=scope,
+        )
+        if by is not None:
+            _token_audit(by=by, action="apitoken.create", token=record, before=None)
     return IssuedToken(token=token, record=record)
 
 
-def token_revoke(*, token: ApiToken) -> ApiToken:
+def _token_audit(*, by: Actor, action: str, token: ApiToken, before: dict[str, Any] | None) -> None:
+    audit_record(
+        by=by,
+        action=action,
+        target_type="accounts.apitoken",
+        target_id=token.pk,
+        target_repr=f"{token.prefix}… of {token.user}",
+        before=before,
+        after=snapshot(token),
+    )
+
+
+def token_revoke(*, token: ApiToken, by: Actor | None = None) -> ApiToken:
+    """Revoke at once, in every process (the cache entry goes, a tombstone stops a racing re-cache).
+    Revoked by an operator (`by`): audited (`apitoken.revoke`)."""
     if token.revoked_at is None:
+        before = snapshot(token)
         token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+        with transaction.atomic():
+            token.save(update_fields=["revoked_at"])
+            if by is not None:
+                _token_audit(by=by, action="apitoken.revoke", token=token, before=before)
     # A tombstone first: a request that read the row before this revocation and caches it afterwards
     # must not bring the token back (authentication ignores the cache while the tombstone lives).
     cache.set(_revoked_key(token.prefix), 1, TOKEN_CACHE_SECONDS * 2)

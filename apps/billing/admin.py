@@ -1,7 +1,7 @@
 """Billing admin. Money only moves through services: wallets are read-only except through the "grant" and
-"adjust" actions (each writes a ledger entry, `created_by` = the operator); ledger entries, holds,
-charges and daily usage are immutable records; plans and memberships are editable; redemption codes
-are created in bulk (the codes are shown once, as a CSV download).
+"adjust" actions (each writes a ledger entry, `created_by` = the operator, and an audit entry); ledger
+entries, holds, charges and daily usage are immutable records; plans and memberships are editable (each
+change audited); redemption codes are created in bulk (the codes are shown once, as a CSV download).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from apps.audit.admin import AuditedAdmin, ReadOnlyAdmin, admin_actor
 from apps.billing import services
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, RedemptionCode, Wallet
 from apps.core.errors import ApplicationError
@@ -86,19 +87,6 @@ class AdjustForm(AmountForm):
         return amount
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Immutable records: viewable, never added, changed or deleted through the admin."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Wallet)
 class WalletAdmin(ReadOnlyAdmin):
     list_display = ("user", "paid_balance", "paid_held", "available", "updated_at")
@@ -154,9 +142,9 @@ class WalletAdmin(ReadOnlyAdmin):
         for wallet in wallets:
             try:
                 if action == "grant":
-                    entry = services.wallet_grant(user=wallet.user, amount=amount, note=note, created_by=request.user)
+                    entry = services.wallet_grant(user=wallet.user, amount=amount, note=note, by=admin_actor(request))
                 else:
-                    entry = services.wallet_adjust(user=wallet.user, amount=amount, note=note, created_by=request.user)
+                    entry = services.wallet_adjust(user=wallet.user, amount=amount, note=note, by=admin_actor(request))
             except (ApplicationError, ValueError) as exc:
                 self.message_user(
                     request,
@@ -242,13 +230,13 @@ class DailyUsageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(AuditedAdmin):
     list_display = ("tier", "daily_free_quota", "description")
     search_fields = ("tier",)
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedAdmin):
     list_display = ("user", "tier", "starts_at", "ends_at", "note", "created_at")
     list_filter = ("tier", "ends_at")
     search_fields = ("user__username", "note")
@@ -299,7 +287,8 @@ def codes_csv(codes: list[RedemptionCode]) -> str:
 
 
 @admin.register(RedemptionCode)
-class RedemptionCodeAdmin(admin.ModelAdmin):
+class RedemptionCodeAdmin(AuditedAdmin):
+    audit_secret_fields = ("code",)  # a code is a bearer credit: the log says a code changed, not which
     list_display = (
         "masked",
         "amount",
@@ -346,6 +335,7 @@ class RedemptionCodeAdmin(admin.ModelAdmin):
                 member_days=data["member_days"],
                 batch=data["batch"],
                 expires_at=data["expires_at"],
+                by=admin_actor(request),
             )
             response = HttpResponse(codes_csv(codes), content_type="text/csv; charset=utf-8")
             filename = f"codes-{data['batch'] or 'batch'}-{timezone.now():%Y%m%d%H%M%S}.csv"

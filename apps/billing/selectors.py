@@ -8,13 +8,26 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, Window
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    Window,
+)
 from django.db.models.functions import Coalesce, Lag
 from django.utils import timezone
 
@@ -240,35 +253,43 @@ USAGE_FIELDS = (
 )
 
 
-def usage_by_day(*, user: Any, start: date, end: date) -> dict[str, Any]:
-    """Per-day totals of the user's charges from `start` to `end` (inclusive, billing days in
-    BILLING_TIMEZONE), every day listed (zeros where nothing was charged), oldest first, plus totals."""
-    rows = (
-        Charge.objects.filter(user=user, day__gte=start, day__lte=end)
-        .values("day")
-        .annotate(
-            totalCost=Sum("total_cost"),
-            inputCost=Sum("input_cost"),
-            outputCost=Sum("output_cost"),
-            usedDailyFree=Sum("used_daily_free"),
-            usedPaid=Sum("used_paid"),
-            generations=Count("id"),
-            inputChars=Sum("input_chars"),
-            outputChars=Sum("output_chars"),
-        )
-        .order_by("day")
-    )
+def _usage_sums() -> dict[str, Any]:
+    """The sums of a usage report, named as the API names them: the one definition behind the user's
+    `/billing/usage` (`usage_by_day`) and the operators' dashboard (`usage_by_day`, `usage_by`)."""
+    return {
+        "totalCost": Sum("total_cost"),
+        "inputCost": Sum("input_cost"),
+        "outputCost": Sum("output_cost"),
+        "usedDailyFree": Sum("used_daily_free"),
+        "usedPaid": Sum("used_paid"),
+        "generations": Count("id"),
+        "inputChars": Sum("input_chars"),
+        "outputChars": Sum("output_chars"),
+    }
+
+
+def _usage_of(row: Mapping[str, Any]) -> dict[str, int]:
+    return {name: int(row.get(name) or 0) for name in USAGE_FIELDS}
+
+
+def _charges_between(*, start: date, end: date, user: Any | None) -> QuerySet[Charge]:
+    charges = Charge.objects.filter(day__gte=start, day__lte=end)
+    return charges if user is None else charges.filter(user=user)
+
+
+def usage_by_day(*, user: Any | None, start: date, end: date) -> dict[str, Any]:
+    """Per-day totals of the user's charges (None: every user's) from `start` to `end` (inclusive,
+    billing days in BILLING_TIMEZONE), every day listed (zeros where nothing was charged), oldest first,
+    plus totals."""
+    rows = _charges_between(start=start, end=end, user=user).values("day").annotate(**_usage_sums()).order_by("day")
     by_day = {row["day"]: row for row in rows}
     days: list[dict[str, Any]] = []
     totals = dict.fromkeys(USAGE_FIELDS, 0)
     current = start
     while current <= end:
-        row: Mapping[str, Any] = by_day.get(current, {})
-        entry: dict[str, Any] = {"date": current.isoformat()}
+        entry: dict[str, Any] = {"date": current.isoformat(), **_usage_of(by_day.get(current, {}))}
         for name in USAGE_FIELDS:
-            value = int(row.get(name) or 0)
-            entry[name] = value
-            totals[name] += value
+            totals[name] += entry[name]
         days.append(entry)
         current += timedelta(days=1)
     return {
@@ -278,6 +299,55 @@ def usage_by_day(*, user: Any, start: date, end: date) -> dict[str, Any]:
         "days": days,
         "totals": totals,
     }
+
+
+class UsageRow(NamedTuple):
+    """One group of a usage report: its key (a model id, a user id), what to show for it, its sums."""
+
+    key: str
+    label: str
+    usage: dict[str, int]
+
+
+def usage_by(*, group: Literal["model", "user"], start: date, end: date, limit: int | None = None) -> list[UsageRow]:
+    """Every user's charges from `start` to `end` (billing days, inclusive) summed per model or per user,
+    the largest `totalCost` first (then by key), at most `limit` groups."""
+    charges = _charges_between(start=start, end=end, user=None)
+    if group == "model":
+        rows = charges.values(key=F("model_id"), label=F("model_id"))
+    else:
+        rows = charges.values(key=F("user_id"), label=F(f"user__{get_user_model().USERNAME_FIELD}"))
+    ordered = rows.annotate(**_usage_sums()).order_by(F("totalCost").desc(), F("key"))
+    return [
+        UsageRow(str(row["key"]), str(row["label"]), _usage_of(row))
+        for row in (ordered[:limit] if limit is not None else ordered)
+    ]
+
+
+def day_bounds(*, start: date, end: date) -> tuple[datetime, datetime]:
+    """The instants from the start of billing day `start` to the start of the day after `end`."""
+    tz = billing_tz()
+    return (
+        datetime.combine(start, datetime.min.time(), tzinfo=tz),
+        datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=tz),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsOpen:
+    """The active holds: how many, the characters they reserve, and when the oldest was placed."""
+
+    count: int
+    characters: int
+    oldest_created_at: datetime | None
+
+
+def holds_open() -> HoldsOpen:
+    """One aggregate over the active holds (the `status, expires_at` index)."""
+    row = Hold.objects.filter(status=Hold.Status.ACTIVE).aggregate(
+        count=Count("pk"), characters=Sum("amount"), oldest=Min("created_at")
+    )
+    return HoldsOpen(row["count"], row["characters"] or 0, row["oldest"])
 
 
 def holds_expired_since(*, since: datetime) -> QuerySet[Hold, str]:

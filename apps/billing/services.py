@@ -18,6 +18,7 @@ from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from apps.audit.services import Actor, audit_record, snapshot
 from apps.billing import charges, statements
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, RedemptionCode, Wallet
 from apps.billing.selectors import (
@@ -30,6 +31,7 @@ from apps.billing.selectors import (
 )
 from apps.core.db import Expr, Statement
 from apps.core.errors import ApplicationError, InsufficientBalance
+from apps.core.metrics import HOLDS_EXPIRED, INSUFFICIENT_BALANCE
 
 MEMBER_TIER = "member"
 
@@ -168,6 +170,7 @@ def _terms(pricing: Pricing, *, is_member: bool) -> dict[str, Any]:
 def _insufficient(*, required: int, available: int, input_cost: int, held: int) -> InsufficientBalance:
     """The 402 of a call that cannot pay even its input and one output character: what it needs, what
     is available, and what the user's running calls hold (it comes back when they finish)."""
+    INSUFFICIENT_BALANCE.inc()
     values = {"input": input_cost, "required": required, "available": available, "held": held}
     if held:
         message = _(
@@ -624,34 +627,70 @@ def holds_expire(*, now: datetime | None = None, limit: int = 500) -> list[str]:
         .order_by("expires_at")
         .values_list("generation_id", flat=True)[:limit]
     )
-    return [gid for gid in ids if hold_release(generation_id=gid, status=Hold.Status.EXPIRED)]
+    expired = [gid for gid in ids if hold_release(generation_id=gid, status=Hold.Status.EXPIRED)]
+    HOLDS_EXPIRED.inc(len(expired))
+    return expired
 
 
 # --- balance changes by operators and users ----------------------------------------------------
 
 
+def _wallet_audit(*, by: Actor, action: str, user: Any, entry: LedgerEntry, note: str) -> None:
+    audit_record(
+        by=by,
+        action=action,
+        target_type="billing.wallet",
+        target_id=user.pk,
+        target_repr=str(user),
+        before={"paid_balance": entry.balance_after - entry.amount},
+        after={"paid_balance": entry.balance_after, "ledger_entry": entry.pk},
+        note=f"{entry.amount:+d} {note}".strip(),
+    )
+
+
 def wallet_grant(
-    *, user: Any, amount: int, note: str = "", kind: str = LedgerEntry.Kind.GRANT, created_by: Any = None
+    *,
+    user: Any,
+    amount: int,
+    note: str = "",
+    kind: str = LedgerEntry.Kind.GRANT,
+    created_by: Any = None,
+    by: Actor | None = None,
 ) -> LedgerEntry:
+    """Credit the paid balance (an operator's grant): a ledger entry and an audit entry (`wallet.grant`),
+    by `by` (default: `created_by`, through a service call)."""
     if amount <= 0:
         raise ValueError("a grant must be positive")
+    by = by or Actor(created_by, "service")
     with transaction.atomic():
-        return _ledger(statements.wallet_locked(user.pk), kind=kind, amount=amount, note=note, created_by=created_by)
+        wallet = statements.wallet_locked(user.pk)
+        entry = _ledger(wallet, kind=kind, amount=amount, note=note, created_by=created_by or by.user)
+        _wallet_audit(by=by, action="wallet.grant", user=user, entry=entry, note=note)
+        return entry
 
 
-def wallet_adjust(*, user: Any, amount: int, note: str, created_by: Any = None) -> LedgerEntry:
-    """A signed correction by an operator; it cannot take the balance below zero or below what is held."""
+def wallet_adjust(*, user: Any, amount: int, note: str, created_by: Any = None, by: Actor | None = None) -> LedgerEntry:
+    """A signed correction by an operator; it cannot take the balance below zero or below what is held.
+    Audited (`wallet.adjust`) like a grant."""
     if amount == 0:
         raise ValueError("an adjustment cannot be zero")
+    by = by or Actor(created_by, "service")
     with transaction.atomic():
         wallet = statements.wallet_locked(user.pk)
         if wallet.paid_balance + amount < wallet.paid_held:
             raise _negative_balance()
-        return _ledger(wallet, kind=LedgerEntry.Kind.ADJUST, amount=amount, note=note, created_by=created_by)
+        entry = _ledger(
+            wallet, kind=LedgerEntry.Kind.ADJUST, amount=amount, note=note, created_by=created_by or by.user
+        )
+        _wallet_audit(by=by, action="wallet.adjust", user=user, entry=entry, note=note)
+        return entry
 
 
-def membership_extend(*, user: Any, days: int, tier: str = MEMBER_TIER, note: str = "") -> Membership:
-    """Add `days` after the last membership's end (current or already queued), or from now."""
+def membership_extend(
+    *, user: Any, days: int, tier: str = MEMBER_TIER, note: str = "", by: Actor | None = None
+) -> Membership:
+    """Add `days` after the last membership's end (current or already queued), or from now. An operator's
+    extension (`by` given) is audited (`membership.extend`); a redeemed code's is in the ledger's note."""
     if days <= 0:
         raise ValueError("days must be positive")
     now = timezone.now()
@@ -661,14 +700,33 @@ def membership_extend(*, user: Any, days: int, tier: str = MEMBER_TIER, note: st
         # third must start after that one, not overlap it.
         last = Membership.objects.filter(user=user, ends_at__gt=now).order_by("-ends_at").first()
         start = last.ends_at if last else now
-        return Membership.objects.create(
+        membership = Membership.objects.create(
             user=user, tier=tier, starts_at=start, ends_at=start + timedelta(days=days), note=note[:300]
         )
+        if by is not None:
+            audit_record(
+                by=by,
+                action="membership.extend",
+                target_type="billing.membership",
+                target_id=membership.pk,
+                target_repr=f"{user}: {membership}",
+                after=snapshot(membership),
+                note=f"+{days} days {note}".strip(),
+            )
+        return membership
 
 
 def codes_create(
-    *, count: int, amount: int = 0, member_days: int = 0, batch: str = "", expires_at: datetime | None = None
+    *,
+    count: int,
+    amount: int = 0,
+    member_days: int = 0,
+    batch: str = "",
+    expires_at: datetime | None = None,
+    by: Actor | None = None,
 ) -> list[RedemptionCode]:
+    """`count` new redemption codes (random, unguessable). Audited (`redemptioncode.create`: the batch's
+    terms and row ids, never the codes)."""
     if count <= 0 or count > 10_000:
         raise ValueError("count must be between 1 and 10000")
     if amount <= 0 and member_days <= 0:
@@ -683,7 +741,25 @@ def codes_create(
         )
         for _ in range(count)
     ]
-    return RedemptionCode.objects.bulk_create(codes)
+    with transaction.atomic():
+        created = RedemptionCode.objects.bulk_create(codes)
+        ids = sorted(code.pk for code in created if code.pk is not None)
+        audit_record(
+            by=by or Actor(None, "service"),
+            action="redemptioncode.create",
+            target_type="billing.redemptioncode",
+            target_id=batch,
+            target_repr=batch or f"{count} codes",
+            after={
+                "count": count,
+                "amount": amount,
+                "member_days": member_days,
+                "batch": batch,
+                "expires_at": expires_at,
+                "ids": [ids[0], ids[-1]] if ids else [],
+            },
+        )
+    return created
 
 
 def code_redeem(*, user: Any, code: str) -> RedemptionCode:

@@ -26,9 +26,13 @@ from django.utils.translation import gettext_lazy
 from apps.core.api.exceptions import envelope
 from apps.core.db import db_sync_to_async
 from apps.core.errors import ApplicationError
+from apps.core.metrics import SSE_STREAMS_OPEN
+from apps.generation.metrics import generation_observe
 from apps.generation.models import Generation
 from apps.generation.services import Finished, Outcome, Prepared, generation_extend
 from apps.providers.adapters import Delta, UpstreamError, UpstreamLoading, UpstreamRateLimited, UpstreamTimeout
+from apps.providers.circuit import CircuitOpen, retry_after_header
+from apps.providers.health import breaker
 from apps.providers.limits import ConcurrencyLimited
 from apps.providers.routing import RoutedCall
 
@@ -56,6 +60,7 @@ UPSTREAM_MESSAGES: dict[str, str | Promise] = {
     "upstream_bad_request": gettext_lazy("The model provider refused the request."),
     "upstream_auth_error": gettext_lazy("The model provider refused this service's credentials."),
     "upstream_protocol_error": gettext_lazy("The model provider answered something this service cannot read."),
+    "circuit_open": gettext_lazy("The model's providers are failing right now; please retry later."),
     "upstream_loading": gettext_lazy("The model is loading; please retry in a few seconds."),
 }
 
@@ -66,8 +71,8 @@ def upstream_message(code: str) -> str:
 
 
 def upstream_api_error(exc: BaseException) -> ApplicationError:
-    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy
-    or loading with Retry-After).
+    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy,
+    loading or every connection's circuit open, with Retry-After).
     Its message is generic; the upstream's own text is logged (and kept in the record for operators)."""
     if isinstance(exc, ConcurrencyLimited):
         return ApplicationError(
@@ -81,6 +86,8 @@ def upstream_api_error(exc: BaseException) -> ApplicationError:
     headers = {}
     if isinstance(exc, UpstreamRateLimited | UpstreamLoading):
         headers["Retry-After"] = str(max(1, int((exc.retry_after or 1) + 0.999)))
+    elif isinstance(exc, CircuitOpen):
+        headers["Retry-After"] = retry_after_header(exc.retry_after)
     return ApplicationError(upstream_message(exc.code), status_code=exc.client_status, code=exc.code, headers=headers)
 
 
@@ -103,6 +110,7 @@ async def respond(
         build=prepared.request_for,
         redis_url=settings.REDIS_URL,
         can_use=prepared.covered_by_hold,
+        breaker=breaker(),
     )
     relay = (relay_class or Relay)(prepared, routed, finish)
     if stream:
@@ -235,6 +243,7 @@ class Relay:
             stopped_by_balance=self.stopped_by_balance,
         )
         self.finished = await asyncio.shield(db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome))
+        generation_observe(prepared=self.prepared, outcome=outcome, finished=self.finished)
         return self.finished
 
     def final_event(self) -> dict[str, Any]:
@@ -363,6 +372,7 @@ class Relay:
         status = Generation.Status.CANCELLED
         error: BaseException | None = None
         event: bytes | None
+        SSE_STREAMS_OPEN.inc()
         try:
             for event in primed:
                 yield event
@@ -385,6 +395,7 @@ class Relay:
             await self.settle(status, exc)
             raise
         finally:
+            SSE_STREAMS_OPEN.dec()
             if status != Generation.Status.SUCCEEDED:
                 await self.close_upstream()
             # An upstream failure is never charged, even after some text was relayed (SPEC §9).

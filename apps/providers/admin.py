@@ -3,6 +3,10 @@
 The API key is a write-only password field: blank keeps the stored key, "clear" removes it; pages only
 ever show ``api_key_hint`` (``sk-…wxyz``). "Fetch model list" and "Send a test message" call the
 upstream through :mod:`apps.providers.diagnostics` and report the result (or a safe error) as messages.
+
+The connection list shows each connection's health (its circuit: healthy, open, half-open; consecutive
+failures; since when), warns at the top while any circuit is not closed, and has an action to reset a
+circuit. Every create, change (a key change is its own action) and delete is audited.
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Model, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from apps.providers import selectors, validation
+from apps.audit.admin import AuditedAdmin, admin_actor
+from apps.providers import selectors, services, validation
 from apps.providers.diagnostics import DiagnosticError, fetch_model_ids, run_check
 from apps.providers.models import AIModel, Connection, ModelFallback
 from apps.providers.validation import ConfigInvalid
@@ -125,12 +133,27 @@ class AIModelInline(admin.TabularInline):
     )
 
 
+HEALTH_COLOURS = {"closed": "#2e7d32", "open": "#c62828", "half_open": "#ef6c00"}
+
+
+def health_label(health: selectors.ConnectionHealth) -> str:
+    """ "healthy", "open — next probe in 12 s", "half-open (probing)" in the operator's language."""
+    if health.status == "closed":
+        return _("healthy")
+    if health.status == "open":
+        return _("open — next probe in %(seconds)d s") % {"seconds": max(1, round(health.retry_in))}
+    return _("half-open (probing)") if health.retry_in else _("half-open (next call probes)")
+
+
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(AuditedAdmin):
     form = ConnectionAdminForm
     list_display = (
         "name",
         "kind",
+        "health",
+        "failures",
+        "health_since",
         "base_url",
         "api_key_hint",
         "model_count",
@@ -141,11 +164,20 @@ class ConnectionAdmin(admin.ModelAdmin):
     )
     list_filter = ("kind", "enabled", "prompt_post_processing")
     search_fields = ("name", "base_url", "models__model_id")
-    readonly_fields = ("api_key_hint", "extra_headers_hint", "created_at", "updated_at")
+    readonly_fields = (
+        "api_key_hint",
+        "extra_headers_hint",
+        "health",
+        "failures",
+        "health_since",
+        "created_at",
+        "updated_at",
+    )
     inlines = (AIModelInline,)
-    actions = ("fetch_model_list",)
+    actions = ("fetch_model_list", "reset_circuit")
     fieldsets = (
         (None, {"fields": ("name", "kind", "base_url", "enabled")}),
+        (gettext_lazy("Health"), {"fields": ("health", "failures", "health_since")}),
         (
             gettext_lazy("Credentials"),
             {
@@ -181,6 +213,57 @@ class ConnectionAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("Models"), ordering="_model_count")
     def model_count(self, obj: Connection) -> int:
         return getattr(obj, "_model_count", 0)
+
+    # -- health ---------------------------------------------------------------------------------------
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        """Read every connection's circuit once (one Redis round trip), hand each row its own, and warn
+        at the top of the page while any circuit is not closed (whatever page it is on)."""
+        changelist = super().get_changelist_instance(request)
+        names = dict(Connection.objects.values_list("pk", "name"))
+        health = selectors.connections_health(connection_ids=names)
+        for obj in changelist.result_list:
+            obj._health = health.get(obj.pk)
+        unhealthy = [f"{names[pk]}: {health_label(h)}" for pk, h in sorted(health.items()) if not h.healthy]
+        if unhealthy and request.method == "GET":
+            self.message_user(
+                request,
+                _("Unhealthy connections (their calls go to the fallbacks): %(list)s") % {"list": "; ".join(unhealthy)},
+                messages.WARNING,
+            )
+        return changelist
+
+    def _health(self, obj: Connection) -> selectors.ConnectionHealth:
+        cached = getattr(obj, "_health", None)
+        if cached is None:  # the change form: one connection
+            cached = obj._health = selectors.connections_health(connection_ids=[obj.pk])[obj.pk]  # type: ignore[attr-defined]
+        return cached
+
+    @admin.display(description=gettext_lazy("Health"))
+    def health(self, obj: Connection) -> str:
+        if obj.pk is None:
+            return "—"
+        state = self._health(obj)
+        return format_html('<strong style="color: {}">{}</strong>', HEALTH_COLOURS[state.status], health_label(state))
+
+    @admin.display(description=gettext_lazy("Consecutive failures"))
+    def failures(self, obj: Connection) -> int | str:
+        return self._health(obj).failures if obj.pk is not None else "—"
+
+    @admin.display(description=gettext_lazy("Since"))
+    def health_since(self, obj: Connection) -> str:
+        since = self._health(obj).since if obj.pk is not None else None
+        return timezone.localtime(since).strftime("%Y-%m-%d %H:%M:%S") if since else "—"
+
+    @admin.action(description=gettext_lazy("Reset the circuit (mark healthy now)"), permissions=("change",))
+    def reset_circuit(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for connection in queryset.order_by("name"):
+            previous = services.connection_circuit_reset(connection=connection, by=admin_actor(request))
+            self.message_user(
+                request,
+                _("%(name)s: circuit reset (it had %(failures)d consecutive failures).")
+                % {"name": connection.name, "failures": previous.failures},
+                messages.SUCCESS,
+            )
 
     def save_model(self, request: HttpRequest, obj: Connection, form: forms.ModelForm, change: bool) -> None:
         if form.cleaned_data.get("clear_api_key"):
@@ -262,7 +345,7 @@ class ModelFallbackInline(admin.TabularInline):
 
 
 @admin.register(AIModel)
-class AIModelAdmin(admin.ModelAdmin):
+class AIModelAdmin(AuditedAdmin):
     list_display = (
         "model_id",
         "display_name",

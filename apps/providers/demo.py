@@ -6,12 +6,13 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.audit.services import Actor
 from apps.providers.models import AIModel, Connection
 from apps.providers.quickstart import providers_ensure
 
 
 def demo_setup(*, user: Any, stdout: Any) -> None:
-    lines = providers_ensure()
+    lines = providers_ensure(by=Actor.command("demo_setup"))
     for line in lines:
         stdout.write(f"Providers: {line}")
     if not lines:

@@ -26,6 +26,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from apps.audit.services import Actor
 from apps.providers import selectors, services, validation
 from apps.providers.models import AIModel, Connection
 from apps.providers.validation import ConfigInvalid
@@ -554,8 +555,10 @@ def import_models(
     filename: str = "models.toml",
     dry_run: bool = False,
     environ: Mapping[str, str] | None = None,
+    by: Actor | None = None,
 ) -> ImportReport:
-    """Validate ``text`` and upsert it in one transaction (rolled back when ``dry_run``).
+    """Validate ``text`` and upsert it in one transaction (rolled back when ``dry_run``), each change
+    audited as ``by``'s.
 
     Raises :class:`ImportFailed` (nothing written) when the file has any error."""
     env = os.environ if environ is None else environ
@@ -565,18 +568,20 @@ def import_models(
         by_name: dict[str, Connection] = {}
         try:
             for cplan in connection_plans:
-                result = services.connection_upsert(name=cplan.name, api_key=cplan.api_key, **cplan.values)
+                result = services.connection_upsert(name=cplan.name, api_key=cplan.api_key, by=by, **cplan.values)
                 by_name[cplan.name] = result.obj
                 items.append(ItemResult("connection", cplan.name, result.action, result.changed))
             model_results: dict[str, services.Upserted[AIModel]] = {}
             for mplan in model_plans:
                 connection = by_name.get(mplan.connection) or Connection.objects.get(name=mplan.connection)
                 model_results[mplan.model_id] = services.model_upsert(
-                    model_id=mplan.model_id, connection=connection, **mplan.values
+                    model_id=mplan.model_id, connection=connection, by=by, **mplan.values
                 )
             # Fallbacks in two passes, so that a graph that is acyclic in the end never looks cyclic
             # half-way (e.g. a → b becoming b → a): clear the lists that change, then set them.
+            # One audit entry per changed list, from the list before the import to the one after it.
             changing = []
+            previous: dict[str, list[str]] = {}
             for mplan in model_plans:
                 model = model_results[mplan.model_id].obj
                 current = list(
@@ -584,9 +589,15 @@ def import_models(
                 )
                 if current != mplan.fallbacks:
                     changing.append(mplan)
+                    previous[mplan.model_id] = current
                     services.model_set_fallbacks(model=model, fallback_ids=[])
             for mplan in changing:
-                services.model_set_fallbacks(model=model_results[mplan.model_id].obj, fallback_ids=mplan.fallbacks)
+                services.model_set_fallbacks(
+                    model=model_results[mplan.model_id].obj,
+                    fallback_ids=mplan.fallbacks,
+                    by=by,
+                    audit_before=previous[mplan.model_id],
+                )
             changing_ids = {m.model_id for m in changing}
             for mplan in model_plans:
                 model_result = model_results[mplan.model_id]

@@ -60,7 +60,11 @@ def _redis(url: str):  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
     client = _redis_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        # past the pool's size callers wait for a connection (redis-py's plain pool fails at 100)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=200, timeout=5, socket_connect_timeout=1, socket_timeout=2
+        )
+        client = aioredis.Redis(connection_pool=pool)
         _redis_clients[loop] = client
     return client
 

@@ -34,6 +34,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
 
+from apps.audit.services import Actor
 from apps.providers import services
 from apps.providers.local import local_model_info, local_model_problem, local_model_spec
 from apps.providers.localmodel.manager import LocalModelError, local_server
@@ -61,8 +62,12 @@ def _model_ids() -> list[str]:
     return ids
 
 
-def quickstart_ensure() -> list[str]:
-    """Create the ``default`` connection and its models from ``LLM_*`` settings if none exist."""
+STARTUP = Actor(None, "startup")
+
+
+def quickstart_ensure(*, by: Actor = STARTUP) -> list[str]:
+    """Create the ``default`` connection and its models from ``LLM_*`` settings if none exist (audited
+    as ``by``'s)."""
     base_url = (settings.LLM_BASE_URL or "").strip()
     if not base_url or Connection.objects.exclude(name__in=APP_CONNECTIONS).exists():
         return []
@@ -75,6 +80,7 @@ def quickstart_ensure() -> list[str]:
                 kind=Connection.Kind.OPENAI,
                 base_url=base_url,
                 api_key=(settings.LLM_API_KEY or "").strip() or None,
+                by=by,
             ).obj
             hint = f", key {connection.api_key_hint}" if connection.api_key_hint else ", no API key"
             lines.append(f"Created connection {connection.name!r} (openai, {base_url}{hint}).")
@@ -88,6 +94,7 @@ def quickstart_ensure() -> list[str]:
                     max_output_tokens=DEFAULT_MAX_OUTPUT_TOKENS,
                     input_ratio=Decimal("1"),
                     output_ratio=Decimal("1"),
+                    by=by,
                 )
                 lines.append(f"Created model {model_id!r}.")
             if settings.DEFAULT_MODEL_ID not in ids:
@@ -98,6 +105,7 @@ def quickstart_ensure() -> list[str]:
                     display_name=f"{ids[0]} (default)",
                     context_tokens=DEFAULT_CONTEXT_TOKENS,
                     max_output_tokens=DEFAULT_MAX_OUTPUT_TOKENS,
+                    by=by,
                 )
                 lines.append(
                     f"Created model {settings.DEFAULT_MODEL_ID!r} as an alias of {ids[0]!r} "
@@ -108,7 +116,7 @@ def quickstart_ensure() -> list[str]:
     return lines
 
 
-def local_ensure() -> list[str]:
+def local_ensure(*, by: Actor = STARTUP) -> list[str]:
     """Create the ``local`` connection and the ``LOCAL_MODEL_ID`` model when ``LLM_PROVIDER=local``."""
     if (settings.LLM_BASE_URL or "").strip() or settings.LLM_PROVIDER != "local":
         return []
@@ -125,7 +133,7 @@ def local_ensure() -> list[str]:
             connection = Connection.objects.filter(name=LOCAL_CONNECTION).first()
             if connection is None:
                 connection = services.connection_upsert(
-                    name=LOCAL_CONNECTION, kind=Connection.Kind.LOCAL, read_timeout=300.0
+                    name=LOCAL_CONNECTION, kind=Connection.Kind.LOCAL, read_timeout=300.0, by=by
                 ).obj
                 lines.append(
                     f"Created connection {LOCAL_CONNECTION!r} (local: a llama.cpp server this app starts and stops, "
@@ -141,6 +149,7 @@ def local_ensure() -> list[str]:
                     max_output_tokens=min(LOCAL_MAX_OUTPUT_TOKENS, spec.context),
                     input_ratio=Decimal("1"),
                     output_ratio=Decimal("1"),
+                    by=by,
                 )
                 lines.append(f"Created model {model_id!r} ({name}, context {spec.context} tokens).")
     except IntegrityError:  # another process created them at the same moment
@@ -148,7 +157,7 @@ def local_ensure() -> list[str]:
     return lines
 
 
-def mock_ensure() -> list[str]:
+def mock_ensure(*, by: Actor = STARTUP) -> list[str]:
     """Create the offline ``mock`` connection and the ``DEFAULT_MODEL_ID`` model if nothing is configured
     (or, with ``LLM_PROVIDER=mock``, if that model does not exist)."""
     if (settings.LLM_BASE_URL or "").strip():
@@ -162,7 +171,7 @@ def mock_ensure() -> list[str]:
         with transaction.atomic():
             connection = Connection.objects.filter(name=MOCK_CONNECTION, kind=Connection.Kind.MOCK).first()
             if connection is None:
-                connection = services.connection_upsert(name=MOCK_CONNECTION, kind=Connection.Kind.MOCK).obj
+                connection = services.connection_upsert(name=MOCK_CONNECTION, kind=Connection.Kind.MOCK, by=by).obj
             services.model_upsert(
                 model_id=model_id,
                 connection=connection,
@@ -170,6 +179,7 @@ def mock_ensure() -> list[str]:
                 display_name=f"{model_id} (mock)",
                 context_tokens=DEFAULT_CONTEXT_TOKENS,
                 max_output_tokens=DEFAULT_MAX_OUTPUT_TOKENS,
+                by=by,
             )
     except IntegrityError:
         return []
@@ -179,10 +189,10 @@ def mock_ensure() -> list[str]:
     ]
 
 
-def providers_ensure() -> list[str]:
+def providers_ensure(*, by: Actor = STARTUP) -> list[str]:
     """The quick start, the local model and the mock fallback, in that order (`demo_setup`,
-    `providers_quickstart`)."""
-    return quickstart_ensure() + local_ensure() + mock_ensure()
+    `providers_quickstart`), audited as ``by``'s."""
+    return quickstart_ensure(by=by) + local_ensure(by=by) + mock_ensure(by=by)
 
 
 def local_start() -> str:

@@ -5,7 +5,13 @@ is retried once with jittered backoff, then the next fallback model is tried; an
 failure skips straight to the next fallback (another connection may work); anything else (a bad
 request, a protocol error) ends the call. After the first token nothing switches: a failure mid-stream
 is the caller's to report. Rate-limit waits longer than `MAX_RETRY_AFTER` go to the next model, and so
-does a model still loading (it answers 503 with `Retry-After` when there is none).
+does a model still loading (it answers 503 with `Retry-After` when there is none; not a circuit failure).
+
+Connection health (:mod:`apps.providers.circuit`): a target whose connection's circuit is open is
+skipped (an attempt ``circuit_open`` is logged) and the next fallback is tried; each call's outcome is
+reported to the breaker — the first token as a success, a 5xx, timeout or broken connection as a
+failure. When no target could be tried because every circuit is open, the call fails with
+:class:`~apps.providers.circuit.CircuitOpen` (503 with the seconds until the first one may take a call).
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from apps.providers.adapters import (
     error_retry_delay,
     get_adapter,
 )
+from apps.providers.circuit import Breaker, CircuitOpen, MemoryStore, Permit
 from apps.providers.limits import ConcurrencyLimited, concurrency_slot
 
 RETRIES_PER_TARGET = 1
 MAX_RETRY_AFTER = 5.0
+NO_BREAKER = Breaker(MemoryStore(), threshold=0)  # admits everything, records nothing
 
 
 class Target(Protocol):
@@ -64,13 +72,34 @@ class RoutedCall:
     slot_wait: float = 2.0
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     can_use: Callable[[Any], bool] = lambda _target: True
+    breaker: Breaker = NO_BREAKER
     target: Any = None
     request: ChatRequest | None = None
     attempts: list[AttemptLog] = field(default_factory=list)
+    _refused: list[int] = field(default_factory=list, init=False)
 
     def _plan(self) -> list[Any]:
         usable = [t for t in self.targets if self.can_use(t)]
         return usable or list(self.targets[:1])
+
+    async def _admit(self, target: Any) -> Permit | None:
+        """The breaker's permit for the target's connection; None (and an attempt logged) while open."""
+        config = target.config
+        name = getattr(target, "connection_name", "") or str(target.connection_id)
+        lease = float(getattr(config, "connect_timeout", 10.0)) + float(getattr(config, "read_timeout", 120.0))
+        permit = await self.breaker.admit(target.connection_id, name=name, lease=lease)
+        if permit is None:
+            self._refused.append(target.connection_id)
+            self.attempts.append(
+                AttemptLog(target.model_id, CircuitOpen.code, f"connection {name}: circuit open, skipped")
+            )
+        return permit
+
+    async def _all_open(self) -> CircuitOpen:
+        waits = [await self.breaker.retry_after(key) for key in dict.fromkeys(self._refused)]
+        return CircuitOpen(
+            "every connection of this model has an open circuit (failing upstream)", retry_after=min(waits, default=1.0)
+        )
 
     async def _backoff_or_next(self, error: UpstreamError, attempt: int) -> bool:
         """Log the failure; sleep and return True to retry the same target, False to move on."""
@@ -101,7 +130,7 @@ class RoutedCall:
         for target in self._plan():
             self.target = target
             attempt = 0
-            while True:
+            while (permit := await self._admit(target)) is not None:
                 self.request = self.build(target)
                 started = False
                 try:
@@ -110,13 +139,19 @@ class RoutedCall:
                         aclosing(get_adapter(target.config).stream(self.request)) as deltas,
                     ):
                         async for delta in deltas:
-                            started = True
+                            if not started:
+                                started = True
+                                await self.breaker.success(permit)
                             yield delta
+                    if not started:
+                        await self.breaker.success(permit)
                     return
                 except ConcurrencyLimited as exc:
+                    await self.breaker.release(permit)
                     last = exc
                     break
                 except UpstreamError as exc:
+                    await self.breaker.failure(permit, exc)
                     if started:
                         raise
                     last = exc
@@ -126,23 +161,28 @@ class RoutedCall:
                     if not self._may_fall_back(exc):
                         raise
                     break
-        assert last is not None
-        raise last
+                except BaseException:  # cancelled, closed by the consumer: no verdict on the upstream
+                    if not started:
+                        self.breaker.release_soon(permit)
+                    raise
+        raise last if last is not None else await self._all_open()
 
     async def complete(self) -> Completion:
         last: UpstreamError | ConcurrencyLimited | None = None
         for target in self._plan():
             self.target = target
             attempt = 0
-            while True:
+            while (permit := await self._admit(target)) is not None:
                 self.request = self.build(target)
                 try:
                     async with self._slot(target):
-                        return await get_adapter(target.config).complete(self.request)
+                        completion = await get_adapter(target.config).complete(self.request)
                 except ConcurrencyLimited as exc:
+                    await self.breaker.release(permit)
                     last = exc
                     break
                 except UpstreamError as exc:
+                    await self.breaker.failure(permit, exc)
                     last = exc
                     if await self._backoff_or_next(exc, attempt):
                         attempt += 1
@@ -150,5 +190,9 @@ class RoutedCall:
                     if not self._may_fall_back(exc):
                         raise
                     break
-        assert last is not None
-        raise last
+                except BaseException:  # cancelled (the client went away, the deadline): no verdict
+                    self.breaker.release_soon(permit)
+                    raise
+                await self.breaker.success(permit)
+                return completion
+        raise last if last is not None else await self._all_open()

@@ -1,10 +1,12 @@
-"""Reads for the model registry: the chain of targets (model + fallbacks) a generation may use, and the
-fallback graph the checks walk."""
+"""Reads for the model registry: the chain of targets (model + fallbacks) a generation may use, the
+fallback graph the checks walk, and the connections' health (their circuits)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db.models import QuerySet
@@ -12,6 +14,8 @@ from django.utils.translation import gettext as _
 
 from apps.core.errors import ApplicationError
 from apps.providers.adapters.base import ConnectionConfig
+from apps.providers.circuit import Status
+from apps.providers.health import breaker
 from apps.providers.models import AIModel, ModelFallback
 
 
@@ -115,3 +119,44 @@ def fallback_graph() -> dict[str, list[str]]:
     for model_id, fallback_id in rows:
         graph.setdefault(model_id, []).append(fallback_id)
     return graph
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionHealth:
+    """What an operator sees of a connection's circuit (docs/operations.md, "Connection health")."""
+
+    status: Status  # closed (healthy), open, half_open
+    failures: int  # consecutive counted failures
+    since: datetime | None  # opened (open, half-open) or last closed (healthy); None: never opened
+    retry_in: float  # seconds until a call may go again (0: now)
+    shared: bool  # the state every process shares (Redis), or this process's own
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "closed"
+
+
+def _when(seconds: float) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds else None
+
+
+def connections_health(*, connection_ids: Iterable[int]) -> dict[int, ConnectionHealth]:
+    """The health of each connection, in one read (one Redis round trip with `REDIS_URL`)."""
+    current = breaker()
+    now = current.clock()
+    states = current.states(connection_ids)
+    return {
+        key: ConnectionHealth(
+            status=state.status(now, current.cooldown),
+            failures=state.failures,
+            since=_when(state.opened_at or state.changed_at),
+            retry_in=state.retry_after(now, current.cooldown),
+            shared=current.store.shared,
+        )
+        for key, state in states.items()
+    }
+
+
+def model_connection_names() -> dict[str, str]:
+    """``{model_id: its connection's name}`` for every model in the catalogue (enabled or not)."""
+    return dict(AIModel.objects.values_list("model_id", "connection__name"))

@@ -14,10 +14,16 @@ Fallbacks
 
 The field checks are pure, in :mod:`apps.providers.validation`; a failed one is raised here as Django's
 ``ValidationError``, like the ``full_clean`` errors.
+
+Audit
+    Given ``by`` (an import, the quick start, an operator), each created or updated row and each
+    changed fallback list gets an audit entry in the same transaction (keys redacted); unchanged rows
+    get none. ``connection_circuit_reset`` is always an operator's decision, always audited.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,8 +32,11 @@ from typing import Any, Literal
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from apps.audit.services import Actor, audit_record, audit_saved, snapshot
 from apps.providers import crypto
 from apps.providers.adapters.base import ADAPTER_KINDS
+from apps.providers.circuit import CircuitState
+from apps.providers.health import breaker
 from apps.providers.models import AIModel, Connection, ModelFallback
 from apps.providers.selectors import fallback_graph
 from apps.providers.validation import (
@@ -40,6 +49,7 @@ from apps.providers.validation import (
 )
 
 Action = Literal["created", "updated", "unchanged"]
+logger = logging.getLogger("apps.providers.circuit")
 
 POST_PROCESSING_CHOICES: tuple[str, ...] = tuple(Connection.PostProcessing.values)
 KINDS: tuple[str, ...] = ADAPTER_KINDS
@@ -94,6 +104,7 @@ def connection_upsert(
     instruct_template: str = "",
     custom_instruct_template: str = "",
     enabled: bool = True,
+    by: Actor | None = None,
 ) -> Upserted[Connection]:
     """Create or update the connection called ``name``. ``api_key=None`` keeps the stored key."""
     if kind not in KINDS:
@@ -125,7 +136,9 @@ def connection_upsert(
             connection.set_api_key(api_key)
         connection.full_clean()
         connection.save()
+        _audit_saved(by, connection, None)
         return Upserted(connection, "created")
+    before = snapshot(connection)
     changed = _apply(connection, values)
     if api_key is not None and _key_differs(connection, api_key.strip()):
         connection.set_api_key(api_key)
@@ -134,7 +147,13 @@ def connection_upsert(
         return Upserted(connection, "unchanged")
     connection.full_clean()
     connection.save()
+    _audit_saved(by, connection, before)
     return Upserted(connection, "updated", tuple(changed))
+
+
+def _audit_saved(by: Actor | None, obj: Connection | AIModel, before: dict[str, Any] | None) -> None:
+    if by is not None:
+        audit_saved(by=by, obj=obj, before=before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +173,7 @@ def model_upsert(
     output_ratio: Decimal | int | float | str = Decimal("1"),
     is_free: bool = False,
     enabled: bool = True,
+    by: Actor | None = None,
 ) -> Upserted[AIModel]:
     """Create or update the model whose public id is ``model_id``."""
     errors: dict[str, str] = {}
@@ -186,12 +206,15 @@ def model_upsert(
         model = AIModel(model_id=model_id, **values)
         model.full_clean()
         model.save()
+        _audit_saved(by, model, None)
         return Upserted(model, "created")
+    before = snapshot(model)
     changed = [("connection" if name == "connection_id" else name) for name in _apply(model, values)]
     if not changed:
         return Upserted(model, "unchanged")
     model.full_clean()
     model.save()
+    _audit_saved(by, model, before)
     return Upserted(model, "updated", tuple(changed))
 
 
@@ -200,8 +223,12 @@ def model_upsert(
 
 
 @transaction.atomic
-def model_set_fallbacks(*, model: AIModel, fallback_ids: list[str]) -> bool:
-    """Replace ``model``'s fallbacks by ``fallback_ids`` (model ids, in order). True when changed."""
+def model_set_fallbacks(
+    *, model: AIModel, fallback_ids: list[str], by: Actor | None = None, audit_before: list[str] | None = None
+) -> bool:
+    """Replace ``model``'s fallbacks by ``fallback_ids`` (model ids, in order). True when changed.
+    ``audit_before``: the list the audit entry reports as before, when this call ends a change made in
+    two steps (the importer clears changing lists first)."""
     ids = list(fallback_ids)
     current = list(model.fallback_links.order_by("position", "id").values_list("fallback__model_id", flat=True))
     try:
@@ -220,4 +247,36 @@ def model_set_fallbacks(*, model: AIModel, fallback_ids: list[str]) -> bool:
     ModelFallback.objects.bulk_create(
         [ModelFallback(model=model, fallback=by_id[fid], position=index) for index, fid in enumerate(ids)]
     )
+    if by is not None:
+        audit_record(
+            by=by,
+            action="aimodel.fallbacks",
+            target_type="providers.aimodel",
+            target_id=model.pk,
+            target_repr=model.model_id,
+            before={"fallbacks": current if audit_before is None else audit_before},
+            after={"fallbacks": ids},
+        )
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection health
+
+
+def connection_circuit_reset(*, connection: Connection, by: Actor) -> CircuitState:
+    """Close the connection's circuit now (the operator knows the upstream is back): its calls resume at
+    once instead of after the cool-down and probe. Audited (`connection.circuit_reset`) and logged."""
+    previous = breaker().reset(connection.pk)
+    audit_record(
+        by=by,
+        action="connection.circuit_reset",
+        target_type="providers.connection",
+        target_id=connection.pk,
+        target_repr=connection.name,
+        before={"failures": previous.failures, "open": bool(previous.opened_at)},
+        after={"failures": 0, "open": False},
+    )
+    if previous.opened_at:
+        logger.warning("circuit closed: connection %s (#%d) reset by %s", connection.name, connection.pk, by.name)
+    return previous

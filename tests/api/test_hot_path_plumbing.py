@@ -142,6 +142,7 @@ ASYNC_PATHS = {
     "/api/v1/generation/writing/stream",
     "/api/v1/generation/roleplay",
     "/api/v1/generation/roleplay/stream",
+    "/api/v1/generation/jobs",
     "/v1/chat/completions",
     "/v1/completions",
     "/healthz",

@@ -290,6 +290,9 @@ def test_burst_through_the_live_server(
             "generation": "0",
         },
     }
+    # Connection health is not under test here (tests/generation/test_connection_health_e2e.py): with it on,
+    # the down model's circuit would open after 5 failures and turn its later 502s into 503s.
+    settings.CIRCUIT_FAILURE_THRESHOLD = 0
     make_model("gpt-4-turbo", max_concurrency=0)
     make_model("broken", max_concurrency=0, base_url="http://127.0.0.1:9", connection_name="down")
     text = "一二三四五六七八九十" * 3
@@ -381,6 +384,7 @@ def test_200_metered_generations_on_one_wallet(
             "generation": "0",
         },
     }
+    settings.CIRCUIT_FAILURE_THRESHOLD = 0  # as in the burst above: connection health is not under test here
     make_model("gpt-4-turbo", max_concurrency=0)
     make_model("broken", max_concurrency=0, base_url="http://127.0.0.1:9", connection_name="down")
     # 600 characters, or 1 500 for an upstream that ignores maxTokens (its hold then has to grow)

@@ -191,7 +191,7 @@ def test_only_the_owner_reads_or_cancels_and_tickets_are_scoped(
         assert ok.status_code == 200 and ok.text.endswith("data: [DONE]\n\n")
         settings.GENERATION_JOB_TICKET_SECONDS = -1  # every ticket has expired
         expired = anon.get(one["eventsUrl"])
-        assert expired.status_code == 401 and "expired" in expired.json()["message"]
+        assert expired.status_code == 401 and "eventsUrl" in expired.json()["message"]
 
 
 def test_bad_event_ids_and_expired_events(http, fake_upstream, job_body):
@@ -212,3 +212,37 @@ def test_bad_event_ids_and_expired_events(http, fake_upstream, job_body):
     assert gone.status_code == 410 and job["jobId"] in gone.json()["message"]
     kept = http.get(f"/api/v1/generation/jobs/{job['jobId']}").json()
     assert kept["status"] == "succeeded" and kept["content"] == "".join(CHUNKS)
+
+
+def test_a_roleplay_job_writes_the_turn_into_the_chat(http, fake_upstream, job_body, user):
+    from apps.characters.services import character_create
+    from apps.generation.models import ChatMessage
+    from apps.novels.models import Novel
+    from tests.generation.test_roleplay_e2e import CARD
+
+    job_body()  # the model and a balance
+    novel = Novel.objects.create(owner=user, title="林")
+    character = character_create(user=user, novel_id=novel.pk, card=CARD)
+    chat = http.post("/api/v1/chats", json={"characterId": character.pk}).json()
+    fake_upstream.script(Reply(chunks=["*Sera ", "nods.*"]))
+
+    job = create(http, {"mode": "roleplay", "chatId": chat["id"], "userInput": "Hello", "maxTokens": 500})
+    read = read_events(http, job["eventsUrl"])
+
+    assert read.done and read.text == "*Sera nods.*" and read.final["status"] == "succeeded"
+    message = ChatMessage.objects.get(pk=read.final["messageId"])
+    assert message.content == "*Sera nods.*" and message.chat_id == chat["id"]
+    assert http.get(f"/api/v1/generation/jobs/{job['jobId']}").json()["messageId"] == message.pk
+    assert ChatMessage.objects.filter(chat_id=chat["id"], role="user").get().content == "Hello"
+
+
+def test_a_silent_job_sends_pings_to_its_readers(http, fake_upstream, job_body, monkeypatch):
+    from apps.generation.jobs import api
+
+    monkeypatch.setattr(api, "PING_INTERVAL", 0.1)
+    fake_upstream.script(Reply(chunks=CHUNKS[:2], latency=1.0))
+    job = create(http, job_body())
+
+    read = read_events(http, job["eventsUrl"])
+
+    assert read.done and read.text == "".join(CHUNKS[:2]) and read.pings >= 3

@@ -37,6 +37,7 @@ FINISHED = Finished(
 @dataclass
 class Target:
     model_id: str = "m1"
+    connection_name: str = "c1"
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
     allowance: int | None = None  # output characters the hold pays for (None: unmetered)
     hold_covers_worst: bool = True
+    targets: list[Target] = field(default_factory=lambda: [Target()])
 
     def answer_fields(self) -> dict[str, Any]:
         return self.extra

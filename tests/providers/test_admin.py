@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
@@ -305,6 +306,9 @@ def test_undecryptable_key_is_reported_not_crashed(staff: Client, model: AIModel
 # llm_check
 
 
+SCOPE = "" if settings.REDIS_URL else " [this process's view: without REDIS_URL each process keeps its own]"
+
+
 def llm_check(*args: str) -> list[str]:
     out = StringIO()
     call_command("llm_check", *args, stdout=out)
@@ -315,19 +319,20 @@ def test_llm_check(model: AIModel, fake_upstream: FakeUpstream) -> None:  # noqa
     fake_upstream.script(Reply(chunks=["Hi", " there"], usage=(7, 2)))
     lines = llm_check("m1", "--prompt", "Bonjour")
     assert lines[0] == "model m1 → fake (openai) upstream 'fake-model'"
-    assert lines[1] == "reply: Hi there"
-    assert re.fullmatch(r"latency: \d+ ms", lines[2])
-    assert lines[3:] == ["finish reason: stop", "usage 7 prompt + 2 completion = 9 tokens", "OK"]
+    assert lines[1] == "circuit: healthy" + SCOPE
+    assert lines[2] == "reply: Hi there"
+    assert re.fullmatch(r"latency: \d+ ms", lines[3])
+    assert lines[4:] == ["finish reason: stop", "usage 7 prompt + 2 completion = 9 tokens", "OK"]
     assert fake_upstream.completion_requests[-1].json["messages"] == [{"role": "user", "content": "Bonjour"}]
 
 
 def test_llm_check_stream(model: AIModel, fake_upstream: FakeUpstream) -> None:  # noqa: F811
     fake_upstream.script(Reply(chunks=["Hel", "lo"], usage=(5, 2), finish="length"))
     lines = llm_check("m1", "--stream", "--max-tokens", "2")
-    assert lines[1] == "reply: Hello"
-    assert re.fullmatch(r"latency: \d+ ms", lines[2])
-    assert re.fullmatch(r"first token: \d+ ms", lines[3])
-    assert lines[4:] == ["finish reason: length", "usage 5 prompt + 2 completion = 7 tokens", "OK"]
+    assert lines[2] == "reply: Hello"
+    assert re.fullmatch(r"latency: \d+ ms", lines[3])
+    assert re.fullmatch(r"first token: \d+ ms", lines[4])
+    assert lines[5:] == ["finish reason: length", "usage 5 prompt + 2 completion = 7 tokens", "OK"]
     body = fake_upstream.completion_requests[-1].json
     assert (body["stream"], body["max_tokens"]) == (True, 2)
 

@@ -17,6 +17,8 @@ from django.utils.translation import gettext as _
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from apps.core.metrics import RATE_LIMIT_REFUSALS
+
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -95,7 +97,10 @@ class WindowRateThrottle(BaseThrottle):
                 cache.add(key, 1, period + 1)
                 count = 1
         self.wait_seconds = period - (now % period)
-        return count <= limit
+        if count > limit:
+            RATE_LIMIT_REFUSALS.labels(scope).inc()
+            return False
+        return True
 
     def wait(self) -> float | None:
         return self.wait_seconds

@@ -17,7 +17,6 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from apps.accounts.authentication import BearerTokenAuthentication
 from apps.accounts.permissions import CanGenerateRoleplay, CanGenerateWriting
@@ -187,16 +186,26 @@ def _owned(request: Request, job_id: str) -> GenerationJob:
     return job
 
 
-class JobCreateView(APIView):
+class JobCreateView(AsyncAPIView):
+    """Validation, the hold and the queueing in one database step on the database threads (like the
+    direct endpoints): a burst of jobs is prepared in parallel, not one at a time on Django's single
+    thread for synchronous views."""
+
     throttle_classes = (UserRateThrottle, ScopedRateThrottle)
     throttle_scope = "generation"
+    initial_in_handler = frozenset({"post"})
 
     @extend_schema(
         request=inline_serializer("JobCreate", {"mode": serializers.ChoiceField(choices=["writing", "roleplay"])}),
         description=JOB_BODY_DOC,
         responses={202: JobCreatedSerializer},
     )
-    def post(self, request: Request) -> Response:
+    async def post(self, request: Request) -> Response:
+        created = await db_sync_to_async(self._create)(request)
+        return Response(created, status=202, headers={"Location": f"/api/v1/generation/jobs/{created['jobId']}"})
+
+    def _create(self, request: Request) -> dict[str, Any]:
+        self.initial(request)
         head = JobModeSerializer(data=request.data)
         head.is_valid(raise_exception=True)
         mode = head.validated_data["mode"]
@@ -206,19 +215,22 @@ class JobCreateView(APIView):
         body = INPUTS[mode](data=request.data)
         body.is_valid(raise_exception=True)
         job = services.job_create(user=request.user, mode=mode, req=body.to_request())
-        created = {
+        return {
             "jobId": job.public_id,
             "status": job.status,
             "generationId": job.generation_id,
             "eventsUrl": events_url(job),
         }
-        return Response(created, status=202, headers={"Location": f"/api/v1/generation/jobs/{job.public_id}"})
 
 
-class JobDetailView(APIView):
+class JobDetailView(AsyncAPIView):
     @extend_schema(responses=JobSerializer)
-    def get(self, request: Request, job_id: str) -> Response:
-        return Response(job_out(_owned(request, job_id)))
+    async def get(self, request: Request, job_id: str) -> Response:
+        return Response(await db_sync_to_async(_owned_out)(request, job_id))
+
+
+def _owned_out(request: Request, job_id: str) -> dict[str, Any]:
+    return job_out(_owned(request, job_id))
 
 
 class JobCancelView(AsyncAPIView):

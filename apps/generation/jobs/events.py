@@ -63,7 +63,7 @@ class EventLog(Protocol):
     def entries(self, job_id: str, after: str = START) -> list[Entry]: ...
     def exists(self, job_id: str) -> bool: ...
     def expire(self, job_id: str, ttl: int) -> None: ...
-    async def aappend(self, job_id: str, data: str, *, model: str = "", ttl: int) -> str: ...
+    async def aappend(self, job_id: str, data: str, *, model: str = "", ttl: int | None) -> str: ...
     async def aread(self, job_id: str, after: str, *, block: float) -> list[Entry]: ...
     async def aexists(self, job_id: str) -> bool: ...
 
@@ -89,11 +89,16 @@ class RedisEventLog:
 
     BATCH = 500
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, max_connections: int = 1000) -> None:
         import redis
 
         self.url = url
-        self._sync = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
+        self.max_connections = max_connections
+        self._sync = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                url, max_connections=100, timeout=5, socket_connect_timeout=1, socket_timeout=5
+            )
+        )
         self._async: dict[asyncio.AbstractEventLoop, Any] = {}
         self._lock = threading.Lock()
 
@@ -106,10 +111,17 @@ class RedisEventLog:
             with self._lock:
                 for stale in [other for other in self._async if other.is_closed()]:
                     del self._async[stale]
-                # readers block up to the ping interval: the socket waits a little longer than that
-                client = self._async[loop] = aioredis.Redis.from_url(
-                    self.url, socket_connect_timeout=1, socket_timeout=60, health_check_interval=30
+                # Each waiting reader holds a connection (XREAD BLOCK, up to the ping interval: the socket
+                # waits a little longer); past `max_connections` callers wait for one instead of failing.
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    self.url,
+                    max_connections=self.max_connections,
+                    timeout=10,
+                    socket_connect_timeout=1,
+                    socket_timeout=60,
+                    health_check_interval=30,
                 )
+                client = self._async[loop] = aioredis.Redis(connection_pool=pool)
         return client
 
     def _guard(self, call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -160,7 +172,11 @@ class RedisEventLog:
     def expire(self, job_id: str, ttl: int) -> None:
         self._guard(self._sync.expire, _key(job_id), ttl)
 
-    async def aappend(self, job_id: str, data: str, *, model: str = "", ttl: int) -> str:
+    async def aappend(self, job_id: str, data: str, *, model: str = "", ttl: int | None) -> str:
+        """Append one event; `ttl` (re)sets the stream's expiry — the writer gives it with its first and
+        last events only, so that each delta in between is a single `XADD`."""
+        if ttl is None:
+            return _text(await self._aguard(self._aclient().xadd, _key(job_id), self._fields(data, model)))
         pipe = self._aclient().pipeline(transaction=False)
         pipe.xadd(_key(job_id), self._fields(data, model))
         pipe.expire(_key(job_id), ttl)
@@ -248,8 +264,11 @@ class MemoryEventLog:
             if stream is not None:
                 stream.expires_at = self._clock() + ttl
 
-    async def aappend(self, job_id: str, data: str, *, model: str = "", ttl: int) -> str:
-        return self.append(job_id, data, model=model, ttl=ttl)
+    async def aappend(self, job_id: str, data: str, *, model: str = "", ttl: int | None) -> str:
+        with self._lock:
+            stream = self._live(job_id)
+            keep = ttl if ttl is not None else (max(0.0, stream.expires_at - self._clock()) if stream else 3600)
+        return self.append(job_id, data, model=model, ttl=int(keep) + 1 if ttl is None else ttl)
 
     async def aread(self, job_id: str, after: str, *, block: float) -> list[Entry]:
         loop, event = asyncio.get_running_loop(), asyncio.Event()

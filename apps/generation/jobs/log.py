@@ -13,7 +13,9 @@ from apps.generation.jobs.events import EventLog, MemoryEventLog, RedisEventLog
 
 @cache
 def _event_log(redis_url: str) -> EventLog:
-    return RedisEventLog(redis_url) if redis_url else MemoryEventLog()
+    if not redis_url:
+        return MemoryEventLog()
+    return RedisEventLog(redis_url, max_connections=settings.REDIS_POOL_MAX_CONNECTIONS)
 
 
 def event_log() -> EventLog:

@@ -54,11 +54,12 @@ class JobRelay(Relay):
         self._model_told = False
         self.error_code = ""
 
-    async def publish(self, payload: dict[str, Any]) -> None:
-        model = ""
-        if not self._model_told and "finishReason" not in payload and "error" not in payload:
-            model, self._model_told = self.routed.target.model_id, True  # recovery prices what was delivered
-        await self.log.aappend(self.job_id, dumps(payload), model=model, ttl=stream_ttl())
+    async def publish(self, payload: dict[str, Any], *, last: bool = False) -> None:
+        model, ttl = "", None
+        if not self._model_told and not last:
+            # the first text: its model (recovery prices what was delivered) and the stream's expiry
+            model, ttl, self._model_told = self.routed.target.model_id, stream_ttl(), True
+        await self.log.aappend(self.job_id, dumps(payload), model=model, ttl=stream_ttl() if last else ttl)
 
     async def run(self) -> str:
         """Generate to the end (or to a cancellation), settle once, publish the final event. Returns the
@@ -94,7 +95,7 @@ class JobRelay(Relay):
         elif error is not None:
             self.error_code = "failed"
         with suppress(EventLogUnavailable):
-            await self.publish(self._final(status, error))
+            await self.publish(self._final(status, error), last=True)
         return status
 
     def _unsay(self, delta: Delta) -> None:

@@ -8,7 +8,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.accounts import services
+from apps.audit.services import Actor
 from apps.billing import services as billing
+
+BY = Actor.command("create_api_token")
 
 
 class Command(BaseCommand):
@@ -41,13 +44,15 @@ class Command(BaseCommand):
                 if value <= 0:
                     raise CommandError(f"--{flag.replace('_', '-')} must be a positive integer.")
                 self._apply_billing(user, flag, value)
-        issued = services.token_create(user=user, name=options["name"], expires_in_days=options["expires_in_days"])
+        issued = services.token_create(
+            user=user, name=options["name"], expires_in_days=options["expires_in_days"], by=BY
+        )
         self.stdout.write(issued.token)
 
     def _apply_billing(self, user: Any, flag: str, value: int) -> None:
         if flag == "grant":
-            billing.wallet_grant(user=user, amount=value, note="create_api_token --grant")
+            billing.wallet_grant(user=user, amount=value, note="create_api_token --grant", by=BY)
             self.stdout.write(f"Granted {value} characters")
         else:
-            billing.membership_extend(user=user, days=value, note="create_api_token --member-days")
+            billing.membership_extend(user=user, days=value, note="create_api_token --member-days", by=BY)
             self.stdout.write(f"Membership extended by {value} days")

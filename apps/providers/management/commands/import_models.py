@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.audit.services import Actor
 from apps.providers.importer import ImportFailed, import_models
 
 
@@ -29,7 +30,9 @@ class Command(BaseCommand):
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"{path}: cannot read the file ({type(exc).__name__}: {exc})") from None
         try:
-            report = import_models(text, filename=str(path), dry_run=options["dry_run"])
+            report = import_models(
+                text, filename=str(path), dry_run=options["dry_run"], by=Actor.command("import_models")
+            )
         except ImportFailed as exc:
             count = len(exc.problems)
             noun = "error" if count == 1 else "errors"

@@ -1,4 +1,5 @@
-"""`python manage.py llm_check MODEL_ID [--stream] [--prompt TEXT]`: send a test message to a model."""
+"""`python manage.py llm_check MODEL_ID [--stream] [--prompt TEXT] [--reset-circuit]`: report the health of the
+model's connection (its circuit) and send it a test message (which bypasses the circuit)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,28 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.audit.services import Actor
 from apps.providers.diagnostics import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, DEFAULT_TIMEOUT, run_check, usage_text
 from apps.providers.models import AIModel
+from apps.providers.selectors import ConnectionHealth, connections_health
+from apps.providers.services import connection_circuit_reset
+
+
+def health_text(health: ConnectionHealth) -> str:
+    """One line: the circuit's state, its consecutive failures, since when, and where it stands."""
+    since = f" since {health.since:%Y-%m-%d %H:%M:%S} UTC" if health.since else ""
+    if health.status == "closed":
+        text = f"healthy ({health.failures} consecutive failures)" if health.failures else "healthy"
+    elif health.status == "open":
+        text = (
+            f"OPEN{since}, {health.failures} consecutive failures; calls go to the fallbacks; "
+            f"next probe in {max(1, round(health.retry_in))} s"
+        )
+    else:
+        probing = "a probe call is in flight" if health.retry_in else "the next call probes"
+        text = f"HALF-OPEN{since}, {health.failures} consecutive failures; {probing}"
+    scope = "" if health.shared else " [this process's view: without REDIS_URL each process keeps its own]"
+    return text + scope
 
 
 class Command(BaseCommand):
@@ -20,6 +41,11 @@ class Command(BaseCommand):
         parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="max_tokens of the request")
         parser.add_argument(
             "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed for the whole answer (default 60)"
+        )
+        parser.add_argument(
+            "--reset-circuit",
+            action="store_true",
+            help="when the test call succeeds, close the connection's circuit (audited)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -36,6 +62,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"model {model.model_id}{state} → {connection.name} ({connection.kind}) upstream {model.upstream_model!r}"
         )
+        health = connections_health(connection_ids=[connection.pk])[connection.pk]
+        self.stdout.write(f"circuit: {health_text(health)}")
         result = run_check(
             model,
             stream=options["stream"],
@@ -53,4 +81,7 @@ class Command(BaseCommand):
             self.stdout.write(f"first token: {result.first_token_ms} ms")
         self.stdout.write(f"finish reason: {result.finish_reason}")
         self.stdout.write(usage_text(result.usage))
+        if options["reset_circuit"] and not health.healthy:
+            connection_circuit_reset(connection=connection, by=Actor.command("llm_check"))
+            self.stdout.write("circuit: reset (healthy)")
         self.stdout.write(self.style.SUCCESS("OK"))

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from apps.audit.services import Actor
 from apps.providers.quickstart import providers_ensure
 
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        lines = providers_ensure()
+        lines = providers_ensure(by=Actor.command("providers_quickstart"))
         for line in lines:
             self.stdout.write(line)
         if not lines:
