@@ -12,14 +12,13 @@ METRICS_DIR ?= $(CURDIR)/.run/prometheus
 install:
 	@scripts/bootstrap
 
+# The embedded local model unless LLM_BASE_URL or LLM_PROVIDER says otherwise (scripts/run).
 run: export DEBUG ?= true
 # the playground's own origin (http://HOST:PORT/playground/): a page served from there may call the API
 run: export CORS_ALLOWED_ORIGINS ?= http://$(HOST):$(PORT)
 run: export PROMETHEUS_MULTIPROC_DIR ?= $(METRICS_DIR)
 run: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py demo_setup --base-url http://$(HOST):$(PORT)
-	$(VENV)/bin/uvicorn writing_service.asgi:application --host $(HOST) --port $(PORT) --lifespan off
+	@VENV=$(VENV) HOST=$(HOST) PORT=$(PORT) scripts/run
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

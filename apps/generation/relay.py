@@ -30,7 +30,7 @@ from apps.core.metrics import SSE_STREAMS_OPEN
 from apps.generation.metrics import generation_observe
 from apps.generation.models import Generation
 from apps.generation.services import Finished, Outcome, Prepared, generation_extend
-from apps.providers.adapters import Delta, UpstreamError, UpstreamRateLimited, UpstreamTimeout
+from apps.providers.adapters import Delta, UpstreamError, UpstreamLoading, UpstreamRateLimited, UpstreamTimeout
 from apps.providers.circuit import CircuitOpen, retry_after_header
 from apps.providers.health import breaker
 from apps.providers.limits import ConcurrencyLimited
@@ -61,6 +61,7 @@ UPSTREAM_MESSAGES: dict[str, str | Promise] = {
     "upstream_auth_error": gettext_lazy("The model provider refused this service's credentials."),
     "upstream_protocol_error": gettext_lazy("The model provider answered something this service cannot read."),
     "circuit_open": gettext_lazy("The model's providers are failing right now; please retry later."),
+    "upstream_loading": gettext_lazy("The model is loading; please retry in a few seconds."),
 }
 
 
@@ -70,8 +71,8 @@ def upstream_message(code: str) -> str:
 
 
 def upstream_api_error(exc: BaseException) -> ApplicationError:
-    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy or
-    every connection's circuit open, with Retry-After).
+    """The client-facing error for a failed upstream call (502, 504, 429 with Retry-After, 503 busy,
+    loading or every connection's circuit open, with Retry-After).
     Its message is generic; the upstream's own text is logged (and kept in the record for operators)."""
     if isinstance(exc, ConcurrencyLimited):
         return ApplicationError(
@@ -83,7 +84,7 @@ def upstream_api_error(exc: BaseException) -> ApplicationError:
     assert isinstance(exc, UpstreamError)
     logger.warning("upstream failure %s (%s): %s", exc.code, exc.client_status, exc.message)
     headers = {}
-    if isinstance(exc, UpstreamRateLimited):
+    if isinstance(exc, UpstreamRateLimited | UpstreamLoading):
         headers["Retry-After"] = str(max(1, int((exc.retry_after or 1) + 0.999)))
     elif isinstance(exc, CircuitOpen):
         headers["Retry-After"] = retry_after_header(exc.retry_after)

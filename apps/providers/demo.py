@@ -8,12 +8,11 @@ from django.conf import settings
 
 from apps.audit.services import Actor
 from apps.providers.models import AIModel, Connection
-from apps.providers.quickstart import mock_ensure, quickstart_ensure
+from apps.providers.quickstart import providers_ensure
 
 
 def demo_setup(*, user: Any, stdout: Any) -> None:
-    by = Actor.command("demo_setup")
-    lines = quickstart_ensure(by=by) + mock_ensure(by=by)
+    lines = providers_ensure(by=Actor.command("demo_setup"))
     for line in lines:
         stdout.write(f"Providers: {line}")
     if not lines:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from asgiref.sync import async_to_sync
 
 from apps.providers import crypto
-from apps.providers.adapters import ChatRequest, ConnectionConfig, UpstreamError, Usage, get_adapter
+from apps.providers.adapters import ChatRequest, ConnectionConfig, UpstreamError, UpstreamLoading, Usage, get_adapter
 from apps.providers.adapters.client import aclose_clients
 from apps.providers.adapters.errors import redact
 from apps.providers.models import AIModel, Connection
@@ -30,6 +30,7 @@ from apps.providers.types import ChatMessage
 DEFAULT_PROMPT = "Say hello"
 DEFAULT_MAX_TOKENS = 32
 DEFAULT_TIMEOUT = 60.0
+LOADING_POLL = 0.5  # seconds between tries while the model loads
 
 
 class DiagnosticError(Exception):
@@ -123,36 +124,40 @@ async def check_model(
     try:
         async with asyncio.timeout(time_limit):
             adapter = get_adapter(target.config)
-            if stream:
-                content: list[str] = []
-                reasoning: list[str] = []
-                finish = None
-                usage = None
-                async for delta in adapter.stream(request):
-                    if first_token_ms is None and (delta.content or delta.reasoning):
-                        first_token_ms = elapsed()
-                    content.append(delta.content)
-                    reasoning.append(delta.reasoning)
-                    if delta.finish_reason is not None:
-                        finish, usage = delta.finish_reason, delta.usage
-                return CheckResult(
-                    ok=True,
-                    reply="".join(content),
-                    reasoning="".join(reasoning),
-                    latency_ms=elapsed(),
-                    first_token_ms=first_token_ms,
-                    finish_reason=finish,
-                    usage=usage,
-                )
-            completion = await adapter.complete(request)
-            return CheckResult(
-                ok=True,
-                reply=completion.content,
-                reasoning=completion.reasoning,
-                latency_ms=elapsed(),
-                finish_reason=completion.finish_reason,
-                usage=completion.usage,
-            )
+            while True:  # a model still loading (the local one just started) is waited for
+                try:
+                    if stream:
+                        content: list[str] = []
+                        reasoning: list[str] = []
+                        finish = None
+                        usage = None
+                        async for delta in adapter.stream(request):
+                            if first_token_ms is None and (delta.content or delta.reasoning):
+                                first_token_ms = elapsed()
+                            content.append(delta.content)
+                            reasoning.append(delta.reasoning)
+                            if delta.finish_reason is not None:
+                                finish, usage = delta.finish_reason, delta.usage
+                        return CheckResult(
+                            ok=True,
+                            reply="".join(content),
+                            reasoning="".join(reasoning),
+                            latency_ms=elapsed(),
+                            first_token_ms=first_token_ms,
+                            finish_reason=finish,
+                            usage=usage,
+                        )
+                    completion = await adapter.complete(request)
+                    return CheckResult(
+                        ok=True,
+                        reply=completion.content,
+                        reasoning=completion.reasoning,
+                        latency_ms=elapsed(),
+                        finish_reason=completion.finish_reason,
+                        usage=completion.usage,
+                    )
+                except UpstreamLoading as exc:
+                    await asyncio.sleep(min(exc.retry_after or LOADING_POLL, LOADING_POLL))
     except TimeoutError:
         return CheckResult(
             ok=False,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -10,6 +11,7 @@ from django.utils import timezone
 
 from apps.providers import crypto
 from apps.providers.adapters.base import ConnectionConfig
+from apps.providers.local import local_model_spec
 
 
 class Connection(models.Model):
@@ -21,6 +23,7 @@ class Connection(models.Model):
         GEMINI = "gemini", "Google Gemini (AI Studio)"
         OPENAI_TEXT = "openai_text", "Text Completions (instruct template)"
         MOCK = "mock", "Mock (offline, deterministic)"
+        LOCAL = "local", "Local model (llama.cpp server run by the app)"
 
     class PostProcessing(models.TextChoices):
         NONE = "none", "none"
@@ -82,6 +85,9 @@ class Connection(models.Model):
         self.extra_headers_hint = "; ".join(f"{name}: {crypto.mask(value)}" for name, value in headers.items())[:500]
 
     def config(self) -> ConnectionConfig:
+        options: Mapping[str, Any] = {}
+        if self.kind == self.Kind.LOCAL:
+            options = {"spec": local_model_spec()}
         return ConnectionConfig(
             kind=self.kind,
             base_url=self.base_url,
@@ -91,6 +97,7 @@ class Connection(models.Model):
             read_timeout=self.read_timeout,
             instruct_template=self.instruct_template or None,
             custom_instruct_template=self.custom_instruct_template or None,
+            options=options,
         )
 
 

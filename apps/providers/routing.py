@@ -4,7 +4,8 @@ Before the first token, a retryable failure (timeout, connect error, 429, 404 mo
 is retried once with jittered backoff, then the next fallback model is tried; an authentication
 failure skips straight to the next fallback (another connection may work); anything else (a bad
 request, a protocol error) ends the call. After the first token nothing switches: a failure mid-stream
-is the caller's to report. Rate-limit waits longer than `MAX_RETRY_AFTER` go to the next model.
+is the caller's to report. Rate-limit waits longer than `MAX_RETRY_AFTER` go to the next model, and so
+does a model still loading (it answers 503 with `Retry-After` when there is none; not a circuit failure).
 
 Connection health (:mod:`apps.providers.circuit`): a target whose connection's circuit is open is
 skipped (an attempt ``circuit_open`` is logged) and the next fallback is tried; each call's outcome is
@@ -27,6 +28,7 @@ from apps.providers.adapters import (
     Delta,
     UpstreamAuthError,
     UpstreamError,
+    UpstreamLoading,
     UpstreamRateLimited,
     error_retry_delay,
     get_adapter,
@@ -102,7 +104,11 @@ class RoutedCall:
     async def _backoff_or_next(self, error: UpstreamError, attempt: int) -> bool:
         """Log the failure; sleep and return True to retry the same target, False to move on."""
         self.attempts.append(AttemptLog(self.target.model_id, error.code, error.message))
-        if isinstance(error, UpstreamAuthError) or not error.retryable or attempt >= RETRIES_PER_TARGET:
+        if (
+            isinstance(error, UpstreamAuthError | UpstreamLoading)
+            or not error.retryable
+            or attempt >= RETRIES_PER_TARGET
+        ):
             return False
         if isinstance(error, UpstreamRateLimited) and (error.retry_after or 0) > MAX_RETRY_AFTER:
             return False

@@ -52,10 +52,13 @@ class ConfigInvalid(ValueError):
 
 def validate_base_url(url: str, *, kind: str) -> str:
     """An ``http(s)://host[:port][/path]`` URL (or empty: the vendor's default; always empty is fine
-    for ``mock``). Returns the URL stripped. The adapters normalise ``/v1`` and endpoint suffixes."""
+    for ``mock``, and required for ``local``). Returns the URL stripped. The adapters normalise ``/v1``
+    and endpoint suffixes."""
     url = (url or "").strip()
     if not url:
         return ""
+    if kind == "local":
+        raise ConfigInvalid("must be empty for a local connection (the app runs its own server)")
     if len(url) > 500:
         raise ConfigInvalid("must be at most 500 characters")
     if any(ch.isspace() for ch in url):

@@ -11,6 +11,7 @@ from apps.providers.adapters.errors import (
     UpstreamBadRequest,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamLoading,
     UpstreamModelNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
@@ -29,6 +30,7 @@ TAXONOMY = [
     (UpstreamRateLimited, True, 429),
     (UpstreamModelNotFound, True, 502),
     (UpstreamServerError, True, 502),
+    (UpstreamLoading, True, 503),
     (UpstreamBadRequest, False, 502),
     (UpstreamAuthError, False, 502),
     (UpstreamProtocolError, False, 502),
@@ -59,11 +61,13 @@ def test_taxonomy_flags(cls: type[UpstreamError], retryable: bool, status: int) 
         (429, b'{"error": {"message": "slow down"}}', UpstreamRateLimited),
         (500, b"<html>oops</html>", UpstreamServerError),
         (502, b"", UpstreamServerError),
-        (
+        (  # llama.cpp loading its model
             503,
             b'{"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}',
-            UpstreamServerError,
+            UpstreamLoading,
         ),
+        (503, b'{"error": {"code": 503, "message": "busy", "type": "unavailable_error"}}', UpstreamServerError),
+        (503, b"Loading", UpstreamServerError),
         (504, b"", UpstreamTimeout),
         (
             529,
@@ -87,6 +91,18 @@ def test_taxonomy_flags(cls: type[UpstreamError], retryable: bool, status: int) 
 )
 def test_error_from_response(status, body, cls) -> None:
     assert type(error_from_response(status, body)) is cls
+
+
+def test_loading_carries_the_retry_after() -> None:
+    body = b'{"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}'
+    err = error_from_response(503, body, headers={"retry-after": "7"}, provider="llama.cpp")
+    assert isinstance(err, UpstreamLoading)
+    assert (err.retry_after, err.code, str(err)) == (
+        7.0,
+        "upstream_loading",
+        "llama.cpp returned HTTP 503 [unavailable_error]: Loading model",
+    )
+    assert error_from_response(503, body).retry_after is None
 
 
 def test_message_is_safe() -> None:

@@ -11,7 +11,7 @@ from apps.providers.adapters import ADAPTER_KINDS, ADAPTERS, ConnectionConfig, g
 
 
 def test_the_table_covers_every_kind_in_order() -> None:
-    assert tuple(ADAPTERS) == ADAPTER_KINDS == ("openai", "anthropic", "gemini", "openai_text", "mock")
+    assert tuple(ADAPTERS) == ADAPTER_KINDS == ("openai", "anthropic", "gemini", "openai_text", "mock", "local")
 
 
 @pytest.mark.parametrize("kind", ADAPTER_KINDS)
@@ -25,7 +25,7 @@ def test_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(ValueError) as exc:
         get_adapter(ConnectionConfig(kind="cohere"))
     assert str(exc.value) == (
-        "unknown provider kind 'cohere'; expected one of openai, anthropic, gemini, openai_text, mock"
+        "unknown provider kind 'cohere'; expected one of openai, anthropic, gemini, openai_text, mock, local"
     )
 
 

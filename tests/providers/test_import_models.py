@@ -353,7 +353,7 @@ def test_dry_run_reports_errors_too(tmp_path: Path) -> None:
 
 
 ERROR_CASES = [
-    ({3: 'kind = "azure"'}, None, 3, "[[connections]] #1 (deepseek) field 'kind': must be one of openai, anthropic, gemini, openai_text, mock"),
+    ({3: 'kind = "azure"'}, None, 3, "[[connections]] #1 (deepseek) field 'kind': must be one of openai, anthropic, gemini, openai_text, mock, local"),
     ({4: 'base_url = "ftp://api.deepseek.com"'}, None, 4, "[[connections]] #1 (deepseek) field 'base_url': must start with http:// or https://"),
     ({4: 'base_url = "api.deepseek.com/v1"'}, None, 4, "[[connections]] #1 (deepseek) field 'base_url': must start with http:// or https://"),
     ({4: 'base_url = "https://api.deepseek.com/v1?key=1"'}, None, 4, "[[connections]] #1 (deepseek) field 'base_url': must not have a query string or fragment"),
@@ -432,7 +432,7 @@ def test_every_error_is_reported_in_line_order(tmp_path: Path) -> None:
     path = write(tmp_path, text)
     assert fail(path).splitlines() == [
         "3 errors; nothing was imported:",
-        f"{path}:3: [[connections]] #1 (deepseek) field 'kind': must be one of openai, anthropic, gemini, openai_text, mock",
+        f"{path}:3: [[connections]] #1 (deepseek) field 'kind': must be one of openai, anthropic, gemini, openai_text, mock, local",
         f"{path}:11: [[models]] #1 (deepseek-chat) field 'context_tokens': must be a positive integer",
         f"{path}:13: [[models]] #1 (deepseek-chat) field 'input_ratio': must be a number ≥ 0.01",
     ]

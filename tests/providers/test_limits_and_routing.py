@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from apps.providers.adapters import ChatRequest, ConnectionConfig, UpstreamBadRequest
+from apps.providers.adapters import ChatRequest, ConnectionConfig, UpstreamBadRequest, UpstreamLoading
 from apps.providers.limits import ConcurrencyLimited, concurrency_slot
 from apps.providers.routing import RoutedCall
 from apps.providers.types import ChatMessage
@@ -87,6 +87,18 @@ async def drain(call: RoutedCall) -> str:
         ([Reply.error(401, "bad key"), Reply(chunks=["ok"])], ["a", "b"], "b"),
         # a long Retry-After is not waited for: next model
         ([Reply.error(429, "slow down", retry_after=60), Reply(chunks=["ok"])], ["a", "b"], "b"),
+        # a model still loading (llama.cpp's 503) is not retried (it will not be ready in a backoff): next model
+        (
+            [
+                Reply(
+                    status=503,
+                    json_body={"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
+                ),
+                Reply(chunks=["ok"]),
+            ],
+            ["a", "b"],
+            "b",
+        ),
         # a model that does not exist at the upstream: retried, then the fallback
         (
             [Reply.error(404, "no such model"), Reply.error(404, "no such model"), Reply(chunks=["ok"])],
@@ -110,6 +122,21 @@ async def test_bad_request_ends_the_call_without_fallback(fake_upstream):
     with pytest.raises(UpstreamBadRequest):
         await drain(call)
     assert [r.json["model"] for r in fake_upstream.completion_requests] == ["a"]
+
+
+async def test_a_model_loading_without_fallback_fails_at_once(fake_upstream):
+    loading = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+    fake_upstream.script(Reply(status=503, json_body=loading, headers={"Retry-After": "3"}), Reply(chunks=["ok"]))
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    call = RoutedCall(targets=targets(fake_upstream.base_url, "a"), build=build, sleep=sleep)
+    with pytest.raises(UpstreamLoading) as info:
+        await drain(call)
+    assert info.value.retry_after == 3.0
+    assert (len(fake_upstream.completion_requests), slept) == (1, [])
 
 
 async def test_no_switch_after_the_first_token(fake_upstream):

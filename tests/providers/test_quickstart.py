@@ -169,3 +169,13 @@ def test_demo_setup_warns_when_the_default_model_is_missing() -> None:
         "Providers: warning: DEFAULT_MODEL_ID='missing-model' is not an enabled model; "
         "requests without modelId will fail."
     ) in out.getvalue()
+
+
+@override_settings(**QUICK)
+def test_quickstart_still_runs_beside_the_apps_own_connections() -> None:
+    """After a first `make run` on the local model or the mock, setting LLM_BASE_URL configures it."""
+    services.connection_upsert(name="mock", kind="mock")
+    services.connection_upsert(name="local", kind="local")
+    assert quickstart_ensure()[0] == "Created connection 'default' (openai, http://127.0.0.1:11434/v1, key sk-…cdef)."
+    assert sorted(Connection.objects.values_list("name", flat=True)) == ["default", "local", "mock"]
+    assert quickstart_ensure() == []

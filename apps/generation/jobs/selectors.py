@@ -40,7 +40,7 @@ def job_error(code: str) -> tuple[int, str]:
     return status, str(message)
 
 
-UPSTREAM_STATUS = {"upstream_timeout": 504, "upstream_rate_limited": 429}
+UPSTREAM_STATUS = {"upstream_timeout": 504, "upstream_rate_limited": 429, "upstream_loading": 503}
 """The status an upstream failure was answered with (502 for the others), as `relay.upstream_api_error`."""
 
 

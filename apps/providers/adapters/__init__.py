@@ -28,6 +28,7 @@ from apps.providers.adapters.errors import (
     UpstreamBadRequest,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamLoading,
     UpstreamModelNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
@@ -37,6 +38,7 @@ from apps.providers.adapters.errors import (
     retry_delay,
 )
 from apps.providers.adapters.gemini import GeminiAdapter
+from apps.providers.adapters.local import LocalAdapter
 from apps.providers.adapters.mock import MockAdapter
 from apps.providers.adapters.openai import OpenAIChatAdapter
 from apps.providers.adapters.openai_text import OpenAITextAdapter
@@ -48,6 +50,7 @@ ADAPTERS: Mapping[str, type[Adapter]] = MappingProxyType(
         "gemini": GeminiAdapter,
         "openai_text": OpenAITextAdapter,
         "mock": MockAdapter,
+        "local": LocalAdapter,
     }
 )
 
@@ -72,6 +75,7 @@ __all__ = [
     "UpstreamBadRequest",
     "UpstreamConnectError",
     "UpstreamError",
+    "UpstreamLoading",
     "UpstreamModelNotFound",
     "UpstreamProtocolError",
     "UpstreamRateLimited",

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from apps.providers.types import ChatMessage, FinishReason
 
-AdapterKind = Literal["openai", "anthropic", "gemini", "openai_text", "mock"]
-ADAPTER_KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini", "openai_text", "mock")
+AdapterKind = Literal["openai", "anthropic", "gemini", "openai_text", "mock", "local"]
+ADAPTER_KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini", "openai_text", "mock", "local")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -110,7 +110,7 @@ class ConnectionConfig:
     read_timeout: float = 60.0  # idle time allowed between two reads of the response
     instruct_template: str | None = None  # openai_text: chatml, llama3, mistral, alpaca, gemma, …
     custom_instruct_template: str | None = None  # openai_text: a Jinja2 template (instruct="custom")
-    options: Mapping[str, Any] = _EMPTY  # kind-specific knobs, e.g. mock {"chunk_delay": 0.02}
+    options: Mapping[str, Any] = _EMPTY  # kind-specific knobs, e.g. mock {"chunk_delay": 0.02}, local {"spec": …}
 
     def __repr__(self) -> str:  # never show the key
         return f"ConnectionConfig(kind={self.kind!r}, base_url={self.base_url!r}, api_key=***)"
@@ -153,6 +153,7 @@ DEFAULT_BASE_URLS: Mapping[str, str] = MappingProxyType(
         "anthropic": "https://api.anthropic.com/v1",
         "gemini": "https://generativelanguage.googleapis.com/v1beta",
         "mock": "",
+        "local": "",  # the app's own llama.cpp server: its port is known only once it runs
     }
 )
 
@@ -170,7 +171,7 @@ def normalize_base_url(url: str | None, kind: str) -> str:
       (``/v1``, ``/v1beta``, ``/v1alpha``). Endpoint: ``{root}/models/{model}:generateContent``.
     * empty ⇒ the vendor's public default. Query strings and fragments are dropped.
     """
-    if kind == "mock":
+    if kind in ("mock", "local"):
         return (url or "").strip().rstrip("/")
     url = (url or "").strip()
     if not url:

@@ -5,7 +5,7 @@ Each error carries:
 * ``retryable`` — may the generation layer retry / fall back to another model *before the first
   token* (timeouts, connect errors, 429, 404 model, 5xx/overloaded)?
 * ``client_status`` — the status the generation layer answers with (504 for timeouts, 429 for rate
-  limiting with ``Retry-After``, 502 otherwise).
+  limiting and 503 for a model still loading, both with ``Retry-After``, 502 otherwise).
 * ``message`` — a safe human-readable message. Messages built by :func:`error_from_response` are
   redacted (the connection's API key never appears) and truncated.
 """
@@ -91,6 +91,20 @@ class UpstreamServerError(UpstreamError):
 
     code = "upstream_server_error"
     retryable = True
+
+
+class UpstreamLoading(UpstreamError):
+    """The model is not loaded yet (the app's local model starting, or a llama.cpp server answering 503
+    "Loading model"): answered 503 with ``Retry-After``. Not retried on the same target (it will not be
+    ready within a backoff), but a fallback model may serve the call."""
+
+    code = "upstream_loading"
+    retryable = True
+    client_status = 503
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 class UpstreamBadRequest(UpstreamError):
@@ -279,6 +293,8 @@ def _class_for(status: int | None, kind: str | None, message: str) -> type[Upstr
         return UpstreamTimeout
     if status == 429:
         return UpstreamRateLimited
+    if status == 503 and kind == "unavailable_error" and "loading" in lowered:
+        return UpstreamLoading  # llama.cpp while it loads the model
     if status >= 500:
         return UpstreamServerError
     return UpstreamBadRequest
@@ -317,8 +333,8 @@ def error_from_response(
         prefix += f" [{kind}]"
     text = safe_message(f"{prefix}: {message}" if message else prefix, secrets)
     kwargs: dict[str, Any] = {"upstream_status": status, "upstream_code": kind, "provider": provider}
-    if cls is UpstreamRateLimited:
-        return UpstreamRateLimited(text, retry_after=parse_retry_after(headers, body=parsed), **kwargs)
+    if cls is UpstreamRateLimited or cls is UpstreamLoading:
+        return cls(text, retry_after=parse_retry_after(headers, body=parsed), **kwargs)
     if cls is UpstreamBadRequest and message and any(h in message.lower() for h in _CONTEXT_HINTS):
         kwargs["upstream_code"] = kind or "context_length_exceeded"
     return cls(text, **kwargs)

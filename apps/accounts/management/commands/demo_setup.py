@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
@@ -38,9 +40,28 @@ class Command(BaseCommand):
         self.stdout.write(f"  {issued.token}")
         self.stdout.write("Try:")
         self.stdout.write(f'  curl -s -H "Authorization: Bearer {issued.token}" {base}/api/v1/auth/me')
+        self.stdout.write(f"  {_chat_curl(base, issued.token)}")
         self.stdout.write(f"Playground: {base}/playground/ (sign in as the demo user, or paste the token)")
         self.stdout.write(f"API docs: {base}/api/docs/   Admin: {base}/admin/")
         self.stdout.write("")
+
+
+DEMO_QUESTION = "Write the opening paragraph of a story about a lighthouse keeper."
+
+
+def _chat_curl(base: str, token: str) -> str:
+    """A generation with the default model through the OpenAI-compatible API (no prompt needed)."""
+    body = json.dumps(
+        {
+            "model": settings.DEFAULT_MODEL_ID,
+            "messages": [{"role": "user", "content": DEMO_QUESTION}],
+            "max_tokens": 120,
+        }
+    )
+    return (
+        f'curl -s {base}/v1/chat/completions -H "Authorization: Bearer {token}" '
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
 
 
 def _post_setup_hooks() -> list[Any]:
