@@ -246,3 +246,14 @@ def test_a_silent_job_sends_pings_to_its_readers(http, fake_upstream, job_body, 
     read = read_events(http, job["eventsUrl"])
 
     assert read.done and read.text == "".join(CHUNKS[:2]) and read.pings >= 3
+
+
+def test_the_error_of_a_failed_job_has_the_status_its_direct_call_would_have():
+    from apps.generation.jobs.selectors import UPSTREAM_STATUS, job_error
+    from apps.generation.relay import upstream_api_error
+    from apps.providers.adapters import UpstreamLoading, UpstreamRateLimited, UpstreamServerError, UpstreamTimeout
+
+    for error in (UpstreamTimeout("t"), UpstreamRateLimited("r"), UpstreamLoading("l"), UpstreamServerError("s")):
+        assert UPSTREAM_STATUS[error.code] == upstream_api_error(error).status_code
+    assert UPSTREAM_STATUS["upstream_loading"] == 503 and UPSTREAM_STATUS["upstream_timeout"] == 504
+    assert job_error("worker_lost")[0] == 503 and job_error("something_else")[0] == 502

@@ -13,6 +13,7 @@ from apps.generation.jobs.events import EventLogUnavailable
 from apps.generation.jobs.log import delivered_text, event_log
 from apps.generation.models import ChatMessage, Generation, GenerationJob
 from apps.generation.relay import upstream_message
+from apps.providers.adapters import UpstreamError
 
 
 def job_get_owned(*, user: Any, job_id: str) -> GenerationJob | None:
@@ -40,8 +41,19 @@ def job_error(code: str) -> tuple[int, str]:
     return status, str(message)
 
 
-UPSTREAM_STATUS = {"upstream_timeout": 504, "upstream_rate_limited": 429, "upstream_loading": 503}
-"""The status an upstream failure was answered with (502 for the others), as `relay.upstream_api_error`."""
+def _upstream_statuses() -> dict[str, int]:
+    found: dict[str, int] = {}
+    pending = [UpstreamError]
+    while pending:
+        cls = pending.pop()
+        found[cls.code] = cls.client_status
+        pending += cls.__subclasses__()
+    return found
+
+
+UPSTREAM_STATUS = _upstream_statuses()
+"""The status each upstream failure code is answered with (`UpstreamError.client_status`, as
+`relay.upstream_api_error`): a job's recorded code gives its error the same status."""
 
 
 @dataclass(frozen=True, slots=True)
