@@ -89,7 +89,7 @@ def test_dice_count_against_the_requests_dice_and_work() -> None:
 def test_huge_sides_are_one_draw_per_die() -> None:
     started = time.perf_counter()
     out = expand("{{roll:1000d999999999}}" * 10, ctx())
-    assert len(out) > 10 and time.perf_counter() - started < 0.5
+    assert len(out) > 10 and time.perf_counter() - started < 2.0
 
 
 def test_without_a_budget_one_call_throws_at_most_max_dice_per_call() -> None:
@@ -106,7 +106,7 @@ def test_the_dice_attack_is_bounded_by_the_budget() -> None:
     started = time.perf_counter()
     expand(text, ctx(budget=budget))
     assert budget.exhausted and budget.dice >= 0
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2.0
 
 
 # --- capped stores ---------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def test_the_first_decodable_chunk_wins_and_later_ones_are_never_inflated():
     started = time.perf_counter()
     parsed = parse_card_bytes(data)
     assert parsed.card_v3["data"]["name"] == "First" and not parsed.warnings
-    assert time.perf_counter() - started < 0.2
+    assert time.perf_counter() - started < 1.0
 
 
 def test_ccv3_is_preferred_wherever_it_is_in_the_file():

@@ -47,7 +47,7 @@ def test_lorebook_create_and_update_refuse_the_key_and_store_nothing(en):
     )
     details = refused(response, "entries.1.key")
     assert details["entries.1.key"][0].endswith("-character test text (catastrophic backtracking).")
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 4
     assert not Lorebook.objects.exists()
     book = en.post(URL, {"name": "b", "entries": [{"key": ["dragon"]}]}, format="json").json()
     for method in (en.put, en.patch):
@@ -142,7 +142,7 @@ def test_dry_run_refuses_inline_entries_but_bounds_stored_ones(en, user):
     started = time.perf_counter()
     response = en.post(f"{URL}/activate", {"lorebookIds": [book.pk], "chat": chat}, format="json")
     assert response.status_code == 200
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 4
     [item] = response.json()["trace"]
     assert item["status"] == "skipped" and item["reason"] == "regex_timeout"
     assert "key '/(a|a)*b/' timed out after 50 ms" in item["detail"]
