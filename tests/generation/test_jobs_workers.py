@@ -137,7 +137,7 @@ def output_cost(chars: int) -> int:
 
 
 def test_a_worker_runs_a_job_read_to_the_end_and_resumed_by_two_readers(http, fake_upstream, job_body, start_worker):
-    start_worker()
+    worker = start_worker()
     fake_upstream.script(Reply(chunks=CHUNKS, chunk_delay=0.03))
     job = create(http, job_body())
     url = f"/api/v1/generation/jobs/{job['jobId']}/events"
@@ -168,6 +168,8 @@ def test_a_worker_runs_a_job_read_to_the_end_and_resumed_by_two_readers(http, fa
         Charge.objects.get().total_cost == status["consumption"]["totalCost"] == whole.final["consumption"]["totalCost"]
     )
     assert_audit_clean()
+    worker.stop()  # a warm shutdown leaves nothing of the job loop pending
+    assert worker.proc.returncode == 0 and "Task was destroyed" not in worker.log.read_text()
 
 
 def test_cancel_reaches_the_worker_and_charges_what_was_delivered(http, fake_upstream, job_body, start_worker):

@@ -11,12 +11,14 @@ housekeeping) and listens for cancellations (Redis pub/sub; the beat reads the f
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import threading
 from contextlib import suppress
 from typing import Any, cast
 
+from celery.signals import worker_shutdown
 from django.conf import settings
 from django.db import OperationalError
 
@@ -176,14 +178,35 @@ class Runner:
         self.thread = threading.Thread(target=self._serve, daemon=True, name="generation-jobs")
         self.thread.start()
         self._ready.wait(10)
+        atexit.register(self.stop)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.create_task(self._beat())
+        # the loop keeps only weak references to its tasks: without these the listener was collected
+        # while it waited on Redis (and cancels then relied on the beat alone)
+        self._background = [self.loop.create_task(self._beat())]
         if settings.REDIS_URL:
-            self.loop.create_task(self._listen())
+            self._background.append(self.loop.create_task(self._listen()))
         self.loop.call_soon(self._ready.set)
         self.loop.run_forever()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the loop at process exit: its beat and listener are cancelled (jobs still running are
+        cancelled too — they settle as cancelled, the delivered text charged — though a warm shutdown of
+        a Celery worker waits for its tasks first), so nothing is left pending when the interpreter ends."""
+        if self.loop.is_closed() or not self.thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
 
     def submit(self, job_id: str) -> concurrent.futures.Future[str | None]:
         """Run the job on this runner; the future ends with the job."""
@@ -255,6 +278,13 @@ def runner() -> Runner:
             if _runner is None:
                 _runner = Runner()
     return _runner
+
+
+@worker_shutdown.connect
+def _stop_on_worker_shutdown(**kwargs: Any) -> None:
+    """A Celery worker's warm shutdown (its tasks have ended): end the loop before the process does."""
+    if _runner is not None:
+        _runner.stop()
 
 
 def _started() -> bool:
