@@ -221,16 +221,26 @@ def balance_get(*, user: Any, at: datetime | None = None) -> Balance:
     )
 
 
+# One statement, one round trip: the ORM's three queries cost ≈ 1.5–2 ms of CPU on every call of the
+# OpenAI-compatible API (query compilation), for three numbers and a tier.
+_AVAILABLE_SQL = (
+    "SELECT (SELECT w.paid_balance - w.paid_held FROM billing_wallet w WHERE w.user_id = %s),"
+    " (SELECT u.used + u.held FROM billing_dailyusage u WHERE u.user_id = %s AND u.day = %s),"
+    " (SELECT m.tier FROM billing_membership m WHERE m.user_id = %s AND m.starts_at <= %s AND m.ends_at > %s"
+    " ORDER BY m.ends_at DESC LIMIT 1)"
+)
+
+
 def available_get(*, user_id: int, at: datetime | None = None) -> int:
     """What a new call can reserve now: today's free quota left (quota − used − held) plus the paid
     balance less what running calls hold (the `X-Balance-Remaining` of the OpenAI-compatible API)."""
     at = at or timezone.now()
-    paid = Wallet.objects.filter(pk=user_id).values_list("paid_balance", "paid_held").first() or (0, 0)
-    usage = DailyUsage.objects.filter(user_id=user_id, day=billing_day(at)).values_list("used", "held").first()
-    used, held = usage or (0, 0)
-    membership = Membership.objects.filter(user_id=user_id, starts_at__lte=at, ends_at__gt=at).order_by("-ends_at")
-    tier = membership.values_list("tier", flat=True).first()
-    return max(0, tier_quota(tier) - used - held) + max(0, paid[0] - paid[1])
+    moment = connection.ops.adapt_datetimefield_value(at)
+    day = connection.ops.adapt_datefield_value(billing_day(at))
+    with connection.cursor() as cursor:
+        cursor.execute(_AVAILABLE_SQL, [user_id, user_id, day, user_id, moment, moment])
+        paid_available, free_used, tier = cursor.fetchone()
+    return max(0, tier_quota(tier) - (free_used or 0)) + max(0, paid_available or 0)
 
 
 def ledger_list(*, user: Any, kind: str | None = None) -> QuerySet[LedgerEntry]:
