@@ -1,0 +1,303 @@
+"""Profile the live server on the hot paths: CPU per call, then where that CPU goes (py-spy).
+
+    .venv/bin/python bench/profile.py                       # the three cases, 400 calls each, 15 s profiles
+    .venv/bin/python bench/profile.py --case writing --no-profile --requests 1000   # CPU figures only
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench REDIS_URL=redis://127.0.0.1:6379/14 \
+        .venv/bin/python bench/profile.py                   # production-like backends (what bench3.sh uses)
+
+The service runs as `shared/bench/bench3.sh` runs it: one uvicorn worker (uvloop, httptools), `DEBUG`
+off, the default logging (one JSON access line per request at INFO, written to a file), rate limits off,
+the model behind a connection with a concurrency limit (256, as `serve.sh`'s `fake` connection), a
+prompt of one system message, and bench3's request (the prompt's id, a 150-character `userInput`,
+`maxTokens` 64). The fake upstream is the in-repo one (its own process, uvloop).
+
+Cases: `writing` (POST /api/v1/generation/writing), `stream` (…/writing/stream, read to the end) and
+`openai` (POST /v1/chat/completions, the same messages). Per case: `--requests` calls from one client
+with the upstream called directly in between (overhead p50 = service p50 − direct p50), the service
+process's CPU per call from /proc; then, unless `--no-profile`, `py-spy record` on the service for
+`--seconds` while one client keeps calling: the collapsed stacks go to `bench/results/profile-<case>.txt`
+(open them with speedscope or flamegraph.pl) and the heaviest functions — own time and with callees —
+are printed. Only the thread holding the GIL is sampled (`--gil`): the profile is where the process's
+Python CPU goes, not where its threads wait. The figures of a profiled run are not the bench's: py-spy
+samples from outside the process (no instrumentation), but it takes CPU on the same two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from cryptography.fernet import Fernet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead import cpu_seconds, pct, start_fake
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+RESULTS = ROOT / "bench" / "results"
+SYSTEM = "You are a writer."
+PROMPT = (
+    "Write the opening line of a quiet story about a programmer whose code starts to think for itself, "
+    "late at night, while the servers hum along."
+)
+
+SETUP = r"""
+import json, os
+from decimal import Decimal
+from apps.accounts.services import token_create, user_create
+from apps.billing.services import wallet_grant
+from apps.prompts.models import Prompt, PromptContent
+from apps.providers.models import AIModel, Connection
+from django.contrib.auth import get_user_model
+user = get_user_model().objects.filter(username="profile").first() or user_create(username="profile", password="x")
+wallet_grant(user=user, amount=10**12)
+conn, _ = Connection.objects.update_or_create(name="profile-fake", defaults=dict(kind="openai",
+    base_url=os.environ["BENCH_FAKE_URL"], max_concurrency=256, read_timeout=5))
+conn.set_api_key("sk-profile"); conn.save()
+AIModel.objects.update_or_create(model_id="profile-model", defaults=dict(connection=conn, upstream_model="fake-model",
+    context_tokens=8192, max_output_tokens=4096, input_ratio=Decimal(1), output_ratio=Decimal(1)))
+prompt = Prompt.objects.create(author=user, title="profile")
+PromptContent.objects.create(prompt=prompt, order=1, type="text", role="system", content=os.environ["BENCH_SYSTEM"])
+print(json.dumps({"token": token_create(user=user).token, "prompt": prompt.pk}))
+"""
+
+
+class Target:
+    def __init__(self, fake: str, service: str, token: str, prompt: int) -> None:
+        self.fake, self.service = fake, service
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.writing = {"promptId": prompt, "userInput": PROMPT, "modelId": "profile-model", "maxTokens": 64}
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
+        self.openai = {"model": "profile-model", "messages": messages, "max_tokens": 64, "temperature": 0.7}
+        self.direct = {**self.openai, "model": "fake-model"}
+
+    async def call(self, client: httpx.AsyncClient, case: str) -> float:
+        """One call of `case` (or `direct`); the time to the whole answer."""
+        url, body, headers = {
+            "direct": (f"{self.fake}/v1/chat/completions", self.direct, {"Authorization": "Bearer sk-profile"}),
+            "writing": (f"{self.service}/api/v1/generation/writing", self.writing, self.auth),
+            "stream": (f"{self.service}/api/v1/generation/writing/stream", self.writing, self.auth),
+            "openai": (f"{self.service}/v1/chat/completions", self.openai, self.auth),
+        }[case]
+        started = time.perf_counter()
+        async with client.stream("POST", url, json=body, headers=headers) as r:
+            async for _ in r.aiter_raw():
+                pass
+            if r.status_code != 200:
+                raise RuntimeError(f"{case}: {r.status_code}")
+        return time.perf_counter() - started
+
+
+async def measure(target: Target, case: str, total: int, pid: int, rounds: int = 10) -> dict:
+    """`total` calls of `case` from one client, in rounds interleaved with as many direct calls."""
+    direct: list[float] = []
+    proxied: list[float] = []
+    cpu = 0.0
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(10):  # connections open, caches warm
+            await target.call(client, case)
+        for _ in range(rounds):
+            for _ in range(total // rounds):
+                direct.append(await target.call(client, "direct"))
+            before = cpu_seconds(pid)
+            for _ in range(total // rounds):
+                proxied.append(await target.call(client, case))
+            cpu += cpu_seconds(pid) - before
+    return {
+        "case": case,
+        "requests": len(proxied),
+        "direct_p50_ms": round(pct(direct, 0.5) * 1000, 2),
+        "service_p50_ms": round(pct(proxied, 0.5) * 1000, 2),
+        "overhead_p50_ms": round((pct(proxied, 0.5) - pct(direct, 0.5)) * 1000, 2),
+        "cpu_ms_per_call": round(cpu / len(proxied) * 1000, 2),
+    }
+
+
+async def keep_calling(target: Target, case: str, stop: asyncio.Event) -> int:
+    calls = 0
+    async with httpx.AsyncClient(timeout=60) as client:
+        while not stop.is_set():
+            await target.call(client, case)
+            calls += 1
+    return calls
+
+
+def frame_name(frame: str) -> str:
+    """`func (path/to/module.py:123)` -> `func (module path from site-packages or the project)`."""
+    name, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", str(ROOT) + "/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})"
+
+
+def summarise(collapsed: Path, top: int) -> str:
+    """Own and inclusive sample counts per function from py-spy's collapsed stacks (`--format raw`)."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = [frame_name(f) for f in stack.split(";")[1:]]  # [0] is the thread
+        total += n
+        if frames:
+            own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    if not total:
+        return "no samples\n"
+    lines = [f"{total} samples (the thread holding the GIL)", "", "own time:"]
+    lines += [f"  {100 * n / total:5.1f} %  {f}" for f, n in own.most_common(top)]
+    lines += ["", "with callees:"]
+    lines += [f"  {100 * n / total:5.1f} %  {f}" for f, n in incl.most_common(top * 2)]
+    return "\n".join(lines) + "\n"
+
+
+def profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: int) -> str:
+    out = RESULTS / f"profile-{case}.txt"
+    spy = shutil.which("py-spy", path=str(Path(PY).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed (pip install py-spy: the dev extra has it)")
+    recorder = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--gil",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    async def load() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(keep_calling(target, case, stop))
+        while recorder.poll() is None:
+            await asyncio.sleep(0.2)
+        stop.set()
+        return await task
+
+    calls = asyncio.run(load())
+    if recorder.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {recorder.stderr.read() if recorder.stderr else ''}")
+    return f"profile of {case}: {calls} calls in {seconds} s -> {out.relative_to(ROOT)}\n" + summarise(out, top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=["writing", "stream", "openai", "all"], default="all")
+    parser.add_argument("--requests", type=int, default=400, help="calls per case for the CPU figure")
+    parser.add_argument("--seconds", type=int, default=15, help="length of each profile")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=25, help="functions listed per profile")
+    parser.add_argument("--no-profile", action="store_true", help="CPU figures only")
+    parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (bench3: INFO)")
+    parser.add_argument("--port", type=int, default=8766)
+    args = parser.parse_args()
+    cases = ["writing", "stream", "openai"] if args.case == "all" else [args.case]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    fake_proc, fake = start_fake(chunks=4)
+    tmp = tempfile.mkdtemp(prefix="profile-")
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "LOG_LEVEL": args.log_level,
+        "RATE_LIMIT_USER": "0",
+        "RATE_LIMIT_GENERATION": "0",
+        "DJANGO_SETTINGS_MODULE": "writing_service.settings",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(64),
+        "FIELD_ENCRYPTION_KEY": os.environ.get("FIELD_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
+    }
+    env.setdefault("DATABASE_URL", f"sqlite:///{tmp}/profile.sqlite3")
+    service_proc = None
+    try:
+        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+        out = subprocess.run(
+            [PY, "manage.py", "shell", "-c", SETUP],
+            cwd=ROOT,
+            env={**env, "BENCH_FAKE_URL": fake, "BENCH_SYSTEM": SYSTEM},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        setup = json.loads(out.strip().splitlines()[-1])
+        log = open(Path(tmp) / "service.log", "wb")  # noqa: SIM115 (open for the server's life)
+        service_proc = subprocess.Popen(
+            [
+                str(Path(PY).parent / "uvicorn"),
+                "writing_service.asgi:application",
+                "--port",
+                str(args.port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        service = f"http://127.0.0.1:{args.port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{service}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        target = Target(fake, service, setup["token"], setup["prompt"])
+        print(
+            f"database: {env['DATABASE_URL'].split('@')[-1]}  redis: {env.get('REDIS_URL') or '-'}  "
+            f"log level: {args.log_level}  load: {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+        rows = []
+        for case in cases:
+            row = asyncio.run(measure(target, case, args.requests, service_proc.pid))
+            rows.append(row)
+            print(
+                f"{case:<8} direct p50 {row['direct_p50_ms']:6.2f} ms  service p50 {row['service_p50_ms']:6.2f} ms  "
+                f"overhead p50 {row['overhead_p50_ms']:6.2f} ms  CPU {row['cpu_ms_per_call']:5.2f} ms/call",
+                flush=True,
+            )
+        for case in [] if args.no_profile else cases:
+            print(profile(target, case, service_proc.pid, args.seconds, args.rate, args.top), flush=True)
+        (RESULTS / "profile.json").write_text(json.dumps(rows, indent=1))
+    finally:
+        for proc in (service_proc, fake_proc):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
