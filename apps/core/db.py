@@ -27,9 +27,9 @@ except ImportError:  # pragma: no cover
 
 # psycopg converts a statement's `%s` placeholders once per statement text (an LRU cache of 128), but
 # skips that cache for statements over 4 KiB or 50 parameters, as ORM-built bulk inserts are, whose text
-# varies. The hot path's one-statement hold and settlement (each carries the generation record: 2–6 KiB,
-# 50–70 parameters) are a handful of fixed texts, and were re-parsed on every call (≈ 0.1–0.2 ms of CPU
-# each). Raising the bounds keeps them cached; the cache stays bounded (LRU).
+# varies. The hot path's one-statement hold carries the generation record (2.5 KiB, 57 parameters): a
+# handful of fixed texts, yet re-parsed on every call (0.1–0.5 ms of CPU). Raising the bounds keeps such
+# statements cached; the cache stays bounded (LRU of 128).
 if _psycopg_queries is not None:
     _psycopg_queries.MAX_CACHED_STATEMENT_LENGTH = max(_psycopg_queries.MAX_CACHED_STATEMENT_LENGTH, 16 * 1024)
     _psycopg_queries.MAX_CACHED_STATEMENT_PARAMS = max(_psycopg_queries.MAX_CACHED_STATEMENT_PARAMS, 200)
