@@ -11,6 +11,9 @@ the model behind a connection with a concurrency limit (256, as `serve.sh`'s `fa
 prompt of one system message, and bench3's request (the prompt's id, a 150-character `userInput`,
 `maxTokens` 64). The fake upstream is the in-repo one (its own process, uvloop).
 
+`--compare DIR` runs a second service from another checkout beside this one (same database, same user)
+and measures both in interleaved rounds: before/after figures under the same machine noise.
+
 Cases: `writing` (POST /api/v1/generation/writing), `stream` (…/writing/stream, read to the end) and
 `openai` (POST /v1/chat/completions, the same messages). Per case: `--requests` calls from one client
 with the upstream called directly in between (overhead p50 = service p50 − direct p50), the service
@@ -99,29 +102,64 @@ class Target:
         return time.perf_counter() - started
 
 
-async def measure(target: Target, case: str, total: int, pid: int, rounds: int = 10) -> dict:
-    """`total` calls of `case` from one client, in rounds interleaved with as many direct calls."""
+async def measure(services: list[tuple[str, Target, int]], case: str, total: int, rounds: int = 10) -> list[dict]:
+    """`total` calls of `case` per service (name, target, pid) from one client, in rounds interleaved
+    with as many direct calls; the services' order alternates from round to round."""
     direct: list[float] = []
-    proxied: list[float] = []
-    cpu = 0.0
+    proxied: dict[str, list[float]] = {name: [] for name, _t, _p in services}
+    cpu = dict.fromkeys(proxied, 0.0)
     async with httpx.AsyncClient(timeout=60) as client:
-        for _ in range(10):  # connections open, caches warm
-            await target.call(client, case)
-        for _ in range(rounds):
+        for _name, target, _pid in services:
+            for _ in range(10):  # connections open, caches warm
+                await target.call(client, case)
+        for r in range(rounds):
             for _ in range(total // rounds):
-                direct.append(await target.call(client, "direct"))
-            before = cpu_seconds(pid)
-            for _ in range(total // rounds):
-                proxied.append(await target.call(client, case))
-            cpu += cpu_seconds(pid) - before
-    return {
-        "case": case,
-        "requests": len(proxied),
-        "direct_p50_ms": round(pct(direct, 0.5) * 1000, 2),
-        "service_p50_ms": round(pct(proxied, 0.5) * 1000, 2),
-        "overhead_p50_ms": round((pct(proxied, 0.5) - pct(direct, 0.5)) * 1000, 2),
-        "cpu_ms_per_call": round(cpu / len(proxied) * 1000, 2),
-    }
+                direct.append(await services[0][1].call(client, "direct"))
+            for name, target, pid in services if r % 2 == 0 else services[::-1]:
+                before = cpu_seconds(pid)
+                for _ in range(total // rounds):
+                    proxied[name].append(await target.call(client, case))
+                cpu[name] += cpu_seconds(pid) - before
+    return [
+        {
+            "case": case,
+            "service": name,
+            "requests": len(lat),
+            "direct_p50_ms": round(pct(direct, 0.5) * 1000, 2),
+            "service_p50_ms": round(pct(lat, 0.5) * 1000, 2),
+            "overhead_p50_ms": round((pct(lat, 0.5) - pct(direct, 0.5)) * 1000, 2),
+            "cpu_ms_per_call": round(cpu[name] / len(lat) * 1000, 2),
+        }
+        for name, lat in proxied.items()
+    ]
+
+
+def start_service(checkout: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115 (open for the server's life)
+    proc = subprocess.Popen(
+        [
+            str(Path(PY).parent / "uvicorn"),
+            "writing_service.asgi:application",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+        ],
+        cwd=checkout,  # the checkout's code (uvicorn imports from its working directory)
+        env=env,
+        stdout=out,
+        stderr=out,
+    )
+    for _ in range(200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return proc
 
 
 async def keep_calling(target: Target, case: str, stop: asyncio.Event) -> int:
@@ -219,6 +257,12 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true", help="CPU figures only")
     parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (bench3: INFO)")
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="another checkout (e.g. `git worktree add /tmp/base main`): its service runs beside this one, on "
+        "the same database, and the two are measured in interleaved rounds (the same machine noise for both)",
+    )
     args = parser.parse_args()
     cases = ["writing", "stream", "openai"] if args.case == "all" else [args.case]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -236,7 +280,7 @@ def main() -> None:
         "FIELD_ENCRYPTION_KEY": os.environ.get("FIELD_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
     }
     env.setdefault("DATABASE_URL", f"sqlite:///{tmp}/profile.sqlite3")
-    service_proc = None
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
         out = subprocess.run(
@@ -248,32 +292,14 @@ def main() -> None:
             text=True,
         ).stdout
         setup = json.loads(out.strip().splitlines()[-1])
-        log = open(Path(tmp) / "service.log", "wb")  # noqa: SIM115 (open for the server's life)
-        service_proc = subprocess.Popen(
-            [
-                str(Path(PY).parent / "uvicorn"),
-                "writing_service.asgi:application",
-                "--port",
-                str(args.port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-        service = f"http://127.0.0.1:{args.port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{service}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        target = Target(fake, service, setup["token"], setup["prompt"])
+        procs.append(("this", start_service(ROOT, args.port, env, Path(tmp) / "service.log")))
+        if args.compare:
+            other = Path(args.compare).resolve()
+            procs.append(("other", start_service(other, args.port + 1, env, Path(tmp) / "other.log")))
+        services = [
+            (name, Target(fake, f"http://127.0.0.1:{args.port + i}", setup["token"], setup["prompt"]), proc.pid)
+            for i, (name, proc) in enumerate(procs)
+        ]
         print(
             f"database: {env['DATABASE_URL'].split('@')[-1]}  redis: {env.get('REDIS_URL') or '-'}  "
             f"log level: {args.log_level}  load: {os.getloadavg()[0]:.2f}",
@@ -281,21 +307,22 @@ def main() -> None:
         )
         rows = []
         for case in cases:
-            row = asyncio.run(measure(target, case, args.requests, service_proc.pid))
-            rows.append(row)
-            print(
-                f"{case:<8} direct p50 {row['direct_p50_ms']:6.2f} ms  service p50 {row['service_p50_ms']:6.2f} ms  "
-                f"overhead p50 {row['overhead_p50_ms']:6.2f} ms  CPU {row['cpu_ms_per_call']:5.2f} ms/call",
-                flush=True,
-            )
+            for row in asyncio.run(measure(services, case, args.requests)):
+                rows.append(row)
+                print(
+                    f"{case:<8} {row['service']:<6} direct p50 {row['direct_p50_ms']:6.2f} ms  service p50 "
+                    f"{row['service_p50_ms']:6.2f} ms  overhead p50 {row['overhead_p50_ms']:6.2f} ms  "
+                    f"CPU {row['cpu_ms_per_call']:5.2f} ms/call",
+                    flush=True,
+                )
+        _name, target, pid = services[0]
         for case in [] if args.no_profile else cases:
-            print(profile(target, case, service_proc.pid, args.seconds, args.rate, args.top), flush=True)
+            print(profile(target, case, pid, args.seconds, args.rate, args.top), flush=True)
         (RESULTS / "profile.json").write_text(json.dumps(rows, indent=1))
     finally:
-        for proc in (service_proc, fake_proc):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=10)
+        for proc in [*(p for _n, p in procs), fake_proc]:
+            proc.terminate()
+            proc.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
