@@ -108,7 +108,10 @@ PROMPT_CACHE_SECONDS = 60
 
 
 def prompt_cache_key(prompt_id: int) -> str:
-    return f"prompt:{prompt_id}"
+    # "v2": the entry holds `CachedContent`s, which a process of an earlier release cannot unpickle (it
+    # cached `PromptContent` instances under `prompt:<id>`): during a rolling deploy the releases share
+    # Redis and must not read each other's entries.
+    return f"prompt:v2:{prompt_id}"
 
 
 class CachedContent(NamedTuple):
