@@ -207,10 +207,10 @@ def _record_to_cache(record: ApiToken) -> dict[str, Any]:
     """What authentication needs, and nothing secret: no password hash ever reaches the cache. The
     user's generation permissions ride along (`apps.accounts.permissions` reads them): one cache read
     per request instead of two."""
-    perms = getattr(record.user, "generation_permissions", None)
-    if perms is None:
-        _load_permissions(record.user)
-        perms = record.user.generation_permissions
+    user: Any = record.user
+    if getattr(user, "generation_permissions", None) is None:
+        _load_permissions(user)
+    perms = user.generation_permissions
     return {
         "token": {f: getattr(record, f) for f in _TOKEN_FIELDS},
         "user": {f: getattr(record.user, f) for f in _USER_FIELDS},

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - older asgiref: the context variables a
 try:  # PostgreSQL's driver; absent on a SQLite-only install
     from psycopg import _queries as _psycopg_queries
 except ImportError:  # pragma: no cover
-    _psycopg_queries = None
+    _psycopg_queries = None  # type: ignore[assignment]  # the optional-import fallback
 
 # psycopg converts a statement's `%s` placeholders once per statement text (an LRU cache of 128), but
 # skips that cache for statements over 4 KiB or 50 parameters, as ORM-built bulk inserts are, whose text
