@@ -128,3 +128,34 @@ def test_resolve_messages_in_english(user, other_user, settings):
         with pytest.raises(ApplicationError) as err:
             prompt_resolve(user=user, prompt_id=12345)
         assert err.value.message == "Prompt ID=12345 does not exist"
+
+
+def test_the_cached_snapshot_holds_plain_values_under_its_own_key(user):
+    import pickle
+
+    from django.core.cache import cache
+
+    from apps.prompts.selectors import CachedContent, prompt_cache_key
+
+    # given: a prompt with a text and a name
+    prompt = Prompt.objects.create(author=user, title="t")
+    PromptContent.objects.create(prompt=prompt, order=2, type="text", role="user", content="two", name="n")
+    PromptContent.objects.create(prompt=prompt, order=1, type="text", role="system", content="one")
+    # when: resolved twice (the second from the cache)
+    first = prompt_resolve(user=user, prompt_id=prompt.pk)
+    second = prompt_resolve(user=user, prompt_id=prompt.pk)
+    # then: the same contents, and the entry is plain values (cheap to unpickle, no model instances) under
+    # the key an earlier release (which cached PromptContent instances under `prompt:<id>`) never reads
+    assert first == second
+    assert [(c.order, c.role, c.text, c.name) for c in second.contents] == [
+        (1, "system", "one", ""),
+        (2, "user", "two", "n"),
+    ]
+    assert prompt_cache_key(prompt.pk) == f"prompt:v2:{prompt.pk}"
+    author_id, is_public, title, contents = cache.get(prompt_cache_key(prompt.pk))
+    assert (author_id, is_public, title) == (user.pk, False, "t")
+    assert contents == [
+        CachedContent(1, "text", "system", "one", "", None),
+        CachedContent(2, "text", "user", "two", "n", None),
+    ]
+    assert b"PromptContent" not in pickle.dumps(contents)
