@@ -9,11 +9,11 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
 
 from apps.accounts.models import (
+    GENERATION_PERMISSIONS,
     PERM_CHAT_GENERATE,
     PERM_ROLEPLAY_GENERATE,
     PERM_WRITING_GENERATE,
 )
-from apps.accounts.services import generation_permissions_held
 
 PERMISSIONS_CACHE_SECONDS = 60
 
@@ -21,20 +21,16 @@ PERMISSIONS_CACHE_SECONDS = 60
 def user_has_permission(user: Any, permission: str) -> bool:
     """`permission` is a seed permission string; superusers hold every permission.
 
-    A user authenticated by an API token from the shared cache carries the generation permissions
-    cached with the token (`token_authenticate`: as old as TOKEN_CACHE_SECONDS at most). Otherwise they
-    are cached for PERMISSIONS_CACHE_SECONDS (two queries saved per generation call). Either way an
-    operator's change of roles takes effect within that time.
+    The user's generation permissions are cached for PERMISSIONS_CACHE_SECONDS (two queries saved per
+    generation call); an operator's change of roles takes effect within that time.
     """
     if not (user and user.is_authenticated):
         return False
-    held = getattr(user, "generation_permissions", None)
+    key = f"genperms:{user.pk}"
+    held = cache.get(key)
     if held is None:
-        key = f"genperms:{user.pk}"
-        held = cache.get(key)
-        if held is None:
-            held = generation_permissions_held(user)
-            cache.set(key, held, PERMISSIONS_CACHE_SECONDS)
+        held = [code for code, _name in GENERATION_PERMISSIONS if user.has_perm(f"accounts.{code}")]
+        cache.set(key, held, PERMISSIONS_CACHE_SECONDS)
     return permission in held
 
 

@@ -138,10 +138,9 @@ def _token_cache_shared() -> bool:
 def token_authenticate(*, token: str) -> ApiToken | None:
     """Find the active token record for a presented bearer token (constant-time digest compare).
 
-    The record (with its user, and the generation permissions the user holds) is cached for
-    TOKEN_CACHE_SECONDS in the shared cache, so most requests authenticate — and pass the permission
-    check — with one cache read and no query. Revoking deletes the entry at once; deactivating a user,
-    changing an expiry or a role in the admin takes effect within TOKEN_CACHE_SECONDS.
+    The record (with its user) is cached for TOKEN_CACHE_SECONDS in the shared cache, so most requests
+    authenticate without a query. Revoking deletes the entry at once; deactivating a user or changing
+    an expiry in the admin takes effect within TOKEN_CACHE_SECONDS.
     """
     prefix = split_token(token)
     if prefix is None:
@@ -160,7 +159,6 @@ def token_authenticate(*, token: str) -> ApiToken | None:
         if record is None:
             return None
         if use_cache:
-            _load_permissions(record.user)
             cache.set(key, _record_to_cache(record), TOKEN_CACHE_SECONDS)
     if not hmac.compare_digest(record.digest, token_digest(token)):
         return None
@@ -173,7 +171,6 @@ def token_authenticate(*, token: str) -> ApiToken | None:
         ApiToken.objects.filter(pk=record.pk).update(last_used_at=now)
         record.last_used_at = now
         if use_cache:
-            _load_permissions(record.user)  # fresh from the database, not carried over from the entry
             cache.set(key, _record_to_cache(record), TOKEN_CACHE_SECONDS)
     return record
 
@@ -193,28 +190,11 @@ _TOKEN_FIELDS = (
 _USER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser")
 
 
-def generation_permissions_held(user: Any) -> list[str]:
-    """The codes of the generation permissions `user` holds (by role, directly, or as a superuser)."""
-    return [code for code, _name in GENERATION_PERMISSIONS if user.has_perm(f"accounts.{code}")]
-
-
-def _load_permissions(user: Any) -> None:
-    """Read the user's generation permissions from the database onto `user.generation_permissions`."""
-    user.generation_permissions = tuple(generation_permissions_held(user))
-
-
 def _record_to_cache(record: ApiToken) -> dict[str, Any]:
-    """What authentication needs, and nothing secret: no password hash ever reaches the cache. The
-    user's generation permissions ride along (`apps.accounts.permissions` reads them): one cache read
-    per request instead of two."""
-    user: Any = record.user
-    if getattr(user, "generation_permissions", None) is None:
-        _load_permissions(user)
-    perms = user.generation_permissions
+    """What authentication needs, and nothing secret: no password hash ever reaches the cache."""
     return {
         "token": {f: getattr(record, f) for f in _TOKEN_FIELDS},
         "user": {f: getattr(record.user, f) for f in _USER_FIELDS},
-        "perms": list(perms),
     }
 
 
@@ -227,8 +207,6 @@ def _from_db(model: Any, values: dict[str, Any]) -> Any:
 def _record_from_cache(cached: dict[str, Any]) -> ApiToken:
     record = _from_db(ApiToken, cached["token"])
     record.user = _from_db(get_user_model(), cached["user"])
-    if "perms" in cached:  # entries cached before the permissions rode along have none
-        record.user.generation_permissions = tuple(cached["perms"])  # type: ignore[union-attr]
     return record
 
 

@@ -158,39 +158,3 @@ def test_a_token_limited_to_the_openai_api_is_refused_elsewhere(anon, make_clien
     assert refused.status_code == 401
     assert refused.json()["message"] == "此令牌只能用于 OpenAI 兼容接口（/v1）。"
     assert anon.post("/api/v1/auth/token", {"username": "alice", "scope": "admin"}, format="json").status_code == 400
-
-
-def test_cached_tokens_carry_the_generation_permissions_until_the_entry_is_refreshed(user, settings):
-    from django.conf import settings as live
-    from django.contrib.auth.models import Permission
-    from django.core.cache import cache
-
-    from apps.accounts.models import GENERATION_PERMISSIONS, PERM_ROLEPLAY_GENERATE, PERM_WRITING_GENERATE
-    from apps.accounts.permissions import user_has_permission
-    from apps.accounts.services import _token_cache_key, role_default_get, token_authenticate
-
-    # given: tokens cached in the shared cache (the test cache stands in for Redis on SQLite runs)
-    settings.REDIS_URL = live.REDIS_URL or "redis://cache.invalid:6379/0"
-    issued = token_create(user=user)
-    first = token_authenticate(token=issued.token)
-    assert first is not None
-    assert first.user.generation_permissions == tuple(code for code, _name in GENERATION_PERMISSIONS)
-    assert cache.get(_token_cache_key(issued.record.prefix))["perms"] == [c for c, _n in GENERATION_PERMISSIONS]
-
-    # when: the default role loses writing
-    codename = PERM_WRITING_GENERATE
-    role_default_get().permissions.remove(Permission.objects.get(codename=codename))
-
-    # then: a request answered from the token's entry still sees it (at most TOKEN_CACHE_SECONDS) …
-    cached = token_authenticate(token=issued.token)
-    assert cached is not None and cached.pk == issued.record.pk
-    assert user_has_permission(cached.user, PERM_WRITING_GENERATE)
-    # … and once the entry is gone (expired, or a revocation), the database's answer, cached anew
-    cache.delete(_token_cache_key(issued.record.prefix))
-    fresh = token_authenticate(token=issued.token)
-    assert fresh is not None
-    assert not user_has_permission(fresh.user, PERM_WRITING_GENERATE)
-    assert user_has_permission(fresh.user, PERM_ROLEPLAY_GENERATE)
-    assert cache.get(_token_cache_key(issued.record.prefix))["perms"] == [
-        c for c, _n in GENERATION_PERMISSIONS if c != PERM_WRITING_GENERATE
-    ]
