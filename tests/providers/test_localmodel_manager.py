@@ -67,6 +67,14 @@ def base_url(server: LocalServer) -> str:
     return asyncio.run(server.base_url())
 
 
+def loaded(server: LocalServer) -> bool:
+    try:
+        base_url(server)
+    except LocalModelLoading:
+        return False
+    return True
+
+
 def test_loading_then_ready_and_one_server_for_every_process(spec, handles) -> None:
     first, second = handles(), handles()
 
@@ -82,6 +90,7 @@ def test_loading_then_ready_and_one_server_for_every_process(spec, handles) -> N
 
     # then: the model is loaded → the URL; another process uses the same server
     set_mode(spec.model_path, "ready")
+    wait_for(lambda: loaded(first))  # the stand-in notices the change at its own pace
     url = base_url(first)
     assert url == f"http://127.0.0.1:{state.port}/v1"
     assert second.start() is False
