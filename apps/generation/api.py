@@ -332,12 +332,7 @@ class GenerationSummarySerializer(serializers.Serializer):
     finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
 
     def get_usage(self, obj: Generation) -> dict[str, Any]:
-        return {
-            "promptTokens": obj.prompt_tokens,
-            "completionTokens": obj.completion_tokens,
-            "totalTokens": obj.prompt_tokens + obj.completion_tokens,
-            "estimated": obj.usage_estimated,
-        }
+        return {**obj.usage(), "estimated": obj.usage_estimated}
 
     def get_consumption(self, obj: Generation) -> dict[str, Any]:
         return obj.consumption().as_api()

@@ -71,6 +71,14 @@ class Generation(models.Model):
     def __str__(self) -> str:
         return self.public_id
 
+    def usage(self) -> dict[str, int]:
+        """The record's token usage in the API's shape (`promptTokens`, `completionTokens`, `totalTokens`)."""
+        return {
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+            "totalTokens": self.prompt_tokens + self.completion_tokens,
+        }
+
     def consumption(self) -> Consumption:
         """The record's cost: billing's `Consumption` (its `as_api()` is the one API shape)."""
         return Consumption(

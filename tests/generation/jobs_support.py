@@ -63,8 +63,7 @@ def read_events(
         assert response.headers["content-type"].startswith("text/event-stream")
         for chunk in response.iter_raw():
             raw += chunk
-            events, _pings = parse(raw[: raw.rfind(b"\n\n") + 2])
-            if limit is not None and len(events) >= limit:
+            if limit is not None and len(parse(raw[: raw.rfind(b"\n\n") + 2])[0]) >= limit:
                 break
     events, pings = parse(raw[: raw.rfind(b"\n\n") + 2])
     if limit is not None:

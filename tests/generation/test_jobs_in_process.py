@@ -257,3 +257,18 @@ def test_the_error_of_a_failed_job_has_the_status_its_direct_call_would_have():
         assert UPSTREAM_STATUS[error.code] == upstream_api_error(error).status_code
     assert UPSTREAM_STATUS["upstream_loading"] == 503 and UPSTREAM_STATUS["upstream_timeout"] == 504
     assert job_error("worker_lost")[0] == 503 and job_error("something_else")[0] == 502
+
+
+def test_the_end_of_a_job_is_published_once(http, fake_upstream, job_body):
+    from apps.generation.jobs import services
+    from apps.generation.jobs.log import event_log
+
+    fake_upstream.script(Reply(chunks=CHUNKS[:3]))
+    job = create(http, job_body())
+    read = read_events(http, job["eventsUrl"])
+    log = event_log()
+    assert log.last(job["jobId"]).done and len(log.entries(job["jobId"])) == len(read.events)
+
+    services._publish_end(job["jobId"], {"content": "", "status": "failed"})  # e.g. a late recovery
+
+    assert len(log.entries(job["jobId"])) == len(read.events)

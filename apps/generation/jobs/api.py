@@ -66,15 +66,7 @@ def job_out(job: GenerationJob) -> dict[str, Any]:
     body.update(
         finishReason=(record.finish_reason or None) if ended else None,
         model=record.model_used or None,
-        usage=(
-            {
-                "promptTokens": record.prompt_tokens,
-                "completionTokens": record.completion_tokens,
-                "totalTokens": record.prompt_tokens + record.completion_tokens,
-            }
-            if ended
-            else None
-        ),
+        usage=record.usage() if ended else None,
         consumption=record.consumption().as_api() if ended else None,
         error=selectors.job_error_of(job),
         createdAt=job.created_at,

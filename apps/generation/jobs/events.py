@@ -61,6 +61,7 @@ class EventLog(Protocol):
     def open(self, job_id: str, *, ttl: int) -> None: ...
     def append(self, job_id: str, data: str, *, model: str = "", ttl: int) -> str: ...
     def entries(self, job_id: str, after: str = START) -> list[Entry]: ...
+    def last(self, job_id: str) -> Entry | None: ...
     def exists(self, job_id: str) -> bool: ...
     def expire(self, job_id: str, ttl: int) -> None: ...
     async def aappend(self, job_id: str, data: str, *, model: str = "", ttl: int | None) -> str: ...
@@ -166,6 +167,10 @@ class RedisEventLog:
                 return out
             after = batch[-1].id
 
+    def last(self, job_id: str) -> Entry | None:
+        found = _entries(self._guard(self._sync.xrevrange, _key(job_id), "+", "-", count=1))
+        return found[0] if found else None
+
     def exists(self, job_id: str) -> bool:
         return bool(self._guard(self._sync.exists, _key(job_id)))
 
@@ -248,6 +253,11 @@ class MemoryEventLog:
             if stream is None:
                 return []
             return self._after(stream, after)
+
+    def last(self, job_id: str) -> Entry | None:
+        with self._lock:
+            stream = self._live(job_id)
+            return stream.entries[-1] if stream is not None and stream.entries else None
 
     @staticmethod
     def _after(stream: _Stream, after: str) -> list[Entry]:

@@ -101,11 +101,7 @@ def job_final_event(*, job_id: str) -> dict[str, Any]:
         "finishReason": record.finish_reason or None,
         "generationId": record.public_id,
         "model": record.model_used,
-        "usage": {
-            "promptTokens": record.prompt_tokens,
-            "completionTokens": record.completion_tokens,
-            "totalTokens": record.prompt_tokens + record.completion_tokens,
-        },
+        "usage": record.usage(),
         "duration": record.duration_ms,
         "consumption": record.consumption().as_api(),
     }

@@ -424,8 +424,8 @@ def _publish_end(job_id: str, final: dict[str, Any]) -> None:
     """Append the final event and `[DONE]` (unless the log already ends), then let the log expire."""
     log = event_log()
     try:
-        entries = log.entries(job_id)
-        if entries and entries[-1].done:
+        last = log.last(job_id)
+        if last is not None and last.done:
             return
         log.append(job_id, dumps(final), ttl=stream_ttl())
         log.append(job_id, DONE, ttl=stream_ttl())
