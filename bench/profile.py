@@ -11,6 +11,8 @@ the model behind a connection with a concurrency limit (256, as `serve.sh`'s `fa
 prompt of one system message, and bench3's request (the prompt's id, a 150-character `userInput`,
 `maxTokens` 64). The fake upstream is the in-repo one (its own process, uvloop).
 
+`--clients N`: N concurrent clients instead of one (bench3's `c=16`), with requests per second.
+
 `--compare DIR` runs a second service from another checkout beside this one (same database, same user)
 and measures both in interleaved rounds: before/after figures under the same machine noise.
 
@@ -66,7 +68,7 @@ from django.contrib.auth import get_user_model
 user = get_user_model().objects.filter(username="profile").first() or user_create(username="profile", password="x")
 wallet_grant(user=user, amount=10**12)
 conn, _ = Connection.objects.update_or_create(name="profile-fake", defaults=dict(kind="openai",
-    base_url=os.environ["BENCH_FAKE_URL"], max_concurrency=256, read_timeout=5))
+    base_url=os.environ["BENCH_FAKE_URL"], max_concurrency=int(os.environ.get("BENCH_SLOTS", "256")), read_timeout=5))
 conn.set_api_key("sk-profile"); conn.save()
 AIModel.objects.update_or_create(model_id="profile-model", defaults=dict(connection=conn, upstream_model="fake-model",
     context_tokens=8192, max_output_tokens=4096, input_ratio=Decimal(1), output_ratio=Decimal(1)))
@@ -102,33 +104,78 @@ class Target:
         return time.perf_counter() - started
 
 
-async def measure(services: list[tuple[str, Target, int]], case: str, total: int, rounds: int = 10) -> list[dict]:
-    """`total` calls of `case` per service (name, target, pid) from one client, in rounds interleaved
-    with as many direct calls; the services' order alternates from round to round."""
+def database_cpu_seconds(database: str | None) -> float:
+    """CPU of this machine's PostgreSQL backends serving `database` (their process titles name it), as
+    `bench3.sh` counts it; 0 for SQLite."""
+    if not database:
+        return 0.0
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes()
+            if title.startswith(b"postgres: ") and f" {database} ".encode() in title:
+                total += cpu_seconds(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
+async def measure(
+    services: list[tuple[str, Target, int]],
+    case: str,
+    total: int,
+    rounds: int = 10,
+    clients: int = 1,
+    database: str | None = None,
+) -> list[dict]:
+    """`total` calls of `case` per service (name, target, pid) from `clients` concurrent clients (each its
+    own keep-alive connection), in rounds interleaved with as many direct calls; the services' order
+    alternates from round to round. Requests per second: calls over the rounds' wall time."""
     direct: list[float] = []
     proxied: dict[str, list[float]] = {name: [] for name, _t, _p in services}
     cpu = dict.fromkeys(proxied, 0.0)
-    async with httpx.AsyncClient(timeout=60) as client:
+    db_cpu = dict.fromkeys(proxied, 0.0)
+    wall = dict.fromkeys(proxied, 0.0)
+    per_client = max(1, total // rounds // clients)
+
+    async def burst(pool: list[httpx.AsyncClient], target: Target, what: str, out: list[float]) -> float:
+        async def one(client: httpx.AsyncClient) -> None:
+            for _ in range(per_client):
+                out.append(await target.call(client, what))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in pool))
+        return time.perf_counter() - started
+
+    pool = [httpx.AsyncClient(timeout=60) for _ in range(clients)]
+    try:
         for _name, target, _pid in services:
             for _ in range(10):  # connections open, caches warm
-                await target.call(client, case)
+                await asyncio.gather(*(target.call(c, case) for c in pool))
         for r in range(rounds):
-            for _ in range(total // rounds):
-                direct.append(await services[0][1].call(client, "direct"))
+            await burst(pool, services[0][1], "direct", direct)
             for name, target, pid in services if r % 2 == 0 else services[::-1]:
-                before = cpu_seconds(pid)
-                for _ in range(total // rounds):
-                    proxied[name].append(await target.call(client, case))
+                before, db_before = cpu_seconds(pid), database_cpu_seconds(database)
+                wall[name] += await burst(pool, target, case, proxied[name])
                 cpu[name] += cpu_seconds(pid) - before
+                db_cpu[name] += database_cpu_seconds(database) - db_before
+    finally:
+        for c in pool:
+            await c.aclose()
     return [
         {
             "case": case,
             "service": name,
+            "clients": clients,
             "requests": len(lat),
             "direct_p50_ms": round(pct(direct, 0.5) * 1000, 2),
             "service_p50_ms": round(pct(lat, 0.5) * 1000, 2),
             "overhead_p50_ms": round((pct(lat, 0.5) - pct(direct, 0.5)) * 1000, 2),
             "cpu_ms_per_call": round(cpu[name] / len(lat) * 1000, 2),
+            "db_cpu_ms_per_call": round(db_cpu[name] / len(lat) * 1000, 2),
+            "req_per_s": round(len(lat) / wall[name], 1),
         }
         for name, lat in proxied.items()
     ]
@@ -207,7 +254,7 @@ def summarise(collapsed: Path, top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: int) -> str:
+def profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: int, clients: int = 1) -> str:
     out = RESULTS / f"profile-{case}.txt"
     spy = shutil.which("py-spy", path=str(Path(PY).parent)) or shutil.which("py-spy")
     if spy is None:
@@ -235,11 +282,11 @@ def profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: i
 
     async def load() -> int:
         stop = asyncio.Event()
-        task = asyncio.create_task(keep_calling(target, case, stop))
+        task = asyncio.gather(*(keep_calling(target, case, stop) for _ in range(clients)))
         while recorder.poll() is None:
             await asyncio.sleep(0.2)
         stop.set()
-        return await task
+        return sum(await task)
 
     calls = asyncio.run(load())
     if recorder.returncode != 0:
@@ -251,6 +298,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=["writing", "stream", "openai", "all"], default="all")
     parser.add_argument("--requests", type=int, default=400, help="calls per case for the CPU figure")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients (bench3's c=16: 16)")
     parser.add_argument("--seconds", type=int, default=15, help="length of each profile")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25, help="functions listed per profile")
@@ -306,18 +354,21 @@ def main() -> None:
             flush=True,
         )
         rows = []
+        url = env["DATABASE_URL"]
+        database = url.rsplit("/", 1)[-1].split("?")[0] if url.startswith("postgres") else None
         for case in cases:
-            for row in asyncio.run(measure(services, case, args.requests)):
+            for row in asyncio.run(measure(services, case, args.requests, clients=args.clients, database=database)):
                 rows.append(row)
                 print(
-                    f"{case:<8} {row['service']:<6} direct p50 {row['direct_p50_ms']:6.2f} ms  service p50 "
-                    f"{row['service_p50_ms']:6.2f} ms  overhead p50 {row['overhead_p50_ms']:6.2f} ms  "
-                    f"CPU {row['cpu_ms_per_call']:5.2f} ms/call",
+                    f"{case:<8} {row['service']:<6} c={args.clients} direct p50 {row['direct_p50_ms']:6.2f} ms  "
+                    f"service p50 {row['service_p50_ms']:6.2f} ms  overhead p50 {row['overhead_p50_ms']:6.2f} ms  "
+                    f"CPU {row['cpu_ms_per_call']:5.2f} ms/call (+ PostgreSQL {row['db_cpu_ms_per_call']:4.2f})  "
+                    f"{row['req_per_s']:6.1f} req/s",
                     flush=True,
                 )
         _name, target, pid = services[0]
         for case in [] if args.no_profile else cases:
-            print(profile(target, case, pid, args.seconds, args.rate, args.top), flush=True)
+            print(profile(target, case, pid, args.seconds, args.rate, args.top, args.clients), flush=True)
         (RESULTS / "profile.json").write_text(json.dumps(rows, indent=1))
     finally:
         for proc in [*(p for _n, p in procs), fake_proc]:

@@ -7,7 +7,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from apps.accounts.models import ApiToken
-from apps.accounts.services import token_authenticate
+from apps.accounts.permissions import permission_cache_key
+from apps.accounts.services import split_token, token_authenticate, token_cache_keys
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -57,6 +58,24 @@ class OpenAIKeyAuthentication(BearerTokenAuthentication):
         if token is None:
             token = request.META.get("HTTP_X_API_KEY", "").strip() or None
         return token
+
+
+def auth_cache_keys(request: Any, authenticators: Any) -> list[str]:
+    """The cache entries authenticating this request with a presented API token and checking its
+    generation permissions will read — to be fetched in one round trip before they are read
+    (`apps.core.cache.prefetched`). None for a request without a well-formed token."""
+    for authenticator in authenticators:
+        if not isinstance(authenticator, BearerTokenAuthentication):
+            continue
+        try:
+            token = authenticator.presented_token(request)
+        except exceptions.AuthenticationFailed:  # authentication will say so
+            return []
+        if token is None:
+            continue
+        keys = token_cache_keys(token)
+        return [*keys, permission_cache_key(token_prefix=split_token(token))] if keys else []
+    return []
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):

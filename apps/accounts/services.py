@@ -129,6 +129,15 @@ def _revoked_key(prefix: str) -> str:
     return f"apitoken-revoked:{prefix}"
 
 
+def token_cache_keys(token: str) -> list[str]:
+    """The cache keys `token_authenticate` reads for a presented token (to prefetch them with others
+    in one round trip: `apps.core.cache.prefetched`); none for a malformed token or without Redis."""
+    prefix = split_token(token)
+    if prefix is None or not _token_cache_shared():
+        return []
+    return [_token_cache_key(prefix), _revoked_key(prefix)]
+
+
 def _token_cache_shared() -> bool:
     """Tokens are cached only in a cache every app process shares (Redis): a per-process cache would
     keep a revoked token alive in the other processes for TOKEN_CACHE_SECONDS."""

@@ -26,6 +26,7 @@ Characters are Unicode code points (:func:`count_chars`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -63,6 +64,15 @@ def _ratio_fraction(name: str, ratio: Decimal | int) -> tuple[int, int]:
     if isinstance(ratio, bool) or not isinstance(ratio, Decimal | int):
         # floats are refused: Decimal(0.1) is 0.1000000000000000055511151231257827…
         raise TypeError(f"{name} must be a Decimal (or int), got {type(ratio).__name__}")
+    if isinstance(ratio, Decimal) and ratio.is_snan():  # unhashable: refused before the cache
+        raise ValueError(f"{name} must be a finite number, got {ratio}")
+    return _checked_fraction(name, ratio)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _checked_fraction(name: str, ratio: Decimal | int) -> tuple[int, int]:
+    """`_ratio_fraction` once its type is known; remembered (a deployment has a few ratios, and each
+    call prices with them several times)."""
     value = Decimal(ratio)
     if not value.is_finite():
         raise ValueError(f"{name} must be a finite number, got {value}")

@@ -9,6 +9,11 @@ thread-safe: one per process (and per configuration) is enough, and so is one `r
 Redis unreachable: the cache fails open — reads miss, writes are dropped, `add` succeeds — so
 authentication, permissions and generation go on (each falls back to the database or to per-process
 state) and the rate limits are not enforced until Redis is back. A warning is logged once a minute.
+
+`prefetched(keys)`: a request that knows the keys it will read (its token's entry, its permissions,
+its prompt) reads them in one round trip (`MGET`) instead of one each; inside the block each
+prefetched key answers its first read from that round trip (a miss stays a miss), and a write to a
+key drops it, so the callers' code is unchanged and never sees a value older than the block.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import redis
+from django.core.cache import caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.utils.functional import cached_property
 
@@ -107,3 +116,87 @@ class SharedRedisCache(RedisCache):
                 if client is None:
                     client = _clients[key] = self._class(servers, **options)
         return client
+
+    # -- prefetched reads (see the module's docstring) ------------------------------------------------
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        seen = _prefetched.get()
+        if seen is not None and version is None:
+            value = seen.pop(key, _NOT_PREFETCHED)
+            if value is not _NOT_PREFETCHED:
+                return default if value is _MISSING else value
+        return super().get(key, default, version)
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        seen = _prefetched.get()
+        keys = list(keys)
+        if seen is not None and version is None and keys and all(k in seen for k in keys):
+            values = [seen.pop(k) for k in keys]
+            return {k: v for k, v in zip(keys, values, strict=True) if v is not _MISSING}
+        _forget(keys)
+        return super().get_many(keys, version)
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
+        _forget((key,))
+        super().set(key, value, timeout, version)
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        _forget((key,))
+        return super().add(key, value, timeout, version)
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        _forget((key,))
+        return super().touch(key, timeout, version)
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        _forget((key,))
+        return super().delete(key, version)
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        _forget((key,))
+        return super().incr(key, delta, version)
+
+    def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:
+        _forget(data)
+        return super().set_many(data, timeout, version)
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        keys = list(keys)
+        _forget(keys)
+        super().delete_many(keys, version)
+
+    def clear(self) -> None:
+        seen = _prefetched.get()
+        if seen is not None:
+            seen.clear()
+        super().clear()
+
+
+_prefetched: ContextVar[dict[str, Any] | None] = ContextVar("cache_prefetched", default=None)
+_MISSING = object()  # prefetched, not in the cache
+_NOT_PREFETCHED = object()
+
+
+def _forget(keys: Iterable[Any]) -> None:
+    seen = _prefetched.get()
+    if seen:
+        for key in keys:
+            seen.pop(key, None)
+
+
+@contextmanager
+def prefetched(keys: Iterable[str]) -> Iterator[None]:
+    """Read `keys` from the shared cache in one round trip; inside the block, the first read of each
+    answers from it (see the module's docstring). Nothing to do without Redis (the per-process cache
+    has no round trips to save) or without keys."""
+    wanted = list(dict.fromkeys(keys))
+    backend = caches["default"]
+    if not wanted or not isinstance(backend, SharedRedisCache):
+        yield
+        return
+    found = backend.get_many(wanted)
+    token = _prefetched.set({k: found.get(k, _MISSING) for k in wanted})
+    try:
+        yield
+    finally:
+        _prefetched.reset(token)

@@ -8,7 +8,7 @@ import functools
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -113,6 +113,29 @@ def _value_sql(field: Field, value: Any, params: list[Any]) -> str:
     return "%s"
 
 
+class _InsertPlan(NamedTuple):
+    head: str  # INSERT INTO table (columns)
+    fields: tuple[Field, ...]
+    defaults: tuple[Any, ...]  # per field: its prepared constant default, or _CALL (called per row)
+
+
+_CALL = object()
+
+
+@functools.cache
+def _insert_plan(model: type[Model], vendor: str) -> _InsertPlan:
+    """What every insert of `model` shares: the column list, and the defaults that are constants already
+    prepared for the database (a generation record has 36 columns; most calls give a third of them)."""
+    fields = _insert_fields(model)
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in fields)  # type: ignore[arg-type]  # concrete fields have a column
+    defaults = tuple(
+        _CALL if f.has_default() and callable(f.default) else f.get_db_prep_save(f.get_default(), connection)
+        for f in fields
+    )
+    return _InsertPlan(f"INSERT INTO {qn(model._meta.db_table)} ({columns})", fields, defaults)
+
+
 def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: str | None = None) -> Statement:
     """A raw `INSERT` of one row of `model`: every column, the model's defaults for those not in `values`
     (keyed by attname, e.g. `user_id`), values prepared by the fields as the ORM would. For hot paths
@@ -120,16 +143,21 @@ def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: s
 
     With `source` (a CTE of the enclosing statement), `INSERT … SELECT … FROM source`: one row per row of
     `source` (none when it is empty), `Expr` values reading its columns."""
-    fields = _insert_fields(model)
-    qn = connection.ops.quote_name
+    plan = _insert_plan(model, connection.vendor)
     params: list[Any] = []
-    placeholders = ", ".join(
-        _value_sql(f, values[f.attname] if f.attname in values else f.get_default(), params) for f in fields
-    )
-    columns = ", ".join(qn(f.column) for f in fields)  # type: ignore[arg-type]  # concrete fields have a column
+    sql: list[str] = []
+    for field, default in zip(plan.fields, plan.defaults, strict=True):
+        if field.attname in values:
+            sql.append(_value_sql(field, values[field.attname], params))
+        elif default is _CALL:
+            sql.append(_value_sql(field, field.get_default(), params))
+        else:
+            params.append(default)
+            sql.append("%s")
+    placeholders = ", ".join(sql)
     if source is None:
-        return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({placeholders})", params  # noqa: S608 (names from the model, values as parameters)
-    return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) SELECT {placeholders} FROM {source}", params  # noqa: S608
+        return f"{plan.head} VALUES ({placeholders})", params
+    return f"{plan.head} SELECT {placeholders} FROM {source}", params  # noqa: S608 (names from the model, values as parameters)
 
 
 def update_statement(

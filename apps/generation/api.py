@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.authentication import auth_cache_keys
 from apps.accounts.permissions import CanGenerateWriting
 from apps.billing.api import ConsumptionSerializer
 from apps.billing.charges import count_chars
@@ -21,11 +22,13 @@ from apps.core.api.pagination import PagePagination
 from apps.core.api.renderers import EventStreamRenderer, JSONRenderer, dumps
 from apps.core.api.serializers import StaticSerializer
 from apps.core.api.throttling import ScopedRateThrottle, UserRateThrottle
-from apps.core.api.views import AsyncAPIView, request_user
+from apps.core.api.views import AsyncAPIView, peek_json, request_user
+from apps.core.cache import prefetched
 from apps.core.db import db_sync_to_async
 from apps.generation import selectors, services
 from apps.generation.models import Generation
 from apps.generation.relay import Relay, respond, upstream_message
+from apps.prompts.selectors import prompt_cache_key
 from apps.providers.tokens import estimate_tokens
 from apps.providers.types import ChatMessage
 
@@ -126,14 +129,20 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
     def finish(self, *, prepared: PrepT, outcome: services.Outcome) -> services.Finished:
         """Settle or release, complete the record (and the chat): exactly once (synchronous)."""
 
+    def prefetch_keys(self, request: Request) -> list[str]:
+        """The cache entries this call reads before the upstream call, fetched in one round trip (the
+        token's and its permissions'; subclasses add theirs)."""
+        return auth_cache_keys(request, request.authenticators)
+
     def _checked_open(self, request: Request) -> tuple[PrepT, bool]:
-        self.initial(request)
-        data = self.input_serializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        req = data.to_request()
-        if self.stream and not req.stream:  # a `/stream` endpoint streams whatever the body says
-            req = replace(req, stream=True)  # type: ignore[type-var]  # the requests are dataclasses
-        return self.open(request.user, req), req.stream
+        with prefetched(self.prefetch_keys(request)):
+            self.initial(request)
+            data = self.input_serializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            req = data.to_request()
+            if self.stream and not req.stream:  # a `/stream` endpoint streams whatever the body says
+                req = replace(req, stream=True)  # type: ignore[type-var]  # the requests are dataclasses
+            return self.open(request.user, req), req.stream
 
     async def generate(self, request: Request) -> HttpResponse | StreamingHttpResponse:
         prepared, wants_stream = await db_sync_to_async(self._checked_open)(request)
@@ -158,6 +167,14 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
 class WritingView(GenerationView[services.WritingRequest, services.Prepared]):
     permission_classes = (CanGenerateWriting,)
     input_serializer = WritingInputSerializer
+
+    def prefetch_keys(self, request: Request) -> list[str]:
+        keys = super().prefetch_keys(request)
+        body = peek_json(request)
+        prompt_id = body.get("promptId") if body else None
+        if keys and type(prompt_id) is int and prompt_id > 0:
+            keys.append(prompt_cache_key(prompt_id))
+        return keys
 
     def open(self, user: Any, req: services.WritingRequest) -> services.Prepared:
         return services.writing_prepare(user=user, req=req)

@@ -3,7 +3,9 @@ every app process), an in-process asyncio semaphore otherwise. A caller waits br
 then gets `ConcurrencyLimited` (answered 503 with `Retry-After`).
 
 Redis slots are leases in a sorted set scored by their expiry, so a crashed process's slots free
-themselves after `LEASE_SECONDS`.
+themselves after `LEASE_SECONDS`. A lease is taken by one script call (`EVALSHA`: the script's text is
+sent only when Redis does not know it yet) and given back without making the caller wait for Redis's
+answer; both go over one pipelined connection per event loop (`apps.core.redis_pipelined`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+from apps.core.redis_pipelined import PipelinedRedis, Script
+
 logger = logging.getLogger("apps.providers.limits")
 
 LEASE_SECONDS = 600
 POLL_SECONDS = 0.05
 
-_ACQUIRE = """
+_ACQUIRE = Script("""
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
@@ -29,7 +33,7 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   return 1
 end
 return 0
-"""
+""")
 
 
 class ConcurrencyLimited(Exception):
@@ -42,7 +46,7 @@ class ConcurrencyLimited(Exception):
 _local: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
-_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = weakref.WeakKeyDictionary()
+_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PipelinedRedis] = weakref.WeakKeyDictionary()
 
 
 def _local_semaphore(key: str, limit: int) -> asyncio.Semaphore:
@@ -54,18 +58,12 @@ def _local_semaphore(key: str, limit: int) -> asyncio.Semaphore:
     return sem
 
 
-def _redis(url: str):  # type: ignore[no-untyped-def]
-    import redis.asyncio as aioredis
-
+def _redis(url: str) -> PipelinedRedis:
+    """This loop's connection to `url` (all its slots' commands pipelined on it)."""
     loop = asyncio.get_running_loop()
     client = _redis_clients.get(loop)
-    if client is None:
-        # past the pool's size callers wait for a connection (redis-py's plain pool fails at 100)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=200, timeout=5, socket_connect_timeout=1, socket_timeout=2
-        )
-        client = aioredis.Redis(connection_pool=pool)
-        _redis_clients[loop] = client
+    if client is None or client.url != url:
+        client = _redis_clients[loop] = PipelinedRedis(url, connect_timeout=1, timeout=2)
     return client
 
 
@@ -86,8 +84,14 @@ async def concurrency_slot(key: str, limit: int, *, redis_url: str = "", wait: f
     try:
         yield
     finally:
-        with suppress(Exception):
-            await asyncio.shield(_redis(redis_url).zrem(f"ws:slots:{key}", member))  # type: ignore[attr-defined]
+        _release(redis_url, key, member)
+
+
+def _release(redis_url: str, key: str, member: str) -> None:
+    """Give a lease back without waiting for Redis's answer: the caller goes on at once. If Redis cannot
+    be reached the lease frees itself after `LEASE_SECONDS`."""
+    with suppress(Exception):
+        _redis(redis_url).execute_nowait("ZREM", f"ws:slots:{key}", member)
 
 
 @asynccontextmanager
@@ -118,8 +122,8 @@ async def _redis_acquire(key: str, limit: int, redis_url: str, wait: float) -> s
     while True:
         now = time.time()
         try:
-            acquired = await client.eval(  # type: ignore[attr-defined]
-                _ACQUIRE, 1, redis_key, now, limit, now + LEASE_SECONDS, member, LEASE_SECONDS * 2
+            acquired = await client.run_script(
+                _ACQUIRE, [redis_key], [now, limit, now + LEASE_SECONDS, member, LEASE_SECONDS * 2]
             )
         except (redis.ConnectionError, redis.TimeoutError):
             if time.monotonic() - _redis_down_logged > 60:

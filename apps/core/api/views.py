@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import orjson
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http.request import RawPostDataException
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,6 +35,26 @@ if TYPE_CHECKING:
 def request_user(request: Request | HttpRequest) -> User:
     """``request.user`` in a view that requires authentication: typed as the user model (never anonymous there)."""
     return cast("User", request.user)
+
+
+PEEK_MAX_BYTES = 64 * 1024
+
+
+def peek_json(request: Request) -> dict[str, Any] | None:
+    """The request's JSON object body read ahead of DRF's parsing (which still validates it), for a view
+    that wants a field before authentication (e.g. to prefetch a cache entry); None when the body is
+    not a small JSON object. Never raises: a malformed body is for the parser to refuse, after
+    authentication, as before."""
+    meta = request.META
+    if not str(meta.get("CONTENT_TYPE", "")).startswith("application/json"):
+        return None
+    try:
+        if not 0 < int(meta.get("CONTENT_LENGTH") or 0) <= PEEK_MAX_BYTES:
+            return None
+        body = orjson.loads(request.body)
+    except (ValueError, RawPostDataException):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def async_end_to_end[V: Callable[..., Any]](view: V) -> V:
