@@ -44,7 +44,10 @@ class LedgerEntry(models.Model):
         REDEEM = "redeem", "redeem"
         ADJUST = "adjust", "adjust"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ledger_entries")
+    # indexed by (user, -created_at) below: no index of its own (every charge writes each index)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ledger_entries", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     amount = models.BigIntegerField()
     balance_after = models.BigIntegerField()
@@ -157,7 +160,8 @@ class Charge(models.Model):
     """The settled cost of one generation (at most one per generation)."""
 
     generation_id = models.CharField(max_length=40, unique=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="charges")
+    # indexed by (user, day) below
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="charges", db_index=False)
     model_id = models.CharField(max_length=100)
     day = models.DateField()
     input_chars = models.BigIntegerField()

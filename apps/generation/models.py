@@ -28,14 +28,17 @@ class Generation(models.Model):
         CANCELLED = "cancelled", "cancelled"
 
     public_id = models.CharField(max_length=40, unique=True, default=new_generation_id)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
+    # indexed by (user, -created_at) below: no index of its own (every generation writes each index)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations", db_index=False
+    )
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.WRITING)
     prompt_id = models.BigIntegerField(null=True, blank=True)
     chat_id = models.BigIntegerField(null=True, blank=True)
     model_requested = models.CharField(max_length=100)
     model_used = models.CharField(max_length=100, blank=True, default="")
     stream = models.BooleanField(default=False)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)  # (status, created_at)
     finish_reason = models.CharField(max_length=20, blank=True, default="")
     temperature = models.FloatField(default=0.7)
     max_tokens = models.PositiveIntegerField(default=2048)
