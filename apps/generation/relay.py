@@ -161,13 +161,13 @@ class Relay:
             self.stopped_by_deadline = True
             await self.close_upstream()
             return None
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(anext(self._deltas))
-        pings = silence is not None and silence < left
-        done, _pending = await asyncio.wait((self._pending,), timeout=silence if pings else left)
-        if not done:
-            return _PING_MARK if pings else await self.next_delta(silence)  # else the deadline came first
-        task, self._pending = self._pending, None
+        task = self._pending or self._fetch()
+        if not task.done():
+            pings = silence is not None and silence < left
+            done, _pending = await asyncio.wait((task,), timeout=silence if pings else left)
+            if not done:
+                return _PING_MARK if pings else await self.next_delta(silence)  # else the deadline came first
+        self._pending = None
         try:
             delta = task.result()
         except StopAsyncIteration:
@@ -175,6 +175,13 @@ class Relay:
         delta = await self._metered(delta)
         self._collect(delta)
         return delta
+
+    def _fetch(self) -> asyncio.Task[Delta]:
+        """Start fetching the next delta, kept in `_pending` until it is taken. The task starts eagerly:
+        when the delta is already at hand (parsed from a read received earlier) it is done on return,
+        without a trip through the event loop, a timer or `asyncio.wait`."""
+        self._pending = asyncio.Task(anext(self._deltas), loop=asyncio.get_running_loop(), eager_start=True)
+        return self._pending
 
     async def _metered(self, delta: Delta) -> Delta:
         """Count the delta's characters against the hold; past it, extend the hold (a database step) and,

@@ -292,6 +292,22 @@ async def test_client_disconnect_cancels_closes_the_upstream_and_finishes_once()
     assert (outcome.status, outcome.content) == (Generation.Status.CANCELLED, "一")
 
 
+async def test_a_delta_at_hand_is_taken_without_a_trip_through_the_event_loop():
+    script = Script(items=[Delta(content="a"), Delta(content="b"), Pause(0.05), Delta(content="c")])
+    relay, _finish = make_relay(script)
+    turns: list[str] = []
+    asyncio.get_running_loop().call_soon(turns.append, "a turn of the loop")
+
+    first = await relay.next_delta(1.0)
+    second = await relay.next_delta(1.0)
+    at_hand_taken_after = list(turns)
+    third = await relay.next_delta(1.0)  # waited for: the pause
+
+    assert [d.content for d in (first, second, third)] == ["a", "b", "c"]  # type: ignore[union-attr]
+    assert at_hand_taken_after == [] and turns == ["a turn of the loop"]
+    await relay.close_upstream()
+
+
 async def test_settle_is_idempotent():
     relay, finish = make_relay(Script())
 
