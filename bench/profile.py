@@ -1,6 +1,6 @@
 """Profile the live server on the hot paths: CPU per call, then where that CPU goes (py-spy).
 
-    .venv/bin/python bench/profile.py                       # the three cases, 400 calls each, 15 s profiles
+    .venv/bin/python bench/profile.py                       # the four cases, 400 calls each, 15 s profiles
     .venv/bin/python bench/profile.py --case writing --no-profile --requests 1000   # CPU figures only
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench REDIS_URL=redis://127.0.0.1:6379/14 \
         .venv/bin/python bench/profile.py                   # production-like backends (what bench3.sh uses)
@@ -16,8 +16,11 @@ prompt of one system message, and bench3's request (the prompt's id, a 150-chara
 `--compare DIR` runs a second service from another checkout beside this one (same database, same user)
 and measures both in interleaved rounds: before/after figures under the same machine noise.
 
-Cases: `writing` (POST /api/v1/generation/writing), `stream` (…/writing/stream, read to the end) and
-`openai` (POST /v1/chat/completions, the same messages). Per case: `--requests` calls from one client
+Cases: `writing` (POST /api/v1/generation/writing), `stream` (…/writing/stream, read to the end),
+`openai` (POST /v1/chat/completions, the same messages) and `openai-stream` (the same with `stream: true`
+and `stream_options.include_usage`, read to the end). `--chunks N`: the fake upstream's content events
+per answer (default 4; `bench3.sh`'s upstream sends about 9 pieces in ~17 writes; the in-repo fake writes
+its events back to back, so most arrive in one read). Per case: `--requests` calls from one client
 with the upstream called directly in between (overhead p50 = service p50 − direct p50), the service
 process's CPU per call from /proc; then, unless `--no-profile`, `py-spy record` on the service for
 `--seconds` while one client keeps calling: the collapsed stacks go to `bench/results/profile-<case>.txt`
@@ -85,6 +88,7 @@ class Target:
         self.writing = {"promptId": prompt, "userInput": PROMPT, "modelId": "profile-model", "maxTokens": 64}
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
         self.openai = {"model": "profile-model", "messages": messages, "max_tokens": 64, "temperature": 0.7}
+        self.openai_stream = {**self.openai, "stream": True, "stream_options": {"include_usage": True}}
         self.direct = {**self.openai, "model": "fake-model"}
 
     async def call(self, client: httpx.AsyncClient, case: str) -> float:
@@ -94,6 +98,7 @@ class Target:
             "writing": (f"{self.service}/api/v1/generation/writing", self.writing, self.auth),
             "stream": (f"{self.service}/api/v1/generation/writing/stream", self.writing, self.auth),
             "openai": (f"{self.service}/v1/chat/completions", self.openai, self.auth),
+            "openai-stream": (f"{self.service}/v1/chat/completions", self.openai_stream, self.auth),
         }[case]
         started = time.perf_counter()
         async with client.stream("POST", url, json=body, headers=headers) as r:
@@ -296,7 +301,7 @@ def profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=["writing", "stream", "openai", "all"], default="all")
+    parser.add_argument("--case", choices=["writing", "stream", "openai", "openai-stream", "all"], default="all")
     parser.add_argument("--requests", type=int, default=400, help="calls per case for the CPU figure")
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients (bench3's c=16: 16)")
     parser.add_argument("--seconds", type=int, default=15, help="length of each profile")
@@ -304,6 +309,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="functions listed per profile")
     parser.add_argument("--no-profile", action="store_true", help="CPU figures only")
     parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (bench3: INFO)")
+    parser.add_argument(
+        "--chunks", type=int, default=4, help="content events per fake answer (bench3's upstream sends ~9 pieces)"
+    )
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument(
         "--compare",
@@ -312,10 +320,10 @@ def main() -> None:
         "the same database, and the two are measured in interleaved rounds (the same machine noise for both)",
     )
     args = parser.parse_args()
-    cases = ["writing", "stream", "openai"] if args.case == "all" else [args.case]
+    cases = ["writing", "stream", "openai", "openai-stream"] if args.case == "all" else [args.case]
     RESULTS.mkdir(parents=True, exist_ok=True)
 
-    fake_proc, fake = start_fake(chunks=4)
+    fake_proc, fake = start_fake(chunks=args.chunks)
     tmp = tempfile.mkdtemp(prefix="profile-")
     env = {
         **os.environ,
@@ -360,7 +368,7 @@ def main() -> None:
             for row in asyncio.run(measure(services, case, args.requests, clients=args.clients, database=database)):
                 rows.append(row)
                 print(
-                    f"{case:<8} {row['service']:<6} c={args.clients} direct p50 {row['direct_p50_ms']:6.2f} ms  "
+                    f"{case:<13} {row['service']:<6} c={args.clients} direct p50 {row['direct_p50_ms']:6.2f} ms  "
                     f"service p50 {row['service_p50_ms']:6.2f} ms  overhead p50 {row['overhead_p50_ms']:6.2f} ms  "
                     f"CPU {row['cpu_ms_per_call']:5.2f} ms/call (+ PostgreSQL {row['db_cpu_ms_per_call']:4.2f})  "
                     f"{row['req_per_s']:6.1f} req/s",

@@ -161,13 +161,13 @@ class Relay:
             self.stopped_by_deadline = True
             await self.close_upstream()
             return None
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(anext(self._deltas))
-        pings = silence is not None and silence < left
-        done, _pending = await asyncio.wait((self._pending,), timeout=silence if pings else left)
-        if not done:
-            return _PING_MARK if pings else await self.next_delta(silence)  # else the deadline came first
-        task, self._pending = self._pending, None
+        task = self._pending or self._fetch()
+        if not task.done():
+            pings = silence is not None and silence < left
+            done, _pending = await asyncio.wait((task,), timeout=silence if pings else left)
+            if not done:
+                return _PING_MARK if pings else await self.next_delta(silence)  # else the deadline came first
+        self._pending = None
         try:
             delta = task.result()
         except StopAsyncIteration:
@@ -175,6 +175,30 @@ class Relay:
         delta = await self._metered(delta)
         self._collect(delta)
         return delta
+
+    def _fetch(self) -> asyncio.Task[Delta]:
+        """Start fetching the next delta, kept in `_pending` until it is taken. The task starts eagerly:
+        when the delta is already at hand (parsed from a read received earlier) it is done on return,
+        without a trip through the event loop, a timer or `asyncio.wait`."""
+        self._pending = asyncio.Task(anext(self._deltas), loop=asyncio.get_running_loop(), eager_start=True)
+        return self._pending
+
+    def _at_hand(self) -> bool:
+        """Whether `next_delta` would return a delta at once: it has arrived, and taking it needs
+        neither a database step (a hold extension) nor closing the upstream (a cut, the deadline).
+        An upstream failure or the end is not "at hand": what was gathered goes out before them."""
+        if self.stopped_by_balance or time.perf_counter() >= self._deadline:
+            return False
+        task = self._pending or self._fetch()
+        if not task.done() or task.cancelled() or task.exception() is not None:
+            return False
+        delta = task.result()
+        size = len(delta.reasoning) + len(delta.content)
+        if not size:
+            return True
+        target = self.routed.target
+        allowance = self._allowance if target is self._metered_target else self.prepared.output_allowance(target)
+        return allowance is None or self.output_chars + size <= allowance
 
     async def _metered(self, delta: Delta) -> Delta:
         """Count the delta's characters against the hold; past it, extend the hold (a database step) and,
@@ -368,24 +392,32 @@ class Relay:
         return events
 
     async def events(self, primed: list[bytes]) -> AsyncIterator[bytes]:
-        """The SSE body: primed events, then live deltas with pings, the final event and `[DONE]`."""
+        """The SSE body: primed events, then live deltas with pings, the final event and `[DONE]`.
+
+        Events at hand together (several deltas parsed from one upstream read) are yielded as one
+        piece: one ASGI message and one socket write instead of one per event. No event waits for a
+        later one: what was gathered is yielded before the relay waits for the upstream."""
         status = Generation.Status.CANCELLED
         error: BaseException | None = None
-        event: bytes | None
+        batch = list(primed)
         SSE_STREAMS_OPEN.inc()
         try:
-            for event in primed:
-                yield event
             while not self._ended:
+                if batch and not self._at_hand():
+                    yield b"".join(batch)
+                    batch.clear()
                 delta = await self.next_delta(PING_INTERVAL)
                 if delta is None:
                     break
                 if delta is _PING_MARK:
-                    yield PING
+                    batch.append(PING)
                     continue
                 event = self.delta_event(delta)  # type: ignore[arg-type]
                 if event:
-                    yield event
+                    batch.append(event)
+            if batch:
+                yield b"".join(batch)
+                batch.clear()
             status = Generation.Status.SUCCEEDED
         except (UpstreamError, ConcurrencyLimited) as exc:
             status, error = Generation.Status.FAILED, exc
@@ -400,5 +432,4 @@ class Relay:
                 await self.close_upstream()
             # An upstream failure is never charged, even after some text was relayed (SPEC §9).
             await self.settle(status, error)
-        for event in self.error_events(upstream_api_error(error)) if error is not None else self.end_events():
-            yield event
+        yield b"".join(self.error_events(upstream_api_error(error)) if error is not None else self.end_events())

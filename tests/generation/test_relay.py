@@ -119,9 +119,14 @@ async def body_of(relay: Relay) -> list[bytes]:
     return [event async for event in relay.events(primed)]
 
 
-def payloads(events: list[bytes]) -> list[Any]:
+def split_events(pieces: list[bytes]) -> list[bytes]:
+    """The SSE events of the pieces written (one piece may carry several events)."""
+    return [event + b"\n\n" for piece in pieces for event in piece.split(b"\n\n")[:-1]]
+
+
+def payloads(pieces: list[bytes]) -> list[Any]:
     out: list[Any] = []
-    for event in events:
+    for event in split_events(pieces):
         if event == PING:
             out.append("ping")
         elif event == DONE:
@@ -292,6 +297,75 @@ async def test_client_disconnect_cancels_closes_the_upstream_and_finishes_once()
     assert (outcome.status, outcome.content) == (Generation.Status.CANCELLED, "一")
 
 
+async def test_deltas_at_hand_together_are_one_piece_and_a_wait_ends_it():
+    relay, _finish = make_relay(
+        Script(items=[Delta(content="a"), Delta(content="b"), Pause(0.05), Delta(content="c"), Delta(content="d")])
+    )
+
+    pieces = await body_of(relay)
+
+    assert pieces[:2] == [
+        b'data: {"content":"a"}\n\ndata: {"content":"b"}\n\n',
+        b'data: {"content":"c"}\n\ndata: {"content":"d"}\n\n',
+    ]
+    assert len(pieces) == 3 and pieces[2].endswith(b"\n\n" + DONE)  # the final event and [DONE]: one piece
+
+
+async def test_a_lone_first_delta_is_yielded_before_the_upstream_sends_more():
+    relay, _finish = make_relay(Script(items=[Delta(content="一"), Pause(0.3), Delta(content="二")]))
+    events = relay.events(await relay.prime())
+
+    started = asyncio.get_running_loop().time()
+    first = await anext(events)
+
+    assert first == 'data: {"content":"一"}\n\n'.encode()
+    assert asyncio.get_running_loop().time() - started < 0.2
+    assert await anext(events) == 'data: {"content":"二"}\n\n'.encode()
+    await events.aclose()
+
+
+async def test_the_events_at_hand_go_out_before_an_upstream_failure():
+    relay, finish = make_relay(
+        Script(items=[Delta(content="甲"), Delta(content="乙")], error=UpstreamServerError("gone"))
+    )
+
+    pieces = await body_of(relay)
+
+    assert pieces[0] == 'data: {"content":"甲"}\n\ndata: {"content":"乙"}\n\n'.encode()
+    assert payloads(pieces[1:])[0]["error"]["statusCode"] == 502 and pieces[1].endswith(DONE)
+    assert len(pieces) == 2 and finish.outcomes[0].content == "甲乙"
+
+
+async def test_the_total_deadline_ends_the_stream_with_what_was_delivered(settings):
+    settings.GENERATION_MAX_SECONDS = 0.15
+    script = Script(items=[Delta(content="a"), Delta(content="b"), Pause(5), Delta(content="never")])
+    relay, finish = make_relay(script)
+
+    pieces = await body_of(relay)
+
+    assert pieces[0] == b'data: {"content":"a"}\n\ndata: {"content":"b"}\n\n'
+    assert payloads(pieces[1:])[0]["finishReason"] == "length" and len(pieces) == 2
+    assert script.closed
+    [outcome] = finish.outcomes
+    assert (outcome.status, outcome.content, outcome.finish_reason) == (Generation.Status.SUCCEEDED, "ab", "length")
+
+
+async def test_a_delta_at_hand_is_taken_without_a_trip_through_the_event_loop():
+    script = Script(items=[Delta(content="a"), Delta(content="b"), Pause(0.05), Delta(content="c")])
+    relay, _finish = make_relay(script)
+    turns: list[str] = []
+    asyncio.get_running_loop().call_soon(turns.append, "a turn of the loop")
+
+    first = await relay.next_delta(1.0)
+    second = await relay.next_delta(1.0)
+    at_hand_taken_after = list(turns)
+    third = await relay.next_delta(1.0)  # waited for: the pause
+
+    assert [d.content for d in (first, second, third)] == ["a", "b", "c"]  # type: ignore[union-attr]
+    assert at_hand_taken_after == [] and turns == ["a turn of the loop"]
+    await relay.close_upstream()
+
+
 async def test_settle_is_idempotent():
     relay, finish = make_relay(Script())
 
@@ -311,6 +385,7 @@ class Extensions:
     def __init__(self, *grants: int) -> None:
         self.grants = list(grants)
         self.asked: list[int] = []
+        self.seen: list[bytes] = []
 
     def __call__(self, *, prepared: Prepared, target: Any, output_chars: int) -> int:
         self.asked.append(output_chars)
@@ -371,6 +446,27 @@ async def test_an_extension_lets_the_reply_go_on(extensions):
     assert asked.asked == [8]
     [outcome] = finish.outcomes
     assert (outcome.content, outcome.finish_reason, outcome.stopped_by_balance) == ("abcdefgh", "stop", False)
+
+
+async def test_the_events_at_hand_go_out_before_a_hold_extension_is_asked_for(extensions, monkeypatch):
+    asked = extensions(100)
+    relay, _finish = make_relay(
+        Script(items=[Delta(content="ab"), Delta(content="cd"), Delta(content="ef")]), allowance=4
+    )
+    pieces: list[bytes] = []
+    extend = relay_module.generation_extend
+
+    def recording(**kwargs: Any) -> int:
+        asked.seen = list(pieces)
+        return extend(**kwargs)
+
+    monkeypatch.setattr(relay_module, "generation_extend", recording)
+    async for piece in relay.events(await relay.prime()):
+        pieces.append(piece)
+
+    assert asked.asked == [6]
+    assert asked.seen == [b'data: {"content":"ab"}\n\ndata: {"content":"cd"}\n\n']  # written before the extension
+    assert pieces[1] == b'data: {"content":"ef"}\n\n'
 
 
 async def test_unmetered_output_is_never_cut(extensions):
