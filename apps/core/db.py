@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.fields import AutoFieldMixin
 
@@ -106,10 +107,10 @@ class Expr(str):
     __slots__ = ()
 
 
-def _value_sql(field: Field, value: Any, params: list[Any]) -> str:
+def _value_sql(field: Field, value: Any, params: list[Any], db: BaseDatabaseWrapper) -> str:
     if isinstance(value, Expr):
         return str(value)
-    params.append(field.get_db_prep_save(value, connection))
+    params.append(field.get_db_prep_save(value, db))
     return "%s"
 
 
@@ -143,14 +144,15 @@ def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: s
 
     With `source` (a CTE of the enclosing statement), `INSERT … SELECT … FROM source`: one row per row of
     `source` (none when it is empty), `Expr` values reading its columns."""
-    plan = _insert_plan(model, connection.vendor)
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's wrapper, looked up once (not per field by the proxy)
+    plan = _insert_plan(model, db.vendor)
     params: list[Any] = []
     sql: list[str] = []
     for field, default in zip(plan.fields, plan.defaults, strict=True):
         if field.attname in values:
-            sql.append(_value_sql(field, values[field.attname], params))
+            sql.append(_value_sql(field, values[field.attname], params, db))
         elif default is _CALL:
-            sql.append(_value_sql(field, field.get_default(), params))
+            sql.append(_value_sql(field, field.get_default(), params, db))
         else:
             params.append(default)
             sql.append("%s")
@@ -160,22 +162,32 @@ def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: s
     return f"{plan.head} SELECT {placeholders} FROM {source}", params  # noqa: S608 (names from the model, values as parameters)
 
 
+@functools.cache
+def _update_plan(model: type[Model], names: tuple[str, ...], where: str, vendor: str) -> tuple[Any, ...]:
+    """The fields of an update of `names` keyed by `where`, and their quoted names (per model and shape)."""
+    meta = model._meta
+    qn = connection.ops.quote_name
+    fields = tuple(meta.get_field(name) for name in names)
+    key = meta.get_field(where)
+    columns = tuple(qn(f.column) for f in fields)  # type: ignore[union-attr,arg-type]
+    table = qn(meta.db_table)
+    where_sql = f"WHERE {table}.{qn(key.column)} = %s"  # type: ignore[union-attr,arg-type]
+    return fields, columns, key, where_sql, f"UPDATE {table} SET "  # noqa: S608 (names from the model)
+
+
 def update_statement(
     model: type[Model], values: Mapping[str, Any], *, where: str, equals: Any, source: str | None = None
 ) -> Statement:
     """A raw `UPDATE` of the rows of `model` whose field `where` equals `equals` (values by attname).
     With `source` (a CTE of the enclosing statement), `UPDATE … FROM source`: nothing when it is empty,
     `Expr` values reading its columns."""
-    meta = model._meta
-    qn = connection.ops.quote_name
-    fields = [meta.get_field(name) for name in values]
-    key = meta.get_field(where)
+    db = connections[DEFAULT_DB_ALIAS]
+    fields, columns, key, where_sql, head = _update_plan(model, tuple(values), where, db.vendor)
     params: list[Any] = []
     assignments = ", ".join(
-        f"{qn(f.column)} = {_value_sql(f, values[name], params)}"  # type: ignore[union-attr,arg-type]
-        for name, f in zip(values, fields, strict=True)
+        f"{column} = {_value_sql(field, value, params, db)}"
+        for column, field, value in zip(columns, fields, values.values(), strict=True)
     )
-    params.append(key.get_db_prep_value(equals, connection))  # type: ignore[union-attr]
-    table = qn(meta.db_table)
-    source_sql = f" FROM {source}" if source else ""
-    return f"UPDATE {table} SET {assignments}{source_sql} WHERE {table}.{qn(key.column)} = %s", params  # type: ignore[union-attr,arg-type]  # noqa: S608
+    params.append(key.get_db_prep_value(equals, db))
+    source_sql = f" FROM {source} " if source else " "
+    return f"{head}{assignments}{source_sql}{where_sql}", params
