@@ -129,6 +129,20 @@ class _Connection(asyncio.Protocol):
             transport.abort()
 
 
+def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings of a `rediss://` URL, as redis-py reads them (`ssl_ca_certs`, `ssl_certfile`,
+    `ssl_keyfile`, `ssl_cert_reqs`, `ssl_check_hostname`)."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    if options.get("ssl_check_hostname") is False:
+        context.check_hostname = False
+    if options.get("ssl_cert_reqs") in {"none", ssl.CERT_NONE}:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and (exc := future.exception()) is not None:
         logger.debug("Redis command sent without waiting failed: %s", exc)
@@ -149,12 +163,7 @@ class PipelinedRedis:
         self._db = int(options.get("db", 0))
         self._username = options.get("username")
         self._password = options.get("password")
-        self._ssl: ssl.SSLContext | None = None
-        if options.get("connection_class") is SSLConnection:
-            self._ssl = ssl.create_default_context()
-            if options.get("ssl_cert_reqs") in {"none", ssl.CERT_NONE}:
-                self._ssl.check_hostname = False
-                self._ssl.verify_mode = ssl.CERT_NONE
+        self._ssl = _tls_context(options) if options.get("connection_class") is SSLConnection else None
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         self._pending: set[asyncio.Task[Any]] = set()

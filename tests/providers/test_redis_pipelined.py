@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 
 import pytest
 import redis
@@ -126,3 +127,12 @@ async def test_a_server_that_never_answers_times_out_every_waiting_command():
     server.close()
     for writer in accepted:
         writer.close()
+
+
+def test_a_tls_url_carries_its_settings():
+    client = PipelinedRedis("rediss://user:pw@redis.example:6380/3?ssl_cert_reqs=none")
+    assert client._ssl is not None and client._ssl.verify_mode == ssl.CERT_NONE and not client._ssl.check_hostname
+    assert (client._host, client._port, client._db, client._username) == ("redis.example", 6380, 3, "user")
+    strict = PipelinedRedis("rediss://redis.example:6380/0")
+    assert strict._ssl is not None and strict._ssl.verify_mode == ssl.CERT_REQUIRED and strict._ssl.check_hostname
+    assert PipelinedRedis("redis://127.0.0.1:6379/0")._ssl is None
