@@ -26,3 +26,23 @@ def test_every_operation_answers_when_redis_is_unreachable(caplog):
     cache.set_many({"a": 1})
     cache.delete_many(["a"])
     assert "Redis cache unreachable" in caplog.text
+
+
+def test_a_prefetch_with_redis_down_reads_as_misses(settings):
+    """`prefetched` against an unreachable Redis: its MGET fails open, so every key reads as a miss and
+    the callers fall back to the database, as they do without the prefetch."""
+    from django.core.cache import cache, caches
+
+    from apps.core.cache import prefetched
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "apps.core.cache.SharedRedisCache",
+            "LOCATION": dead_redis_url(),
+            "OPTIONS": {"socket_connect_timeout": 0.5},
+        }
+    }
+    assert isinstance(caches["default"], SharedRedisCache)  # the prefetch has round trips to save
+    with prefetched(["apitoken:x", "prompt:v2:1"]):
+        assert cache.get("apitoken:x") is None
+        assert cache.get_many(["prompt:v2:1"]) == {}
