@@ -34,12 +34,8 @@ PY = sys.executable
 
 SETUP = r"""
 import json
-from apps.accounts.services import token_create, user_create
-from apps.accounts.models import ApiToken
-from django.utils import timezone
-def user_tokens_revoked(user):  # the earlier runs' tokens (a user may hold 50 at most)
-    ApiToken.objects.filter(user=user, revoked_at=None).update(revoked_at=timezone.now())
-    return user
+from apps.accounts.services import user_create
+from bench.setup_support import fresh_token
 from apps.billing.services import wallet_grant
 from apps.characters.services import character_create
 from apps.novels.models import Novel
@@ -52,7 +48,7 @@ novel = Novel.objects.create(owner=user, title="n")
 card = {"spec": "chara_card_v3", "spec_version": "3.0", "data": {"name": "Greedy",
         "first_mes": "{{setglobalvar::pile::{{getglobalvar::pile}}" + "x" * 100000 + "}}hi"}}
 character = character_create(user=user, novel_id=novel.pk, card=card)
-token = token_create(user=user_tokens_revoked(user)).token
+token = fresh_token(user)
 print(json.dumps({"token": token, "prompt": prompt.pk, "character": character.pk}))
 """
 

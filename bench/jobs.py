@@ -35,12 +35,8 @@ PY = sys.executable
 SETUP = r"""
 import json, os
 from decimal import Decimal
-from apps.accounts.services import token_create, user_create
-from apps.accounts.models import ApiToken
-from django.utils import timezone
-def user_tokens_revoked(user):  # the earlier runs' tokens (a user may hold 50 at most)
-    ApiToken.objects.filter(user=user, revoked_at=None).update(revoked_at=timezone.now())
-    return user
+from apps.accounts.services import user_create
+from bench.setup_support import fresh_token
 from apps.billing.services import wallet_grant
 from apps.prompts.models import Prompt, PromptContent
 from apps.providers.models import AIModel, Connection
@@ -55,7 +51,7 @@ connection.set_api_key("sk-bench-0123456789")
 connection.save()
 AIModel.objects.create(model_id="bench", connection=connection, upstream_model="up", context_tokens=8192,
                        max_output_tokens=4096, input_ratio=Decimal(1), output_ratio=Decimal(1))
-print(json.dumps({"token": token_create(user=user_tokens_revoked(user)).token, "prompt": prompt.pk}))
+print(json.dumps({"token": fresh_token(user), "prompt": prompt.pk}))
 """
 
 

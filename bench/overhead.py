@@ -59,12 +59,8 @@ def start_fake(chunks: int) -> tuple[subprocess.Popen[str], str]:
 SETUP = r"""
 import json, os
 from decimal import Decimal
-from apps.accounts.services import token_create, user_create
-from apps.accounts.models import ApiToken
-from django.utils import timezone
-def user_tokens_revoked(user):  # the earlier runs' tokens (a user may hold 50 at most)
-    ApiToken.objects.filter(user=user, revoked_at=None).update(revoked_at=timezone.now())
-    return user
+from apps.accounts.services import user_create
+from bench.setup_support import fresh_token
 from apps.billing.services import wallet_grant
 from apps.prompts.models import Prompt, PromptContent
 from apps.providers.models import AIModel, Connection
@@ -92,8 +88,8 @@ for i in range(1, 16):  # the "16 users" cases: one user per client, each with i
     name = f"bench{i}"
     other = get_user_model().objects.filter(username=name).first() or user_create(username=name, password="x")
     wallet_grant(user=other, amount=10**12)
-    others.append({"token": token_create(user=other).token, "prompt": bench_prompt(other)})
-main = {"token": token_create(user=user_tokens_revoked(user)).token, "prompt": bench_prompt(user)}
+    others.append({"token": fresh_token(other), "prompt": bench_prompt(other)})
+main = {"token": fresh_token(user), "prompt": bench_prompt(user)}
 print(json.dumps({**main, "users": [main, *others]}))
 """
 

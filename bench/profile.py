@@ -63,12 +63,8 @@ PROMPT = (
 SETUP = r"""
 import json, os
 from decimal import Decimal
-from apps.accounts.services import token_create, user_create
-from apps.accounts.models import ApiToken
-from django.utils import timezone
-def user_tokens_revoked(user):  # the earlier runs' tokens (a user may hold 50 at most)
-    ApiToken.objects.filter(user=user, revoked_at=None).update(revoked_at=timezone.now())
-    return user
+from apps.accounts.services import user_create
+from bench.setup_support import fresh_token
 from apps.billing.services import wallet_grant
 from apps.prompts.models import Prompt, PromptContent
 from apps.providers.models import AIModel, Connection
@@ -82,7 +78,7 @@ AIModel.objects.update_or_create(model_id="profile-model", defaults=dict(connect
     context_tokens=8192, max_output_tokens=4096, input_ratio=Decimal(1), output_ratio=Decimal(1)))
 prompt = Prompt.objects.create(author=user, title="profile")
 PromptContent.objects.create(prompt=prompt, order=1, type="text", role="system", content=os.environ["BENCH_SYSTEM"])
-print(json.dumps({"token": token_create(user=user_tokens_revoked(user)).token, "prompt": prompt.pk}))
+print(json.dumps({"token": fresh_token(user), "prompt": prompt.pk}))
 """
 
 

@@ -60,11 +60,11 @@ class OpenAIKeyAuthentication(BearerTokenAuthentication):
         return token
 
 
-def auth_cache_keys(request: Any, authenticators: Any) -> list[str]:
-    """The cache entries authenticating this request with a presented API token and checking its
-    generation permissions will read — to be fetched in one round trip before they are read
+def auth_cache_keys(request: Any) -> list[str]:
+    """The cache entries that authenticating this DRF request with a presented API token, and checking
+    its generation permissions, will read — to be fetched in one round trip before they are read
     (`apps.core.cache.prefetched`). None for a request without a well-formed token."""
-    for authenticator in authenticators:
+    for authenticator in request.authenticators:
         if not isinstance(authenticator, BearerTokenAuthentication):
             continue
         try:

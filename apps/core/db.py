@@ -162,17 +162,29 @@ def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: s
     return f"{plan.head} SELECT {placeholders} FROM {source}", params  # noqa: S608 (names from the model, values as parameters)
 
 
+class _UpdatePlan(NamedTuple):
+    head: str  # UPDATE table SET
+    fields: tuple[Any, ...]
+    columns: tuple[str, ...]  # quoted, in the order of `fields`
+    key: Any  # the field of the WHERE
+    where: str  # WHERE table.key = %s
+
+
 @functools.cache
-def _update_plan(model: type[Model], names: tuple[str, ...], where: str, vendor: str) -> tuple[Any, ...]:
-    """The fields of an update of `names` keyed by `where`, and their quoted names (per model and shape)."""
+def _update_plan(model: type[Model], names: tuple[str, ...], where: str, vendor: str) -> _UpdatePlan:
+    """What every update of `names` keyed by `where` shares (per model and shape of the update)."""
     meta = model._meta
     qn = connection.ops.quote_name
     fields = tuple(meta.get_field(name) for name in names)
     key = meta.get_field(where)
-    columns = tuple(qn(f.column) for f in fields)  # type: ignore[union-attr,arg-type]
     table = qn(meta.db_table)
-    where_sql = f"WHERE {table}.{qn(key.column)} = %s"  # type: ignore[union-attr,arg-type]
-    return fields, columns, key, where_sql, f"UPDATE {table} SET "  # noqa: S608 (names from the model)
+    return _UpdatePlan(
+        head=f"UPDATE {table} SET ",  # noqa: S608 (names from the model)
+        fields=fields,
+        columns=tuple(qn(f.column) for f in fields),  # type: ignore[union-attr,arg-type]
+        key=key,
+        where=f"WHERE {table}.{qn(key.column)} = %s",  # type: ignore[union-attr,arg-type]
+    )
 
 
 def update_statement(
@@ -182,12 +194,12 @@ def update_statement(
     With `source` (a CTE of the enclosing statement), `UPDATE … FROM source`: nothing when it is empty,
     `Expr` values reading its columns."""
     db = connections[DEFAULT_DB_ALIAS]
-    fields, columns, key, where_sql, head = _update_plan(model, tuple(values), where, db.vendor)
+    plan = _update_plan(model, tuple(values), where, db.vendor)
     params: list[Any] = []
     assignments = ", ".join(
         f"{column} = {_value_sql(field, value, params, db)}"
-        for column, field, value in zip(columns, fields, values.values(), strict=True)
+        for column, field, value in zip(plan.columns, plan.fields, values.values(), strict=True)
     )
-    params.append(key.get_db_prep_value(equals, db))
+    params.append(plan.key.get_db_prep_value(equals, db))
     source_sql = f" FROM {source} " if source else " "
-    return f"{head}{assignments}{source_sql}{where_sql}", params
+    return f"{plan.head}{assignments}{source_sql}{plan.where}", params

@@ -132,7 +132,7 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
     def prefetch_keys(self, request: Request) -> list[str]:
         """The cache entries this call reads before the upstream call, fetched in one round trip (the
         token's and its permissions'; subclasses add theirs)."""
-        return auth_cache_keys(request, request.authenticators)
+        return auth_cache_keys(request)
 
     def _checked_open(self, request: Request) -> tuple[PrepT, bool]:
         with prefetched(self.prefetch_keys(request)):
