@@ -251,9 +251,13 @@ def summarise(collapsed: Path, top: int) -> str:
             own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
+    return _report("the thread holding the GIL", total, own, incl, top)
+
+
+def _report(what: str, total: int, own: collections.Counter[str], incl: collections.Counter[str], top: int) -> str:
     if not total:
         return "no samples\n"
-    lines = [f"{total} samples (the thread holding the GIL)", "", "own time:"]
+    lines = [f"{total} samples ({what})", "", "own time:"]
     lines += [f"  {100 * n / total:5.1f} %  {f}" for f, n in own.most_common(top)]
     lines += ["", "with callees:"]
     lines += [f"  {100 * n / total:5.1f} %  {f}" for f, n in incl.most_common(top * 2)]
@@ -286,18 +290,107 @@ def profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: i
         text=True,
     )
 
-    async def load() -> int:
-        stop = asyncio.Event()
-        task = asyncio.gather(*(keep_calling(target, case, stop) for _ in range(clients)))
-        while recorder.poll() is None:
-            await asyncio.sleep(0.2)
-        stop.set()
-        return sum(await task)
-
-    calls = asyncio.run(load())
+    calls = asyncio.run(_load_while(recorder, target, case, clients))
     if recorder.returncode != 0:
         raise RuntimeError(f"py-spy failed: {recorder.stderr.read() if recorder.stderr else ''}")
     return f"profile of {case}: {calls} calls in {seconds} s -> {out.relative_to(ROOT)}\n" + summarise(out, top)
+
+
+def perf_frames(script: str) -> collections.Counter[tuple[str, ...]]:
+    """Stacks (outermost first) and their sample counts from `perf script`'s text: the interpreter's
+    own frames dropped, Python functions as `func (module)` (the perf trampoline's `py::` symbols,
+    `PYTHONPERFSUPPORT=1`), native and kernel code under the Python function that called it as
+    `[kernel] sym` / `[native] sym`: the time a syscall takes in the kernel counts where it was made."""
+    stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
+    frames: list[str] = []
+
+    def flush() -> None:
+        if frames:
+            stacks[tuple(reversed(frames))] += 1
+            frames.clear()
+
+    for line in script.splitlines():
+        if not line.startswith(("\t", " ")):
+            flush()
+            continue
+        parts = line.strip().split(" ", 1)
+        if len(parts) < 2:
+            continue
+        sym, _, dso = parts[1].rpartition(" (")
+        sym = sym.split("+0x")[0]
+        if sym.startswith("py::"):
+            name, _, path = sym[4:].rpartition(":")
+            frames.append(frame_name(f"{name} ({path}:0)"))
+        elif "kernel" in dso:
+            if not frames or not frames[-1].startswith("[kernel]"):
+                frames.append(f"[kernel] {sym}")
+        elif not frames:  # the innermost native function only (the interpreter's frames are noise)
+            frames.append(f"[native] {sym}")
+    flush()
+    return stacks
+
+
+def perf_summary(stacks: collections.Counter[tuple[str, ...]], top: int) -> str:
+    """Own time per innermost Python function (its native and kernel callees included), inclusive time
+    per Python function, and the kernel's share."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    kernel = 0
+    total = sum(stacks.values())
+    for stack, n in stacks.items():
+        python = [f for f in stack if not f.startswith("[")]
+        own[python[-1] if python else stack[-1]] += n
+        for f in set(python):
+            incl[f] += n
+        if any(f.startswith("[kernel]") for f in stack):
+            kernel += n
+    share = f"{100 * kernel / total:.1f}" if total else "0"
+    return _report(f"CPU of all threads; {share} % in the kernel", total, own, incl, top)
+
+
+def perf_profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: int, clients: int = 1) -> str:
+    """`perf record` on the service (CPU time of every thread, the kernel's share included)."""
+    data = RESULTS / f"perf-{case}.data"
+    recorder = subprocess.Popen(
+        [
+            "perf",
+            "record",
+            "-F",
+            str(rate),
+            "-e",
+            "cpu-clock",
+            "-g",
+            "-p",
+            str(pid),
+            "-o",
+            str(data),
+            "--",
+            "sleep",
+            str(seconds),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    calls = asyncio.run(_load_while(recorder, target, case, clients))
+    if recorder.returncode != 0:
+        raise RuntimeError(f"perf failed: {recorder.stderr.read() if recorder.stderr else ''}")
+    script = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True, text=True, check=True).stdout
+    stacks = perf_frames(script)
+    out = RESULTS / f"perf-{case}.txt"
+    out.write_text("".join(f"{';'.join(s)} {n}\n" for s, n in stacks.items()))
+    return f"perf profile of {case}: {calls} calls in {seconds} s -> {out.relative_to(ROOT)}\n" + perf_summary(
+        stacks, top
+    )
+
+
+async def _load_while(recorder: subprocess.Popen[str], target: Target, case: str, clients: int) -> int:
+    stop = asyncio.Event()
+    task = asyncio.gather(*(keep_calling(target, case, stop) for _ in range(clients)))
+    while recorder.poll() is None:
+        await asyncio.sleep(0.2)
+    stop.set()
+    return sum(await task)
 
 
 def main() -> None:
@@ -309,6 +402,12 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25, help="functions listed per profile")
     parser.add_argument("--no-profile", action="store_true", help="CPU figures only")
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="profile with Linux perf instead of py-spy: CPU time of all threads, kernel included (needs perf "
+        "and the permission to use it; the service runs with PYTHONPERFSUPPORT=1)",
+    )
     parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (bench3: INFO)")
     parser.add_argument(
         "--chunks", type=int, default=4, help="content events per fake answer (bench3's upstream sends ~9 pieces)"
@@ -335,6 +434,7 @@ def main() -> None:
         "DJANGO_SETTINGS_MODULE": "writing_service.settings",
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(64),
         "FIELD_ENCRYPTION_KEY": os.environ.get("FIELD_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
+        **({"PYTHONPERFSUPPORT": "1"} if args.perf else {}),
     }
     env.setdefault("DATABASE_URL", f"sqlite:///{tmp}/profile.sqlite3")
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -377,7 +477,8 @@ def main() -> None:
                 )
         _name, target, pid = services[0]
         for case in [] if args.no_profile else cases:
-            print(profile(target, case, pid, args.seconds, args.rate, args.top, args.clients), flush=True)
+            run = perf_profile if args.perf else profile
+            print(run(target, case, pid, args.seconds, args.rate, args.top, args.clients), flush=True)
         (RESULTS / "profile.json").write_text(json.dumps(rows, indent=1))
     finally:
         for proc in [*(p for _n, p in procs), fake_proc]:
