@@ -25,9 +25,15 @@ class LiveServer:
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True, name="live-asgi"
-        )
+        self.thread = threading.Thread(target=self._run, daemon=True, name="live-asgi")
+
+    def _run(self) -> None:
+        from apps.core import db_async
+
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:  # the server's loop has ended: its hot-path database connections go with it
+            db_async.close_ended()
 
     @property
     def url(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -14,7 +15,6 @@ from typing import Any, NamedTuple, Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -238,19 +238,18 @@ def hold_place(
     more statement (the generation record) to run with the hold's writes — in the same statement on
     PostgreSQL — and only if the hold is placed.
     """
+    attempt = hold_attempt(
+        user_id=user.pk,
+        generation_id=generation_id,
+        pricing=pricing,
+        input_chars=input_chars,
+        max_tokens=max_tokens,
+        record_statement=record_statement,
+    )
+    if attempt is not None:
+        return _hold_place_one(user.pk, attempt)
     now = timezone.now()
     day = billing_day(now)
-    if _one_statement() and not pricing.is_free:
-        return _hold_place_one(
-            user_id=user.pk,
-            generation_id=generation_id,
-            pricing=pricing,
-            input_chars=input_chars,
-            max_tokens=max_tokens,
-            record_statement=record_statement,
-            now=now,
-            day=day,
-        )
     with transaction.atomic(), connection.cursor() as cursor:
         # A paid model's hold is not zero (unless its ratios are): lock its rows with the tier read.
         tier, rows = statements.hold_rows(cursor, user.pk, day, now, lock=not pricing.is_free)
@@ -314,40 +313,54 @@ def _hold_terms(pricing: Pricing, input_chars: int, max_tokens: int, *, is_membe
     return input_cost, worst - input_cost, one_char
 
 
-def _hold_place_one(
+class HoldAttempt(NamedTuple):
+    """`hold_place` as its one statement (PostgreSQL, a paid model), for a caller that runs statements
+    itself (`apps.core.db_async`): `read(row)` turns the statement's answer into the hold — None when the
+    user's wallet or day's usage row does not exist yet (nothing written: `hold_place` creates them) —
+    or raises `InsufficientBalance` (nothing written)."""
+
+    statement: Statement
+    read: Callable[[Sequence[Any] | None], HoldResult | None]
+    day: date  # the billing day it reserves in
+
+
+def hold_attempt(
     *,
     user_id: int,
     generation_id: str,
     pricing: Pricing,
     input_chars: int,
     max_tokens: int,
-    record_statement: RecordStatement[HoldRecord] | None,
-    now: datetime,
-    day: date,
-) -> HoldResult:
-    """`hold_place` on PostgreSQL: the non-member terms go in, the statement applies the member's rule
-    (output free) itself when it finds an active membership."""
+    record_statement: RecordStatement[HoldRecord] | None = None,
+) -> HoldAttempt | None:
+    """The one-statement form of `hold_place` (same arguments); None where there is none (not PostgreSQL,
+    or a free model: nothing to reserve). The non-member terms go in; the statement applies the
+    member's rule (output free) itself when it finds an active membership."""
+    if not _one_statement() or pricing.is_free:
+        return None
+    now = timezone.now()
+    day = billing_day(now)
     input_cost, worst_output, one_char = _hold_terms(pricing, input_chars, max_tokens, is_member=False)
-    record = record_statement(_HOLD_DECIDED) if record_statement is not None else None
-    async_commit = statements.async_commit()  # decided here: the first-use path adds a savepoint
+    statement = statements.hold_place_sql(
+        user_id=user_id,
+        day=day,
+        at=now,
+        quotas=_quota_terms(),
+        input_cost=input_cost,
+        worst_output_cost=worst_output,
+        one_char_cost=one_char,
+        generation_id=generation_id,
+        model_id=pricing.model_id,
+        expires_at=now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS),
+        record=record_statement(_HOLD_DECIDED) if record_statement is not None else None,
+        async_commit=statements.async_commit(),  # decided here: the first-use path adds a savepoint
+    )
 
-    def place(cursor: CursorWrapper) -> statements.HoldOutcome | None:
-        outcome = statements.hold_place_one(
-            cursor,
-            user_id=user_id,
-            day=day,
-            at=now,
-            quotas=_quota_terms(),
-            input_cost=input_cost,
-            worst_output_cost=worst_output,
-            one_char_cost=one_char,
-            generation_id=generation_id,
-            model_id=pricing.model_id,
-            expires_at=now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS),
-            record=record,
-            async_commit=async_commit,
-        )
-        if outcome is not None and outcome.amount is None:
+    def read(row: Sequence[Any] | None) -> HoldResult | None:
+        outcome = statements.hold_outcome(row)
+        if outcome is None:
+            return None
+        if outcome.amount is None:
             charged_output = outcome.tier is None and worst_output > 0  # a member's output is free
             raise _insufficient(
                 required=input_cost + (one_char if charged_output else 0),
@@ -355,17 +368,24 @@ def _hold_place_one(
                 input_cost=input_cost,
                 held=outcome.held,
             )
-        return outcome
+        return HoldResult(amount=outcome.amount, is_member=outcome.tier is not None, covers_worst=outcome.covers_worst)
 
+    return HoldAttempt(statement, read, day)
+
+
+def _hold_place_one(user_id: int, attempt: HoldAttempt) -> HoldResult:
+    """`hold_place` on PostgreSQL: its one statement, after creating the user's rows on first use."""
     with connection.cursor() as cursor:
-        outcome = place(cursor)
-        if outcome is None:  # first use of the wallet or of the day: create the rows in a transaction
+        cursor.execute(*attempt.statement)
+        result = attempt.read(cursor.fetchone())
+        if result is None:  # first use of the wallet or of the day: create the rows in a transaction
             with transaction.atomic():  # that a 402 rolls back (it writes nothing, not even empty rows)
-                statements.rows_create(user_id, day)
-                outcome = place(cursor)
-    if outcome is None or outcome.amount is None:  # pragma: no cover - the rows were just created
+                statements.rows_create(user_id, attempt.day)
+                cursor.execute(*attempt.statement)
+                result = attempt.read(cursor.fetchone())
+    if result is None:  # pragma: no cover - the rows were just created
         raise RuntimeError(f"no wallet or usage row for user {user_id}")
-    return HoldResult(amount=outcome.amount, is_member=outcome.tier is not None, covers_worst=outcome.covers_worst)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +468,37 @@ def _settlement(hold: statements.LockedHold, charge: charges.Charge) -> Consumpt
     return Consumption(total, input_cost, output_cost, free_used, total - free_used, charge.member_benefit_applied)
 
 
+def settle_attempt(
+    *,
+    generation_id: str,
+    pricing: Pricing,
+    input_chars: int,
+    output_chars: int,
+    record_statement: RecordStatement[ConsumptionRecord] | None = None,
+) -> Statement | None:
+    """The one statement of `charge_settle` (same arguments) on PostgreSQL, for a caller that runs
+    statements itself: `statements.settled(row)` reads its answer — None when the hold was not active
+    (nothing written: `charge_settle` then finds what happened to it). None elsewhere."""
+    if not _one_statement():
+        return None
+    non_member = charges.compute_charge(
+        input_chars=input_chars, output_chars=output_chars, **_terms(pricing, is_member=False)
+    )
+    return statements.charge_settle_sql(
+        generation_id=generation_id,
+        quotas=_quota_terms(),
+        input_cost=non_member.input_cost,
+        output_cost=non_member.output_cost,
+        is_free_model=pricing.is_free,
+        model_id=pricing.model_id,
+        input_chars=input_chars,
+        output_chars=output_chars,
+        note=f"generation {generation_id} ({pricing.model_id})"[:300],
+        now=timezone.now(),
+        record=record_statement(_SETTLED) if record_statement is not None else None,
+    )
+
+
 def charge_settle(
     *,
     generation_id: str,
@@ -460,25 +511,17 @@ def charge_settle(
     was already settled or released returns its existing charge (or nothing) and changes nothing.
     `record_statement` gives one more statement for the charge (the generation record's), run with the
     writes, settled now or before. One statement in autocommit on PostgreSQL."""
-    if _one_statement():
-        non_member = charges.compute_charge(
-            input_chars=input_chars, output_chars=output_chars, **_terms(pricing, is_member=False)
-        )
+    statement = settle_attempt(
+        generation_id=generation_id,
+        pricing=pricing,
+        input_chars=input_chars,
+        output_chars=output_chars,
+        record_statement=record_statement,
+    )
+    if statement is not None:
         with connection.cursor() as cursor:
-            consumption = statements.charge_settle_one(
-                cursor,
-                generation_id=generation_id,
-                quotas=_quota_terms(),
-                input_cost=non_member.input_cost,
-                output_cost=non_member.output_cost,
-                is_free_model=pricing.is_free,
-                model_id=pricing.model_id,
-                input_chars=input_chars,
-                output_chars=output_chars,
-                note=f"generation {generation_id} ({pricing.model_id})"[:300],
-                now=timezone.now(),
-                record=record_statement(_SETTLED) if record_statement is not None else None,
-            )
+            cursor.execute(*statement)
+            consumption = statements.settled(cursor.fetchone())
             if consumption is None:  # settled or released before: its charge (or nothing)
                 consumption = _settle_expired(
                     generation_id=generation_id, pricing=pricing, input_chars=input_chars, output_chars=output_chars

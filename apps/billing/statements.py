@@ -397,8 +397,19 @@ class HoldOutcome(NamedTuple):
 HOLD_SOURCE = "s"  # the decided row of the hold statement, for the caller's record (`FROM s`)
 
 
-def hold_place_one(
-    cursor: CursorWrapper,
+def hold_place_one(cursor: CursorWrapper, **terms: Any) -> HoldOutcome | None:
+    """`hold_place_sql` run on `cursor`: None when the user's wallet or day's usage row does not exist yet
+    (the caller creates them and retries)."""
+    cursor.execute(*hold_place_sql(**terms))
+    return hold_outcome(cursor.fetchone())
+
+
+def hold_outcome(row: Sequence[Any] | None) -> HoldOutcome | None:
+    """The hold statement's answer (None: no wallet or usage row yet)."""
+    return None if row is None else HoldOutcome(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def hold_place_sql(
     *,
     user_id: int,
     day: date,
@@ -412,15 +423,15 @@ def hold_place_one(
     expires_at: datetime,
     record: Statement | None,
     async_commit: bool,
-) -> HoldOutcome | None:
-    """Decide and place a metered hold in one statement (`charges.plan_hold`, free quota first). None
-    when the user's wallet or day's usage row does not exist yet (the caller creates them and retries).
+) -> Statement:
+    """The statement that decides and places a metered hold (`charges.plan_hold`, free quota first); it
+    answers no row when the user's wallet or day's usage row does not exist yet (`hold_outcome`).
     `record` is the caller's `INSERT … SELECT … FROM s` (its one row when the hold is placed)."""
     now = _dt(at)
     tier_sql = _MEMBER_TIER_SQL.format(user="%s")
     record_sql = f", ig AS ({record[0]})" if record else ""
     commit_sql = f", {_ASYNC_COMMIT}" if async_commit else ""
-    cursor.execute(
+    return (
         f"WITH t AS (SELECT ({tier_sql}) AS tier),"  # noqa: S608 (constant SQL, values as parameters)
         " r AS (SELECT w.paid_balance, w.paid_held, u.id AS usage_id, u.used, u.held FROM billing_wallet w"
         " JOIN billing_dailyusage u ON u.user_id = w.user_id AND u.day = %s WHERE w.user_id = %s"
@@ -469,10 +480,6 @@ def hold_place_one(
             *(record[1] if record else []),
         ],
     )
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    return HoldOutcome(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
 
 class ExtendOutcome(NamedTuple):
@@ -513,8 +520,18 @@ def hold_extend_one(
 SETTLE_SOURCE = "c"  # the settled row of the settlement statement, for the caller's record (`FROM c`)
 
 
-def charge_settle_one(
-    cursor: CursorWrapper,
+def charge_settle_one(cursor: CursorWrapper, **terms: Any) -> Consumption | None:
+    """`charge_settle_sql` run on `cursor`: None when the hold is not active (nothing written)."""
+    cursor.execute(*charge_settle_sql(**terms))
+    return settled(cursor.fetchone())
+
+
+def settled(row: Sequence[Any] | None) -> Consumption | None:
+    """The settlement statement's answer (None: the hold was not active)."""
+    return None if row is None else Consumption(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+
+
+def charge_settle_sql(
     *,
     generation_id: str,
     quotas: QuotaTerms,
@@ -527,15 +544,16 @@ def charge_settle_one(
     note: str,
     now: datetime,
     record: Statement | None,
-) -> Consumption | None:
-    """Settle an active hold in one statement: the charge (`output_cost` waived for a member's hold),
+) -> Statement:
+    """The statement that settles an active hold: the charge (`output_cost` waived for a member's hold),
     never more than the hold; free quota first (the hold's own free part at least); the wallet, the day's
     usage, the ledger entry, the `Charge`, the hold closed, and the caller's `record`
-    (`UPDATE … FROM c`). None when the hold is not active (settled, released or expired): nothing written."""
+    (`UPDATE … FROM c`). No row when the hold is not active (settled, released or expired): nothing
+    written (`settled`)."""
     at = _dt(now)
     tier_sql = _MEMBER_TIER_SQL.format(user="h.user_id")
     record_sql = f", ig AS ({record[0]})" if record else ""
-    cursor.execute(
+    return (
         "WITH h AS (SELECT id, user_id, day, amount, free_part, paid_part, is_member FROM billing_hold"  # noqa: S608 (constant SQL, values as parameters)
         " WHERE generation_id = %s AND status = %s FOR UPDATE),"
         " r AS (SELECT h.id AS hold_id, w.paid_balance, w.paid_held, u.id AS usage_id, u.used, u.held,"
@@ -589,8 +607,6 @@ def charge_settle_one(
             *(record[1] if record else []),
         ],
     )
-    row = cursor.fetchone()
-    return None if row is None else Consumption(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
 
 def rows_create(user_id: int, day: date) -> None:

@@ -33,9 +33,19 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.utils.functional import cached_property
 
+from apps.core import redis_pipelined
+from apps.core.db import NeedsThread
+
 _lock = threading.Lock()
 logger = logging.getLogger("apps.core.cache")
 _down_logged = 0.0
+
+
+def _down(exc: Exception) -> None:
+    global _down_logged
+    if time.monotonic() - _down_logged > 60:
+        _down_logged = time.monotonic()
+        logger.warning("Redis cache unreachable (%s): reads miss and rate limits are off", exc)
 
 
 def _fail_open[**P, R](when_down: Callable[..., Any]) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -44,13 +54,10 @@ def _fail_open[**P, R](when_down: Callable[..., Any]) -> Callable[[Callable[P, R
     def wrap(operation: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(operation)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            global _down_logged
             try:
                 return operation(*args, **kwargs)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if time.monotonic() - _down_logged > 60:
-                    _down_logged = time.monotonic()
-                    logger.warning("Redis cache unreachable (%s): reads miss and rate limits are off", exc)
+                _down(exc)
                 return when_down(*args, **kwargs)  # type: ignore[no-any-return]
 
         return run
@@ -72,6 +79,8 @@ class _ReusingClient(RedisCacheClient):
         self._redis_clients: dict[int, Any] = {}
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
+        if _on_loop.get():  # a round trip now would block the event loop: the caller redoes its step in a thread
+            raise NeedsThread("a cache round trip on the event loop")
         # Django's private helpers (untyped in django-stubs): the pool index and the client class.
         base: Any = self
         index = base._get_connection_pool_index(write)
@@ -173,6 +182,7 @@ class SharedRedisCache(RedisCache):
 
 
 _prefetched: ContextVar[dict[str, Any] | None] = ContextVar("cache_prefetched", default=None)
+_on_loop: ContextVar[bool] = ContextVar("cache_on_loop", default=False)
 _MISSING = object()  # prefetched, not in the cache
 _NOT_PREFETCHED = object()
 
@@ -199,4 +209,42 @@ def prefetched(keys: Iterable[str]) -> Iterator[None]:
     try:
         yield
     finally:
+        _prefetched.reset(token)
+
+
+async def fetched_on_loop(keys: Iterable[str]) -> dict[str, Any] | None:
+    """`keys` read on the event loop (one `MGET` on the loop's pipelined connection), for
+    `prefetched_values`: a missing key maps to a miss. None when there is nothing to fetch: no keys, or a
+    cache other than one shared Redis server (the per-process cache is read in place). Redis unreachable:
+    every key a miss, as the synchronous reads fail open."""
+    wanted = list(dict.fromkeys(keys))
+    backend = caches["default"]
+    if not wanted or not isinstance(backend, SharedRedisCache):
+        return None
+    base: Any = backend  # RedisCache's private, untyped attributes
+    if len(base._servers) != 1:
+        return None
+    client: Any = base._cache
+    try:
+        raw = await redis_pipelined.for_loop(base._servers[0]).execute(
+            "MGET", *(backend.make_and_validate_key(k) for k in wanted)
+        )
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        _down(exc)
+        raw = [None] * len(wanted)
+    return {k: _MISSING if r is None else client._serializer.loads(r) for k, r in zip(wanted, raw, strict=True)}
+
+
+@contextmanager
+def prefetched_values(values: dict[str, Any] | None, *, on_loop: bool = False) -> Iterator[None]:
+    """Inside the block the first read of each key of `values` (from `fetched_on_loop`) answers from it,
+    as in `prefetched`; `values` is consumed as it is read (several blocks may share it). With
+    `on_loop`, any other round trip to the shared cache raises `NeedsThread` instead of blocking the
+    event loop."""
+    token = _prefetched.set(values)
+    loop_token = _on_loop.set(on_loop)
+    try:
+        yield
+    finally:
+        _on_loop.reset(loop_token)
         _prefetched.reset(token)

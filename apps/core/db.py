@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
@@ -34,6 +35,13 @@ except ImportError:  # pragma: no cover
 if _psycopg_queries is not None:
     _psycopg_queries.MAX_CACHED_STATEMENT_LENGTH = max(_psycopg_queries.MAX_CACHED_STATEMENT_LENGTH, 16 * 1024)
     _psycopg_queries.MAX_CACHED_STATEMENT_PARAMS = max(_psycopg_queries.MAX_CACHED_STATEMENT_PARAMS, 200)
+
+
+class NeedsThread(SynchronousOnlyOperation):
+    """Synchronous code run on the event loop reached a round trip it cannot make there (a cache read that
+    was not fetched ahead): its caller redoes the step on the database threads. A database query on the
+    loop raises Django's own `SynchronousOnlyOperation`, of which this is a kind."""
+
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()

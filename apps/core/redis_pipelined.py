@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import weakref
 from collections import deque
 from typing import Any
 
@@ -234,3 +235,15 @@ class PipelinedRedis:
 
     def _where(self) -> str:
         return self._path or f"{self._host}:{self._port}"
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, PipelinedRedis]] = weakref.WeakKeyDictionary()
+
+
+def for_loop(url: str) -> PipelinedRedis:
+    """The running loop's pipelined connection to `url` (one per loop and URL)."""
+    clients = _per_loop.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get(url)
+    if client is None:
+        client = clients[url] = PipelinedRedis(url, connect_timeout=1, timeout=2)
+    return client

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import replace
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,13 +19,14 @@ from apps.accounts.authentication import auth_cache_keys
 from apps.accounts.permissions import CanGenerateWriting
 from apps.billing.api import ConsumptionSerializer
 from apps.billing.charges import count_chars
+from apps.core import db_async
 from apps.core.api.fields import ScalarToString
 from apps.core.api.pagination import PagePagination
 from apps.core.api.renderers import EventStreamRenderer, JSONRenderer, dumps
 from apps.core.api.serializers import StaticSerializer
-from apps.core.api.throttling import ScopedRateThrottle, UserRateThrottle
+from apps.core.api.throttling import ScopedRateThrottle, UserRateThrottle, count_on_loop
 from apps.core.api.views import AsyncAPIView, peek_json, request_user
-from apps.core.cache import prefetched
+from apps.core.cache import fetched_on_loop, prefetched, prefetched_values
 from apps.core.db import db_sync_to_async
 from apps.generation import selectors, services
 from apps.generation.models import Generation
@@ -134,19 +137,83 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
         token's and its permissions'; subclasses add theirs)."""
         return auth_cache_keys(request)
 
-    def _checked_open(self, request: Request) -> tuple[PrepT, bool]:
-        with prefetched(self.prefetch_keys(request)):
+    def open_plan(self, user: Any, req: ReqT) -> services.OpenPlan[PrepT] | None:
+        """`open` up to its hold, for the hold to be placed on the event loop (`apps.core.db_async`).
+        None (the default): `open` runs on a database thread."""
+        return None
+
+    def finish_plan(self, *, prepared: PrepT, outcome: services.Outcome) -> services.FinishPlan | None:
+        """`finish` decided, for its settlement to run on the event loop; None (the default): `finish`
+        runs on a database thread."""
+        return None
+
+    def get_throttles(self) -> list[Any]:
+        counted = self._counted_throttles
+        return counted if counted is not None else super().get_throttles()
+
+    _counted_throttles: list[Any] | None = None  # the rate limits this request was counted in, on the loop
+
+    def _validated(self, request: Request) -> ReqT:
+        data = self.input_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        req = data.to_request()
+        if self.stream and not req.stream:  # a `/stream` endpoint streams whatever the body says
+            req = replace(req, stream=True)  # type: ignore[type-var]  # the requests are dataclasses
+        return req
+
+    def _checked_open(self, request: Request, values: dict[str, Any] | None = None) -> tuple[PrepT, bool]:
+        """Authentication, permission, rate limits, validation and `open`, on a database thread (with the
+        cache entries fetched ahead: `values` when the event loop read them already)."""
+        ahead = prefetched(self.prefetch_keys(request)) if values is None else prefetched_values(values)
+        with ahead:
             self.initial(request)
-            data = self.input_serializer(data=request.data)
-            data.is_valid(raise_exception=True)
-            req = data.to_request()
-            if self.stream and not req.stream:  # a `/stream` endpoint streams whatever the body says
-                req = replace(req, stream=True)  # type: ignore[type-var]  # the requests are dataclasses
+            req = self._validated(request)
             return self.open(request.user, req), req.stream
 
+    async def _open(self, request: Request) -> tuple[PrepT, bool]:
+        """`_checked_open` without leaving the event loop where it can: the cache entries read on the loop's
+        Redis connection, the checks and the assembly run in place (no round trip is left to make: any
+        other one raises `SynchronousOnlyOperation` first, and the step is redone on a database thread
+        from the start, with what was read and counted), the rate limits counted in one script call, and
+        the hold placed by one statement on the loop's database connection."""
+        if not db_async.enabled() or type(self).open_plan is GenerationView.open_plan:
+            return await db_sync_to_async(self._checked_open)(request)
+        values = await fetched_on_loop(self.prefetch_keys(request))
+        unread = dict(values) if values is not None else None
+        try:
+            with prefetched_values(values, on_loop=True):
+                self._counted_throttles = []  # counted below, on the loop
+                self.initial(request)
+            self._counted_throttles = None
+            throttles = self.get_throttles()
+            if await count_on_loop(throttles, request, self):
+                self._counted_throttles = throttles
+            with prefetched_values(values, on_loop=True):
+                self.check_throttles(request)
+                req = self._validated(request)
+                plan = self.open_plan(request.user, req)
+                attempt = plan.attempt() if plan is not None else None
+        except SynchronousOnlyOperation:  # a round trip the loop cannot make: all of it on a thread
+            if self._counted_throttles == []:
+                self._counted_throttles = None
+            return await db_sync_to_async(self._checked_open)(request, unread)
+        if plan is None:  # pragma: no cover - open_plan is overridden for this view
+            return await db_sync_to_async(self.open)(request.user, req), req.stream
+        hold = None
+        if attempt is not None:  # the statement runs to its end even if the client goes away meanwhile
+            hold = attempt.read(await asyncio.shield(db_async.fetchone(attempt.statement)))
+        prepared = plan.opened(hold) if hold is not None else await db_sync_to_async(plan.run)()
+        return prepared, req.stream
+
     async def generate(self, request: Request) -> HttpResponse | StreamingHttpResponse:
-        prepared, wants_stream = await db_sync_to_async(self._checked_open)(request)
-        answer = await respond(prepared, self.finish, stream=self.stream or wants_stream, relay_class=self.relay_class)
+        prepared, wants_stream = await self._open(request)
+        answer = await respond(
+            prepared,
+            self.finish,
+            stream=self.stream or wants_stream,
+            relay_class=self.relay_class,
+            finish_plan=self.finish_plan if db_async.enabled() else None,
+        )
         if isinstance(answer, dict):  # rendered here: no DRF Response, renderer and second HttpResponse
             response = HttpResponse(dumps(answer), content_type=JSONRenderer.media_type)
             self.decorate(prepared, response, answer)
@@ -179,8 +246,14 @@ class WritingView(GenerationView[services.WritingRequest, services.Prepared]):
     def open(self, user: Any, req: services.WritingRequest) -> services.Prepared:
         return services.writing_prepare(user=user, req=req)
 
+    def open_plan(self, user: Any, req: services.WritingRequest) -> services.OpenPlan[services.Prepared]:
+        return services.writing_open_plan(user=user, req=req)
+
     def finish(self, *, prepared: services.Prepared, outcome: services.Outcome) -> services.Finished:
         return services.generation_finish(prepared=prepared, outcome=outcome)
+
+    def finish_plan(self, *, prepared: services.Prepared, outcome: services.Outcome) -> services.FinishPlan:
+        return services.generation_finish_plan(prepared=prepared, outcome=outcome)
 
 
 class WritingGenerateView(WritingView):

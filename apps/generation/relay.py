@@ -18,18 +18,20 @@ from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
 from django.http import StreamingHttpResponse
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from apps.core import db_async
 from apps.core.api.exceptions import envelope
 from apps.core.db import db_sync_to_async
 from apps.core.errors import ApplicationError
 from apps.core.metrics import SSE_STREAMS_OPEN
 from apps.generation.metrics import generation_observe
 from apps.generation.models import Generation
-from apps.generation.services import Finished, Outcome, Prepared, generation_extend
+from apps.generation.services import Finished, FinishPlan, Outcome, Prepared, generation_extend
 from apps.providers.adapters import Delta, UpstreamError, UpstreamLoading, UpstreamRateLimited, UpstreamTimeout
 from apps.providers.circuit import CircuitOpen, retry_after_header
 from apps.providers.health import breaker
@@ -98,12 +100,25 @@ class Finish(Protocol):
     def __call__(self, *, prepared: Any, outcome: Outcome) -> Finished: ...
 
 
+class PlanFinish(Protocol):
+    """Decides a generation's end without writing (`generation_finish_plan`); None: `finish` does it all."""
+
+    def __call__(self, *, prepared: Any, outcome: Outcome) -> FinishPlan | None: ...
+
+
 async def respond(
-    prepared: Prepared, finish: Finish, *, stream: bool, relay_class: type[Relay] | None = None
+    prepared: Prepared,
+    finish: Finish,
+    *,
+    stream: bool,
+    relay_class: type[Relay] | None = None,
+    finish_plan: PlanFinish | None = None,
 ) -> StreamingHttpResponse | dict[str, Any]:
     """Call the model for a prepared generation and answer: an SSE stream, or the JSON body at the end.
 
-    `finish` completes the record and the billing (and, for roleplay, the chat) exactly once.
+    `finish` completes the record and the billing (and, for roleplay, the chat) exactly once. With
+    `finish_plan`, a settlement runs as one statement on the event loop (`apps.core.db_async`); `finish`
+    on a database thread does the rest (releases, a hold found inactive).
     """
     routed = RoutedCall(
         targets=prepared.targets,
@@ -112,7 +127,7 @@ async def respond(
         can_use=prepared.covered_by_hold,
         breaker=breaker(),
     )
-    relay = (relay_class or Relay)(prepared, routed, finish)
+    relay = (relay_class or Relay)(prepared, routed, finish, finish_plan)
     if stream:
         primed = await relay.prime()
         response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")
@@ -125,10 +140,13 @@ async def respond(
 class Relay:
     """Drives one routed upstream call and collects what it produced."""
 
-    def __init__(self, prepared: Prepared, routed: RoutedCall, finish: Finish) -> None:
+    def __init__(
+        self, prepared: Prepared, routed: RoutedCall, finish: Finish, finish_plan: PlanFinish | None = None
+    ) -> None:
         self.prepared = prepared
         self.routed = routed
         self.finish = finish
+        self.finish_plan = finish_plan
         self.content: list[str] = []
         self.reasoning: list[str] = []
         self.finish_reason: str | None = None
@@ -266,9 +284,24 @@ class Relay:
             attempts=list(self.routed.attempts),
             stopped_by_balance=self.stopped_by_balance,
         )
-        self.finished = await asyncio.shield(db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome))
+        self.finished = await asyncio.shield(self._finish(outcome))
         generation_observe(prepared=self.prepared, outcome=outcome, finished=self.finished)
         return self.finished
+
+    async def _finish(self, outcome: Outcome) -> Finished:
+        """A settlement as one statement on the event loop when it can be; else `finish` on a thread."""
+        if self.finish_plan is not None:
+            try:
+                plan = self.finish_plan(prepared=self.prepared, outcome=outcome)
+                statement = plan.attempt() if plan is not None else None
+            except SynchronousOnlyOperation:  # a round trip before the statement (a settings cache to refresh)
+                statement = None
+            if statement is not None:
+                assert plan is not None
+                finished = plan.read(await db_async.fetchone(statement))
+                if finished is not None:
+                    return finished
+        return await db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome)
 
     def final_event(self) -> dict[str, Any]:
         assert self.finished is not None

@@ -22,7 +22,8 @@ from apps.billing.charges import (
     one_char_cost,
     output_cost,
 )
-from apps.billing.selectors import balance_get
+from apps.billing.selectors import Consumption, balance_get
+from apps.billing.statements import settled
 from apps.core.db import Statement, insert_statement, update_statement
 from apps.core.errors import ContextExceeded, MaxTokensTooLarge
 from apps.generation.assembly import Assembled, BudgetExceeded, assemble, fit_budget
@@ -257,8 +258,13 @@ def writing_prepare(*, user: Any, req: WritingRequest) -> Prepared:
     Raises `ApplicationError` (404/400 prompt, 400 model/maxTokens/budget, 402 funds) before anything is
     written: an invalid request never touches the wallet.
     """
+    return writing_open_plan(user=user, req=req).run()
+
+
+def writing_open_plan(*, user: Any, req: WritingRequest) -> OpenPlan[Prepared]:
+    """`writing_prepare` up to its hold (`OpenPlan`): the plan checked and assembled, nothing written."""
     plan = writing_plan(user=user, req=req)
-    return generation_open(
+    return generation_open_plan(
         prepared=plan.prepared(user=user, req=req),
         user=user,
         stream=req.stream,
@@ -329,45 +335,80 @@ def writing_preview(*, user: Any, req: WritingRequest) -> WritingPreview:
     )
 
 
-def generation_open(*, prepared: Prepared, user: Any, stream: bool, mode: str, **record_fields: Any) -> Prepared:
-    """Place the hold and create the record in one transaction (402 before anything is written)."""
-    primary = prepared.targets[0]
-    generation_id = new_generation_id()
-    input_chars = prepared.input_chars_for(primary)
+@dataclass(slots=True)
+class OpenPlan[PrepT: Prepared]:
+    """A generation ready to be opened: its id chosen, its hold and record to be written together. `run()`
+    does it on a database thread; `attempt()` gives the hold as one statement (or None) for a caller that
+    runs it on the event loop, then `opened(hold)` — or `run()` when the attempt found no wallet yet."""
 
-    def record(hold: billing.HoldRecord) -> Statement:
+    prepared: PrepT
+    user: Any
+    stream: bool
+    mode: str
+    record_fields: dict[str, Any]
+    generation_id: str = field(default_factory=new_generation_id)
+
+    @property
+    def _primary(self) -> ModelTarget:
+        return self.prepared.targets[0]
+
+    def _record(self, hold: billing.HoldRecord) -> Statement:
+        prepared = self.prepared
         return insert_statement(
             Generation,
             {
-                "public_id": generation_id,
-                "user_id": user.pk,
-                "mode": mode,
-                "model_requested": primary.model_id,
-                "stream": stream,
+                "public_id": self.generation_id,
+                "user_id": self.user.pk,
+                "mode": self.mode,
+                "model_requested": self._primary.model_id,
+                "stream": self.stream,
                 "temperature": prepared.temperature,
                 "max_tokens": prepared.max_tokens,
                 "messages_count": len(prepared.messages),
                 "history_dropped": prepared.history_dropped,
-                "input_chars": input_chars,
+                "input_chars": prepared.input_chars_for(self._primary),
                 "hold_amount": hold.amount,
-                **record_fields,
+                **self.record_fields,
             },
             source=hold.source,
         )
 
-    # the hold is its own transaction (one statement on PostgreSQL), the record written with it
-    hold = billing.hold_place(
-        user=user,
-        generation_id=generation_id,
-        pricing=pricing_of(primary),
-        input_chars=input_chars,
-        max_tokens=prepared.max_tokens,
-        record_statement=record,
-    )
-    prepared.generation_id = generation_id
-    prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
-    prepared.hold_covers_worst = hold.covers_worst
-    return prepared
+    def _hold_terms(self) -> dict[str, Any]:
+        return {
+            "generation_id": self.generation_id,
+            "pricing": pricing_of(self._primary),
+            "input_chars": self.prepared.input_chars_for(self._primary),
+            "max_tokens": self.prepared.max_tokens,
+            "record_statement": self._record,
+        }
+
+    def attempt(self) -> billing.HoldAttempt | None:
+        return billing.hold_attempt(user_id=self.user.pk, **self._hold_terms())
+
+    def opened(self, hold: billing.HoldResult) -> PrepT:
+        prepared = self.prepared
+        prepared.generation_id = self.generation_id
+        prepared.hold_amount, prepared.is_member = hold.amount, hold.is_member
+        prepared.hold_covers_worst = hold.covers_worst
+        return prepared
+
+    def run(self) -> PrepT:
+        """Place the hold and create the record in one transaction (402 before anything is written): the
+        hold is its own transaction (one statement on PostgreSQL), the record written with it."""
+        return self.opened(billing.hold_place(user=self.user, **self._hold_terms()))
+
+
+def generation_open_plan[PrepT: Prepared](
+    *, prepared: PrepT, user: Any, stream: bool, mode: str, **record_fields: Any
+) -> OpenPlan[PrepT]:
+    return OpenPlan(prepared=prepared, user=user, stream=stream, mode=mode, record_fields=record_fields)
+
+
+def generation_open[PrepT: Prepared](
+    *, prepared: PrepT, user: Any, stream: bool, mode: str, **record_fields: Any
+) -> PrepT:
+    """Place the hold and create the record in one transaction (402 before anything is written)."""
+    return generation_open_plan(prepared=prepared, user=user, stream=stream, mode=mode, **record_fields).run()
 
 
 EXTEND_MIN_CHARS = 1000
@@ -430,35 +471,41 @@ class Finished:
     model: str
 
 
-def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
-    """Settle (success, content filter, or a cancelled stream that produced text) or release the hold,
-    and complete the record. Safe to call twice: billing is idempotent per generation."""
-    duration_ms = int((time.perf_counter() - prepared.started) * 1000)
-    target = outcome.target or prepared.targets[0]
-    input_chars = prepared.input_chars_for(target)
-    output_chars = count_chars(outcome.content) + count_chars(outcome.reasoning)
-    pays = outcome.pays(output_chars)
-    if outcome.usage is not None:
-        usage, estimated = outcome.usage, False
-    else:
-        usage = Usage.of(
-            sum(estimate_tokens(m.content) for m in prepared.request_for(target).messages),
-            estimate_tokens(outcome.content) + estimate_tokens(outcome.reasoning),
-        )
-        estimated = True
+@dataclass(slots=True)
+class FinishPlan:
+    """A generation's end, decided: what the record says and what the call pays. `run()` settles or
+    releases on a database thread; `attempt()` gives a settlement as one statement (None for a release,
+    or off PostgreSQL) for a caller that runs it on the event loop, then `finished(consumption)` — or
+    `run()` when the statement found the hold no longer active."""
 
-    def record(consumption: billing.ConsumptionRecord) -> Statement:
+    prepared: Prepared
+    outcome: Outcome
+    duration_ms: int
+    target: ModelTarget
+    input_chars: int
+    output_chars: int
+    usage: Usage
+    estimated: bool
+
+    @property
+    def pays(self) -> bool:
+        return self.outcome.pays(self.output_chars)
+
+    def _record(self, consumption: billing.ConsumptionRecord) -> Statement:
+        outcome, usage = self.outcome, self.usage
         return update_statement(
             Generation,
             {
                 "status": outcome.status,
-                "model_used": target.model_id if outcome.status != Generation.Status.FAILED or outcome.target else "",
+                "model_used": self.target.model_id
+                if outcome.status != Generation.Status.FAILED or outcome.target
+                else "",
                 "finish_reason": outcome.finish_reason or "",
-                "input_chars": input_chars,
-                "output_chars": output_chars,
+                "input_chars": self.input_chars,
+                "output_chars": self.output_chars,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
-                "usage_estimated": estimated,
+                "usage_estimated": self.estimated,
                 "total_cost": consumption.total_cost,
                 "input_cost": consumption.input_cost,
                 "output_cost": consumption.output_cost,
@@ -466,7 +513,7 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
                 "used_paid": consumption.used_paid,
                 "member_benefit_applied": consumption.member_benefit_applied,
                 "stopped_by_balance": outcome.stopped_by_balance,
-                "duration_ms": duration_ms,
+                "duration_ms": self.duration_ms,
                 "ttft_ms": outcome.ttft_ms,
                 "error_code": outcome.error_code[:50],
                 "error_message": outcome.error_message[:2000],
@@ -478,32 +525,79 @@ def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
                 "finished_at": timezone.now(),
             },
             where="public_id",
-            equals=prepared.generation_id,
+            equals=self.prepared.generation_id,
             source=consumption.source,
         )
 
-    if pays:
-        consumption = billing.charge_settle(
-            generation_id=prepared.generation_id,
-            pricing=pricing_of(target),
-            input_chars=input_chars,
-            output_chars=output_chars,
-            record_statement=record,
+    def _charge_terms(self) -> dict[str, Any]:
+        return {
+            "generation_id": self.prepared.generation_id,
+            "pricing": pricing_of(self.target),
+            "input_chars": self.input_chars,
+            "output_chars": self.output_chars,
+            "record_statement": self._record,
+        }
+
+    def attempt(self) -> Statement | None:
+        """The settlement's one statement (read its row with `billing.statements.settled`)."""
+        return billing.settle_attempt(**self._charge_terms()) if self.pays else None
+
+    def read(self, row: Sequence[Any] | None) -> Finished | None:
+        """The end after the settlement statement answered `row`; None when the hold was not active."""
+        consumption = settled(row)
+        return None if consumption is None else self.finished(consumption)
+
+    def finished(self, consumption: Consumption) -> Finished:
+        usage = self.usage
+        return Finished(
+            consumption=replace(consumption, stopped_by_balance=self.outcome.stopped_by_balance).as_api(),
+            usage={
+                "promptTokens": usage.prompt_tokens,
+                "completionTokens": usage.completion_tokens,
+                "totalTokens": usage.total_tokens,
+            },
+            usage_estimated=self.estimated,
+            duration_ms=self.duration_ms,
+            model=self.target.model_id,
         )
+
+    def run(self) -> Finished:
+        """Settle (success, content filter, or a cancelled stream that produced text) or release the hold,
+        and complete the record. Safe to call twice: billing is idempotent per generation."""
+        if self.pays:
+            consumption = billing.charge_settle(**self._charge_terms())
+        else:
+            consumption = Consumption()
+            billing.hold_release(generation_id=self.prepared.generation_id, record_statement=self._record)
+        return self.finished(consumption)
+
+
+def generation_finish_plan(*, prepared: Prepared, outcome: Outcome) -> FinishPlan:
+    """What the generation's end writes and charges (see `FinishPlan`)."""
+    target = outcome.target or prepared.targets[0]
+    if outcome.usage is not None:
+        usage, estimated = outcome.usage, False
     else:
-        consumption = billing.Consumption()
-        billing.hold_release(generation_id=prepared.generation_id, record_statement=record)
-    return Finished(
-        consumption=replace(consumption, stopped_by_balance=outcome.stopped_by_balance).as_api(),
-        usage={
-            "promptTokens": usage.prompt_tokens,
-            "completionTokens": usage.completion_tokens,
-            "totalTokens": usage.total_tokens,
-        },
-        usage_estimated=estimated,
-        duration_ms=duration_ms,
-        model=target.model_id,
+        usage = Usage.of(
+            sum(estimate_tokens(m.content) for m in prepared.request_for(target).messages),
+            estimate_tokens(outcome.content) + estimate_tokens(outcome.reasoning),
+        )
+        estimated = True
+    return FinishPlan(
+        prepared=prepared,
+        outcome=outcome,
+        duration_ms=int((time.perf_counter() - prepared.started) * 1000),
+        target=target,
+        input_chars=prepared.input_chars_for(target),
+        output_chars=count_chars(outcome.content) + count_chars(outcome.reasoning),
+        usage=usage,
+        estimated=estimated,
     )
+
+
+def generation_finish(*, prepared: Prepared, outcome: Outcome) -> Finished:
+    """Settle or release the hold and complete the record (`FinishPlan.run`). Safe to call twice."""
+    return generation_finish_plan(prepared=prepared, outcome=outcome).run()
 
 
 def generation_abandon(*, generation_id: str, status: str, error_code: str = "", error_message: str = "") -> None:

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from apps.core.redis_pipelined import PipelinedRedis, Script
+from apps.core.redis_pipelined import PipelinedRedis, Script, for_loop
 
 logger = logging.getLogger("apps.providers.limits")
 
@@ -46,7 +46,6 @@ class ConcurrencyLimited(Exception):
 _local: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
-_redis_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PipelinedRedis] = weakref.WeakKeyDictionary()
 
 
 def _local_semaphore(key: str, limit: int) -> asyncio.Semaphore:
@@ -60,11 +59,7 @@ def _local_semaphore(key: str, limit: int) -> asyncio.Semaphore:
 
 def _redis(url: str) -> PipelinedRedis:
     """This loop's connection to `url` (all its slots' commands pipelined on it)."""
-    loop = asyncio.get_running_loop()
-    client = _redis_clients.get(loop)
-    if client is None or client.url != url:
-        client = _redis_clients[loop] = PipelinedRedis(url, connect_timeout=1, timeout=2)
-    return client
+    return for_loop(url)
 
 
 @asynccontextmanager

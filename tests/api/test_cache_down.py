@@ -15,7 +15,8 @@ def dead_redis_url() -> str:
     return f"redis://127.0.0.1:{port}/0"  # nothing listens there any more
 
 
-def test_every_operation_answers_when_redis_is_unreachable(caplog):
+def test_every_operation_answers_when_redis_is_unreachable(caplog, monkeypatch):
+    monkeypatch.setattr("apps.core.cache._down_logged", 0.0)  # logged once a minute: maybe by a test before
     cache = SharedRedisCache(dead_redis_url(), {"OPTIONS": {"socket_connect_timeout": 0.5}})
 
     assert cache.get("k") is None and cache.get("k", "fallback") == "fallback"
@@ -46,3 +47,20 @@ def test_a_prefetch_with_redis_down_reads_as_misses(settings):
     with prefetched(["apitoken:x", "prompt:v2:1"]):
         assert cache.get("apitoken:x") is None
         assert cache.get_many(["prompt:v2:1"]) == {}
+
+
+def test_a_read_on_the_loop_with_redis_down_reads_as_misses(settings):
+    """`fetched_on_loop` against an unreachable Redis: every key a miss (the callers then read the
+    database, on a thread), never an error."""
+    import asyncio
+
+    from django.core.cache import caches
+
+    from apps.core.cache import _MISSING, fetched_on_loop
+
+    settings.CACHES = {"default": {"BACKEND": "apps.core.cache.SharedRedisCache", "LOCATION": dead_redis_url()}}
+    assert isinstance(caches["default"], SharedRedisCache)
+    assert asyncio.run(fetched_on_loop(["apitoken:x", "prompt:v2:1"])) == {
+        "apitoken:x": _MISSING,
+        "prompt:v2:1": _MISSING,
+    }

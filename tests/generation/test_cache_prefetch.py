@@ -14,6 +14,7 @@ from django.core.cache import cache
 
 from apps.billing.services import wallet_grant
 from apps.core.cache import prefetched
+from apps.core.redis_pipelined import PipelinedRedis
 from tests.fakes.upstream import Reply
 
 
@@ -25,7 +26,8 @@ def _needs_redis() -> None:
 
 @pytest.fixture
 def redis_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, ...]]]:
-    """The commands the shared cache sends to Redis (name and keys), in order."""
+    """The commands the shared cache sends to Redis (name and keys), in order — from the threads, and on
+    the event loop's pipelined connection."""
     sent: list[tuple[str, ...]] = []
     original = redis.Redis.execute_command
 
@@ -33,7 +35,13 @@ def redis_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, 
         sent.append(tuple(a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in args))
         return original(self, *args, **options)
 
+    async def loop_spy(self: Any, *args: Any) -> Any:  # the event loop's pipelined connection
+        sent.append(tuple(a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in args))
+        return await loop_original(self, *args)
+
+    loop_original = PipelinedRedis.execute
     monkeypatch.setattr(redis.Redis, "execute_command", spy)
+    monkeypatch.setattr(PipelinedRedis, "execute", loop_spy)
     yield sent
 
 

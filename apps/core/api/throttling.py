@@ -9,15 +9,18 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from django.core.cache import cache
+import redis
+from django.core.cache import cache, caches
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.translation import gettext as _
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from apps.core.cache import SharedRedisCache
 from apps.core.metrics import RATE_LIMIT_REFUSALS
+from apps.core.redis_pipelined import Script, for_loop
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -66,9 +69,20 @@ def rate_limited(scope: str, *, methods: frozenset[str] = frozenset({"POST"})) -
     return decorate
 
 
+class Window(NamedTuple):
+    """A rate limit's current window for one client: its cache key, limit, length, and the time read."""
+
+    key: str
+    limit: int
+    period: int
+    now: float
+
+
 class WindowRateThrottle(BaseThrottle):
     scope = "user"
     wait_seconds: float | None = None
+    #: the window this request was already counted in, and its count (`count_on_loop`)
+    counted: tuple[Window, int] | None = None
 
     def get_scope(self, request: Any, view: Any) -> str:
         return self.scope
@@ -79,31 +93,82 @@ class WindowRateThrottle(BaseThrottle):
             return f"u{user.pk}"
         return f"ip{client_ip(request)}"
 
-    def allow_request(self, request: Any, view: Any) -> bool:
-        scope = self.get_scope(request, view)
-        parsed = parse_rate(api_settings.DEFAULT_THROTTLE_RATES.get(scope))  # type: ignore[arg-type]  # stubs: rates are "n/period" strings
+    def window(self, request: Any, view: Any) -> Window | None:
+        """The window this request counts in; None when the scope has no limit."""
+        parsed = parse_rate(api_settings.DEFAULT_THROTTLE_RATES.get(self.get_scope(request, view)))  # type: ignore[arg-type]  # stubs: rates are "n/period" strings
         if parsed is None:
-            return True
+            return None
         limit, period = parsed
         now = time.time()
-        window = int(now // period)
-        key = f"throttle:{scope}:{self.get_ident(request)}:{window}"
-        if cache.add(key, 1, period + 1):
-            count = 1
+        return Window(
+            f"throttle:{self.get_scope(request, view)}:{self.get_ident(request)}:{int(now // period)}",
+            limit,
+            period,
+            now,
+        )
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        if self.counted is not None:
+            window, count = self.counted
         else:
-            try:
-                count = cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.add(key, 1, period + 1)
-                count = 1
-        self.wait_seconds = period - (now % period)
-        if count > limit:
-            RATE_LIMIT_REFUSALS.labels(scope).inc()
+            found = self.window(request, view)
+            if found is None:
+                return True
+            window, count = found, self.count(found)
+        self.wait_seconds = window.period - (window.now % window.period)
+        if count > window.limit:
+            RATE_LIMIT_REFUSALS.labels(self.get_scope(request, view)).inc()
             return False
         return True
 
+    @staticmethod
+    def count(window: Window) -> int:
+        """Count one request in `window` (the cache's atomic add, then increments)."""
+        if cache.add(window.key, 1, window.period + 1):
+            return 1
+        try:
+            return cache.incr(window.key)
+        except ValueError:  # expired between add and incr
+            cache.add(window.key, 1, window.period + 1)
+            return 1
+
     def wait(self) -> float | None:
         return self.wait_seconds
+
+
+_COUNT = Script("""
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('EXPIRE', key, ARGV[i]) end
+  counts[i] = count
+end
+return counts
+""")
+
+
+async def count_on_loop(throttles: list[BaseThrottle], request: Any, view: Any) -> bool:
+    """Count the request in the windows of `throttles` on the event loop — one script call on the loop's
+    pipelined Redis connection for all of them, the same keys and expiry as `WindowRateThrottle.count` —
+    and remember each count on its throttle, for `allow_request`. False when the cache is not one shared
+    Redis server: the throttles count in place (the per-process cache needs no round trip). Redis
+    unreachable: counted as 1, as the synchronous count fails open."""
+    backend: Any = cache
+    if not isinstance(caches["default"], SharedRedisCache) or len(backend._servers) != 1:
+        return False
+    limited = [t for t in throttles if isinstance(t, WindowRateThrottle)]
+    windows = [(t, t.window(request, view)) for t in limited]
+    counted = [(t, w) for t, w in windows if w is not None]
+    if not counted:
+        return True
+    keys = [backend.make_and_validate_key(w.key) for _t, w in counted]
+    try:
+        counts = await for_loop(backend._servers[0]).run_script(_COUNT, keys, [w.period + 1 for _t, w in counted])
+    except (redis.ConnectionError, redis.TimeoutError):
+        counts = [1] * len(counted)
+    for (throttle, window), count in zip(counted, counts, strict=True):
+        throttle.counted = (window, int(count))
+    return True
 
 
 class UserRateThrottle(WindowRateThrottle):

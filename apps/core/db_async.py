@@ -1,0 +1,151 @@
+"""Statements run on the event loop: a few PostgreSQL connections per loop, in autocommit, for the hot
+path's one-statement writes (a generation's hold and its settlement).
+
+The rest of the code reaches the database through Django's ORM on the database threads
+(`apps.core.db.db_sync_to_async`). For a step that is one statement, the thread costs more than the
+statement: the hop there and back, a connection checked out of the pool, and under concurrency the
+threads and the event loop handing the GIL to each other (`bench/profile.py --perf`: a fifth of the
+service's CPU at 16 clients went to futex calls). Here the statement goes out on an asynchronous
+psycopg connection owned by the running loop instead — built from Django's settings for the default
+database (host, credentials, options, type adapters, prepared statements after `prepare_threshold`
+runs) — and the caller awaits its first row.
+
+`enabled()` says whether this path is on: PostgreSQL with `DATABASE_ASYNC_STATEMENTS` (default on).
+Errors are Django's database exceptions (`django.db.utils`), as on the threads. A connection that
+failed is dropped; the next statement opens another. At most `DATABASE_ASYNC_POOL_SIZE` connections per
+loop; a statement waits for a free one beyond that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import deque
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from apps.core.db import Statement
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - a SQLite-only install
+    psycopg = None  # type: ignore[assignment]
+
+
+APPLICATION_NAME = "writing-service hot path"  # how these connections show in pg_stat_activity
+
+
+def enabled() -> bool:
+    """Whether the hot path's one-statement steps run on the event loop (PostgreSQL only)."""
+    return (
+        psycopg is not None
+        and settings.DATABASE_ASYNC_STATEMENTS
+        and connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
+    )
+
+
+class _Pool:
+    """The connections of one event loop: idle ones in a deque, at most `size` open."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.idle: deque[Any] = deque()
+        self.open = 0
+        self.freed = asyncio.Condition()
+
+    async def take(self) -> Any:
+        while True:
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed:
+                    return conn
+                self.open -= 1
+            if self.open < self.size:
+                self.open += 1
+                try:
+                    return await _connect()
+                except BaseException:
+                    self.open -= 1
+                    raise
+            async with self.freed:
+                await self.freed.wait()
+
+    def give_back(self, conn: Any) -> None:
+        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.open -= 1
+            if not conn.closed:
+                asyncio.get_running_loop().create_task(conn.close())
+        else:
+            self.idle.append(conn)
+        if self.freed._waiters:  # wake one waiter (without taking the condition's lock when nobody waits)
+            asyncio.get_running_loop().create_task(self._notify())
+
+    def close_idle(self) -> None:
+        while self.idle:
+            conn = self.idle.pop()
+            self.open -= 1
+            conn.pgconn.finish()  # what `AsyncConnection.close()` does, without needing the loop
+
+    async def _notify(self) -> None:
+        async with self.freed:
+            self.freed.notify(1)
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = weakref.WeakKeyDictionary()
+
+
+async def _connect() -> Any:
+    """A connection as Django would open it for the default database, asynchronous and in autocommit."""
+    db = connections[DEFAULT_DB_ALIAS]
+    params = db.get_connection_params()
+    params.pop("cursor_factory", None)  # Django's synchronous cursor classes; the default binds server-side
+    params.setdefault("application_name", APPLICATION_NAME)
+    conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+    if db.timezone_name:
+        await conn.execute("SELECT set_config('TimeZone', %s, false)", [db.timezone_name])
+    return conn
+
+
+def _pool() -> _Pool:
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        pool = _pools[loop] = _Pool(settings.DATABASE_ASYNC_POOL_SIZE)
+    return pool
+
+
+async def fetchone(statement: Statement) -> tuple[Any, ...] | None:
+    """Run one statement in autocommit on this loop's connections; its first row (None: no row, or a
+    statement that answers none).
+
+    A connection found broken (the server restarted, or closed it while it was idle) is dropped with
+    the idle ones, and the statement sent once more on a new connection. That is safe for the
+    statements run here even when the first try did commit: each writes rows keyed by a generation id —
+    a hold, a charge — that the database keeps unique, so a repeat either fails on the key or finds the
+    hold no longer active."""
+    sql, params = statement
+    pool = _pool()
+    with connections[DEFAULT_DB_ALIAS].wrap_database_errors:  # psycopg's errors as Django's
+        for retry in (False, True):
+            conn = await pool.take()
+            try:
+                cursor = await conn.execute(sql, params)
+                return None if cursor.description is None else await cursor.fetchone()
+            except psycopg.OperationalError:
+                if retry or not conn.broken:
+                    raise
+                pool.close_idle()  # the server went away for one: likely for all, so the retry connects anew
+            finally:
+                pool.give_back(conn)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def close_ended() -> None:
+    """Close the connections of event loops that have ended (a test server's; a loop that runs until
+    the process exits needs nothing: the server sees its connections close then)."""
+    for loop, pool in list(_pools.items()):
+        if loop.is_closed():
+            pool.close_idle()
+            _pools.pop(loop, None)

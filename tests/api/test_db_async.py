@@ -1,0 +1,76 @@
+"""`apps.core.db_async`: statements on the event loop's own PostgreSQL connections."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.utils import DataError, IntegrityError
+
+from apps.core import db_async
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    finally:
+        db_async.close_ended()
+
+
+def test_a_statement_answers_its_first_row_or_none():
+    async def go() -> tuple[Any, Any]:
+        return await db_async.fetchone(("SELECT %s::int + 1, %s::text", [41, "x"])), await db_async.fetchone(
+            ("SELECT 1 WHERE false", [])
+        )
+
+    assert run(go()) == ((42, "x"), None)
+
+
+def test_errors_are_djangos_and_the_connection_stays_usable():
+    async def go() -> Any:
+        with pytest.raises(DataError):
+            await db_async.fetchone(("SELECT 1 / %s::int", [0]))
+        await db_async.fetchone(("CREATE TEMP TABLE t (k int PRIMARY KEY)", []))  # on the pool's one connection
+        await db_async.fetchone(("INSERT INTO t VALUES (1)", []))
+        with pytest.raises(IntegrityError):
+            await db_async.fetchone(("INSERT INTO t VALUES (1)", []))
+        return await db_async.fetchone(("SELECT count(*) FROM t", []))
+
+    assert run(go()) == (1,)
+
+
+def test_at_most_the_pool_size_of_connections_per_loop(settings):
+    settings.DATABASE_ASYNC_POOL_SIZE = 2
+
+    async def go() -> int:
+        rows = await asyncio.gather(
+            *(db_async.fetchone(("SELECT pg_backend_pid() FROM pg_sleep(0.05)", [])) for _ in range(8))
+        )
+        return len({row[0] for row in rows})
+
+    assert run(go()) == 2
+
+
+def test_connections_of_an_ended_loop_are_closed():
+    def hot_path_sessions() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+                [db_async.APPLICATION_NAME],
+            )
+            return cursor.fetchone()[0]
+
+    loop = asyncio.new_event_loop()  # kept: a server's loop outlives its last request
+    loop.run_until_complete(db_async.fetchone(("SELECT 1", [])))
+    loop.close()
+    assert hot_path_sessions() == 1
+    db_async.close_ended()
+    for _ in range(50):  # the server ends the session a moment later
+        if hot_path_sessions() == 0:
+            break
+        asyncio.run(asyncio.sleep(0.02))
+    assert hot_path_sessions() == 0
