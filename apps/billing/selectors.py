@@ -5,7 +5,7 @@ services (they import these)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
@@ -32,6 +32,7 @@ from django.db.models.functions import Coalesce, Lag
 from django.utils import timezone
 
 from apps.billing.models import Charge, DailyUsage, Hold, LedgerEntry, Membership, Plan, Wallet
+from apps.core.db import Statement
 
 DEFAULT_TIER = "default"
 
@@ -234,12 +235,21 @@ _AVAILABLE_SQL = (
 def available_get(*, user_id: int, at: datetime | None = None) -> int:
     """What a new call can reserve now: today's free quota left (quota − used − held) plus the paid
     balance less what running calls hold (the `X-Balance-Remaining` of the OpenAI-compatible API)."""
+    with connection.cursor() as cursor:
+        cursor.execute(*available_statement(user_id=user_id, at=at))
+        return available_read(cursor.fetchone())
+
+
+def available_statement(*, user_id: int, at: datetime | None = None) -> Statement:
+    """`available_get`'s one statement, for a caller that runs statements itself (`available_read`)."""
     at = at or timezone.now()
     moment = connection.ops.adapt_datetimefield_value(at)
     day = connection.ops.adapt_datefield_value(billing_day(at))
-    with connection.cursor() as cursor:
-        cursor.execute(_AVAILABLE_SQL, [user_id, user_id, day, user_id, moment, moment])
-        paid_available, free_used, tier = cursor.fetchone()
+    return _AVAILABLE_SQL, [user_id, user_id, day, user_id, moment, moment]
+
+
+def available_read(row: Sequence[Any]) -> int:
+    paid_available, free_used, tier = row
     return max(0, tier_quota(tier) - (free_used or 0)) + max(0, paid_available or 0)
 
 

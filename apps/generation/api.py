@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from apps.accounts.authentication import auth_cache_keys
 from apps.accounts.permissions import CanGenerateWriting
 from apps.billing.api import ConsumptionSerializer
 from apps.billing.charges import count_chars
+from apps.billing.selectors import available_get, available_read, available_statement
 from apps.core import db_async
 from apps.core.api.fields import ScalarToString
 from apps.core.api.pagination import PagePagination
@@ -97,6 +99,15 @@ SSE_DESCRIPTION = (
 )
 
 
+async def available_on_loop(user_id: int) -> int:
+    """`billing.selectors.available_get` from the event loop: its statement on the loop's connection
+    (on a thread when its reading needs a round trip the loop cannot make)."""
+    try:
+        return available_read(await db_async.fetchone(available_statement(user_id=user_id)))  # type: ignore[arg-type]  # the statement always answers a row
+    except SynchronousOnlyOperation:
+        return await db_sync_to_async(available_get)(user_id=user_id)
+
+
 class GenerationRequest(Protocol):
     """What an input serializer's ``to_request()`` builds (`WritingRequest`, `RoleplayRequest`)."""
 
@@ -146,6 +157,12 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
         """`finish` decided, for its settlement to run on the event loop; None (the default): `finish`
         runs on a database thread."""
         return None
+
+    async def opened_on_loop(self, prepared: PrepT, stream: bool) -> None:
+        """After the hold placed from the event loop (`open_plan`): what `open` does besides (nothing)."""
+
+    async def finished_on_loop(self, prepared: PrepT) -> None:
+        """After a settlement on the event loop (`finish_plan`): what `finish` does besides (nothing)."""
 
     def get_throttles(self) -> list[Any]:
         counted = self._counted_throttles
@@ -203,6 +220,7 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
         if attempt is not None:  # the statement runs to its end even if the client goes away meanwhile
             hold = attempt.read(await asyncio.shield(db_async.fetchone(attempt.statement)))
         prepared = plan.opened(hold) if hold is not None else await db_sync_to_async(plan.run)()
+        await self.opened_on_loop(prepared, req.stream)
         return prepared, req.stream
 
     async def generate(self, request: Request) -> HttpResponse | StreamingHttpResponse:
@@ -213,6 +231,7 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
             stream=self.stream or wants_stream,
             relay_class=self.relay_class,
             finish_plan=self.finish_plan if db_async.enabled() else None,
+            finished_on_loop=functools.partial(self.finished_on_loop, prepared),
         )
         if isinstance(answer, dict):  # rendered here: no DRF Response, renderer and second HttpResponse
             response = HttpResponse(dumps(answer), content_type=JSONRenderer.media_type)

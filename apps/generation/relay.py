@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -113,12 +113,14 @@ async def respond(
     stream: bool,
     relay_class: type[Relay] | None = None,
     finish_plan: PlanFinish | None = None,
+    finished_on_loop: Callable[[], Awaitable[None]] | None = None,
 ) -> StreamingHttpResponse | dict[str, Any]:
     """Call the model for a prepared generation and answer: an SSE stream, or the JSON body at the end.
 
     `finish` completes the record and the billing (and, for roleplay, the chat) exactly once. With
-    `finish_plan`, a settlement runs as one statement on the event loop (`apps.core.db_async`); `finish`
-    on a database thread does the rest (releases, a hold found inactive).
+    `finish_plan`, a settlement runs as one statement on the event loop (`apps.core.db_async`), then
+    `finished_on_loop` (what `finish` does besides); `finish` on a database thread does the rest
+    (releases, a hold found inactive).
     """
     routed = RoutedCall(
         targets=prepared.targets,
@@ -127,7 +129,7 @@ async def respond(
         can_use=prepared.covered_by_hold,
         breaker=breaker(),
     )
-    relay = (relay_class or Relay)(prepared, routed, finish, finish_plan)
+    relay = (relay_class or Relay)(prepared, routed, finish, finish_plan, finished_on_loop)
     if stream:
         primed = await relay.prime()
         response = StreamingHttpResponse(relay.events(primed), content_type="text/event-stream")
@@ -141,12 +143,18 @@ class Relay:
     """Drives one routed upstream call and collects what it produced."""
 
     def __init__(
-        self, prepared: Prepared, routed: RoutedCall, finish: Finish, finish_plan: PlanFinish | None = None
+        self,
+        prepared: Prepared,
+        routed: RoutedCall,
+        finish: Finish,
+        finish_plan: PlanFinish | None = None,
+        finished_on_loop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.prepared = prepared
         self.routed = routed
         self.finish = finish
         self.finish_plan = finish_plan
+        self.finished_on_loop = finished_on_loop
         self.content: list[str] = []
         self.reasoning: list[str] = []
         self.finish_reason: str | None = None
@@ -300,6 +308,8 @@ class Relay:
                 assert plan is not None
                 finished = plan.read(await db_async.fetchone(statement))
                 if finished is not None:
+                    if self.finished_on_loop is not None:
+                        await self.finished_on_loop()
                     return finished
         return await db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome)
 

@@ -20,8 +20,8 @@ from rest_framework.views import APIView
 from apps.accounts.authentication import OpenAIKeyAuthentication
 from apps.accounts.permissions import CanGenerateChat
 from apps.core.api.serializers import StaticSerializer
-from apps.generation.api import GenerationView
-from apps.generation.services import Finished, Outcome
+from apps.generation.api import GenerationView, available_on_loop
+from apps.generation.services import Finished, FinishPlan, OpenPlan, Outcome, generation_finish_plan
 from apps.openai_api import errors, services
 from apps.openai_api.relay import OpenAIRelay
 from apps.openai_api.selectors import model_get, models_list
@@ -205,8 +205,21 @@ class _GenerationView(OpenAIView, GenerationView[services.ChatCall, services.Cha
     def open(self, user: Any, req: services.ChatCall) -> services.ChatPrepared:
         return services.chat_prepare(user=user, call=req)
 
+    def open_plan(self, user: Any, req: services.ChatCall) -> OpenPlan[services.ChatPrepared]:
+        return services.chat_open_plan(user=user, call=req)
+
+    async def opened_on_loop(self, prepared: services.ChatPrepared, stream: bool) -> None:
+        if stream:  # as `chat_prepare`: the stream's headers say what is left once the hold is placed
+            prepared.balance_remaining = await available_on_loop(prepared.user_id)
+
     def finish(self, *, prepared: services.ChatPrepared, outcome: Outcome) -> Finished:
         return services.chat_finish(prepared=prepared, outcome=outcome)
+
+    def finish_plan(self, *, prepared: services.ChatPrepared, outcome: Outcome) -> FinishPlan:
+        return generation_finish_plan(prepared=prepared, outcome=outcome)
+
+    async def finished_on_loop(self, prepared: services.ChatPrepared) -> None:
+        prepared.balance_remaining = await available_on_loop(prepared.user_id)  # as `chat_finish`
 
     def decorate(
         self,

@@ -15,10 +15,11 @@ from apps.core.errors import ApplicationError, ContextExceeded, InvalidInput
 from apps.generation.models import Generation
 from apps.generation.services import (
     Finished,
+    OpenPlan,
     Outcome,
     Prepared,
     generation_finish,
-    generation_open,
+    generation_open_plan,
     max_tokens_check,
 )
 from apps.providers.selectors import ModelTarget, model_chain
@@ -77,6 +78,14 @@ def _targets(call: ChatCall) -> list[ModelTarget]:
 def chat_prepare(*, user: Any, call: ChatCall) -> ChatPrepared:
     """Check the model and the budget, then place the hold and create the record (as writing mode). The
     client's messages are sent as given: a conversation longer than the context is refused, not trimmed."""
+    prepared = chat_open_plan(user=user, call=call).run()
+    if call.stream:  # the stream's headers say what is left once the call's hold is placed
+        prepared.balance_remaining = available_get(user_id=user.pk)
+    return prepared
+
+
+def chat_open_plan(*, user: Any, call: ChatCall) -> OpenPlan[ChatPrepared]:
+    """`chat_prepare` up to its hold (`OpenPlan`): checked, nothing written."""
     targets = _targets(call)
     primary = targets[0]
     prompt_tokens = (
@@ -118,10 +127,7 @@ def chat_prepare(*, user: Any, call: ChatCall) -> ChatPrepared:
         include_usage=call.include_usage,
         text_completion=call.prompt is not None,
     )
-    generation_open(prepared=prepared, user=user, stream=call.stream, mode=Generation.Mode.CHAT)
-    if call.stream:  # the stream's headers say what is left once the call's hold is placed
-        prepared.balance_remaining = available_get(user_id=user.pk)
-    return prepared
+    return generation_open_plan(prepared=prepared, user=user, stream=call.stream, mode=Generation.Mode.CHAT)
 
 
 def chat_finish(*, prepared: ChatPrepared, outcome: Outcome) -> Finished:
