@@ -145,14 +145,19 @@ class RecordStatement[RecordT](Protocol):
 
 def _one_statement() -> bool:
     """PostgreSQL runs the hold, its extensions and the settlement as one statement each."""
-    return connection.vendor == "postgresql"
+    return bool(settings.IS_POSTGRES)
+
+
+_plans_json: tuple[dict[str, int], str] = ({}, "{}")
 
 
 def _quota_terms() -> statements.QuotaTerms:
+    global _plans_json
+    quotas = plan_quotas()
+    if _plans_json[0] is not quotas:  # the plans were read again (`plan_quotas` keeps them a while)
+        _plans_json = (quotas, json.dumps(quotas, sort_keys=True))
     return statements.QuotaTerms(
-        default=tier_quota(None),
-        plans=json.dumps(plan_quotas(), sort_keys=True),
-        other_tiers=settings.BILLING_MEMBER_DAILY_FREE_QUOTA,
+        default=tier_quota(None), plans=_plans_json[1], other_tiers=settings.BILLING_MEMBER_DAILY_FREE_QUOTA
     )
 
 

@@ -123,11 +123,13 @@ def _for_update(of: str) -> str:
 
 
 def _dt(value: datetime) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
+    # PostgreSQL takes datetimes and dates as they are (its operations return them unchanged): no lookup of
+    # the thread's connection per value on the hot path
+    return value if settings.IS_POSTGRES else connection.ops.adapt_datetimefield_value(value)
 
 
 def _day(value: date) -> Any:
-    return connection.ops.adapt_datefield_value(value)
+    return value if settings.IS_POSTGRES else connection.ops.adapt_datefield_value(value)
 
 
 _MEMBER_TIER_SQL = (
@@ -150,7 +152,7 @@ def async_commit() -> bool:
     """Whether `hold_place` makes its transaction's commit asynchronous: PostgreSQL, unless
     `BILLING_DURABLE_HOLDS`, and only when the hold is its own transaction — one statement in autocommit,
     or the outermost atomic block; a caller's larger transaction keeps its durable commit."""
-    if connection.vendor != "postgresql" or settings.BILLING_DURABLE_HOLDS:
+    if not settings.IS_POSTGRES or settings.BILLING_DURABLE_HOLDS:
         return False
     return not connection.savepoint_ids
 

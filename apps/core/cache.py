@@ -227,7 +227,8 @@ async def fetched_on_loop(keys: Iterable[str]) -> dict[str, Any] | None:
     client: Any = base._cache
     try:
         raw = await redis_pipelined.for_loop(base._servers[0]).execute(
-            "MGET", *(backend.make_and_validate_key(k) for k in wanted)
+            "MGET",
+            *(backend.make_key(k) for k in wanted),  # our own keys: no per-character check
         )
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         _down(exc)

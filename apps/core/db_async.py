@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import utils as db_utils
 
 from apps.core.db import Statement
 
@@ -39,58 +40,77 @@ APPLICATION_NAME = "writing-service hot path"  # how these connections show in p
 
 def enabled() -> bool:
     """Whether the hot path's one-statement steps run on the event loop (PostgreSQL only)."""
-    return (
-        psycopg is not None
-        and settings.DATABASE_ASYNC_STATEMENTS
-        and connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
-    )
+    return psycopg is not None and settings.IS_POSTGRES and settings.DATABASE_ASYNC_STATEMENTS
+
+
+class _Conn:
+    """A connection and its one cursor, reused from statement to statement (the cursor keeps the
+    parameter dumpers it looked up: a hold's 57 parameters need no lookup after the first call)."""
+
+    __slots__ = ("conn", "cursor")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.cursor = conn.cursor()
+
+    @property
+    def usable(self) -> bool:
+        return not self.conn.closed and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 class _Pool:
-    """The connections of one event loop: idle ones in a deque, at most `size` open."""
+    """The connections of one event loop: idle ones in a deque, at most `size` open, callers waiting
+    for one served first come, first served."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.idle: deque[Any] = deque()
+        self.idle: deque[_Conn] = deque()
         self.open = 0
-        self.freed = asyncio.Condition()
+        self.waiting: deque[asyncio.Future[None]] = deque()
 
-    async def take(self) -> Any:
+    async def take(self) -> _Conn:
         while True:
             while self.idle:
                 conn = self.idle.pop()
-                if not conn.closed:
+                if not conn.conn.closed:
                     return conn
                 self.open -= 1
             if self.open < self.size:
                 self.open += 1
                 try:
-                    return await _connect()
+                    return _Conn(await _connect())
                 except BaseException:
                     self.open -= 1
+                    self._wake()
                     raise
-            async with self.freed:
-                await self.freed.wait()
+            freed = asyncio.get_running_loop().create_future()
+            self.waiting.append(freed)
+            try:
+                await freed
+            except asyncio.CancelledError:
+                if freed.done() and not freed.cancelled():
+                    self._wake()  # woken, then cancelled: pass the turn on
+                raise
 
-    def give_back(self, conn: Any) -> None:
-        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            self.open -= 1
-            if not conn.closed:
-                asyncio.get_running_loop().create_task(conn.close())
-        else:
+    def give_back(self, conn: _Conn) -> None:
+        if conn.usable:
             self.idle.append(conn)
-        if self.freed._waiters:  # wake one waiter (without taking the condition's lock when nobody waits)
-            asyncio.get_running_loop().create_task(self._notify())
+        else:
+            self.open -= 1
+            conn.conn.pgconn.finish()  # closed, or left inside a transaction: never reused
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.waiting:
+            freed = self.waiting.popleft()
+            if not freed.done():
+                freed.set_result(None)
+                return
 
     def close_idle(self) -> None:
         while self.idle:
-            conn = self.idle.pop()
             self.open -= 1
-            conn.pgconn.finish()  # what `AsyncConnection.close()` does, without needing the loop
-
-    async def _notify(self) -> None:
-        async with self.freed:
-            self.freed.notify(1)
+            self.idle.pop().conn.pgconn.finish()  # what `AsyncConnection.close()` does, without the loop
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = weakref.WeakKeyDictionary()
@@ -127,19 +147,41 @@ async def fetchone(statement: Statement) -> tuple[Any, ...] | None:
     hold no longer active."""
     sql, params = statement
     pool = _pool()
-    with connections[DEFAULT_DB_ALIAS].wrap_database_errors:  # psycopg's errors as Django's
-        for retry in (False, True):
-            conn = await pool.take()
-            try:
-                cursor = await conn.execute(sql, params)
-                return None if cursor.description is None else await cursor.fetchone()
-            except psycopg.OperationalError:
-                if retry or not conn.broken:
-                    raise
-                pool.close_idle()  # the server went away for one: likely for all, so the retry connects anew
-            finally:
-                pool.give_back(conn)
+    for retry in (False, True):
+        conn = await pool.take()
+        try:
+            cursor = await conn.cursor.execute(sql, params)
+            return None if cursor.description is None else await cursor.fetchone()
+        except psycopg.OperationalError as exc:
+            if retry or not conn.conn.broken:
+                raise _django_error(exc) from exc
+            pool.close_idle()  # the server went away for one: likely for all, so the retry connects anew
+        except psycopg.Error as exc:
+            raise _django_error(exc) from exc
+        finally:
+            pool.give_back(conn)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_DJANGO_ERRORS = (
+    db_utils.DataError,
+    db_utils.OperationalError,
+    db_utils.IntegrityError,
+    db_utils.InternalError,
+    db_utils.ProgrammingError,
+    db_utils.NotSupportedError,
+    db_utils.DatabaseError,
+    db_utils.InterfaceError,
+    db_utils.Error,
+)
+
+
+def _django_error(exc: Exception) -> Exception:
+    """psycopg's exception as Django's (as `DatabaseErrorWrapper` maps it, by the PEP-249 class names)."""
+    for django_type in _DJANGO_ERRORS:
+        if isinstance(exc, getattr(psycopg, django_type.__name__)):
+            return django_type(*exc.args)
+    return exc  # pragma: no cover - every psycopg.Error is a PEP-249 error
 
 
 def close_ended() -> None:

@@ -74,3 +74,18 @@ def test_connections_of_an_ended_loop_are_closed():
             break
         asyncio.run(asyncio.sleep(0.02))
     assert hot_path_sessions() == 0
+
+
+def test_a_caller_cancelled_while_waiting_for_a_connection_takes_nothing_with_it(settings):
+    settings.DATABASE_ASYNC_POOL_SIZE = 1
+
+    async def go() -> Any:
+        busy = asyncio.ensure_future(db_async.fetchone(("SELECT 1 FROM pg_sleep(0.1)", [])))
+        await asyncio.sleep(0.02)
+        waiter = asyncio.ensure_future(db_async.fetchone(("SELECT 2", [])))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        after = asyncio.ensure_future(db_async.fetchone(("SELECT 3", [])))
+        return await busy, await asyncio.wait_for(after, 2), waiter.cancelled()
+
+    assert run(go()) == ((1,), (3,), True)

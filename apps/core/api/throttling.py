@@ -161,7 +161,7 @@ async def count_on_loop(throttles: list[BaseThrottle], request: Any, view: Any) 
     counted = [(t, w) for t, w in windows if w is not None]
     if not counted:
         return True
-    keys = [backend.make_and_validate_key(w.key) for _t, w in counted]
+    keys = [backend.make_key(w.key) for _t, w in counted]
     try:
         counts = await for_loop(backend._servers[0]).run_script(_COUNT, keys, [w.period + 1 for _t, w in counted])
     except (redis.ConnectionError, redis.TimeoutError):
