@@ -414,6 +414,13 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument(
+        "--other-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --compare: an environment variable of the other service only (A/B of a setting)",
+    )
+    parser.add_argument(
         "--compare",
         metavar="DIR",
         help="another checkout (e.g. `git worktree add /tmp/base main`): its service runs beside this one, on "
@@ -452,7 +459,8 @@ def main() -> None:
         procs.append(("this", start_service(ROOT, args.port, env, Path(tmp) / "service.log")))
         if args.compare:
             other = Path(args.compare).resolve()
-            procs.append(("other", start_service(other, args.port + 1, env, Path(tmp) / "other.log")))
+            other_env = {**env, **dict(item.split("=", 1) for item in args.other_env)}
+            procs.append(("other", start_service(other, args.port + 1, other_env, Path(tmp) / "other.log")))
         services = [
             (name, Target(fake, f"http://127.0.0.1:{args.port + i}", setup["token"], setup["prompt"]), proc.pid)
             for i, (name, proc) in enumerate(procs)

@@ -136,7 +136,7 @@ if _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgr
 # The hot path's one-statement steps (a generation's hold and settlement) on the event loop, on their own
 # asynchronous connections (apps/core/db_async.py: PostgreSQL only): no thread hop for them.
 DATABASE_ASYNC_STATEMENTS = env.bool("DATABASE_ASYNC_STATEMENTS", default=True)
-DATABASE_ASYNC_POOL_SIZE = env.int("DATABASE_ASYNC_POOL_SIZE", default=8)
+DATABASE_ASYNC_POOL_SIZE = env.int("DATABASE_ASYNC_POOL_SIZE", default=4)
 # Threads for the async views' database steps (apps/core/db.py): one per pooled connection.
 DB_THREADS = env.int("DB_THREADS", default=_db.get("OPTIONS", {}).get("pool", {}).get("max_size", 8))
 if _db["ENGINE"] == "django.db.backends.sqlite3":

@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
@@ -212,13 +213,26 @@ def prefetched(keys: Iterable[str]) -> Iterator[None]:
         _prefetched.reset(token)
 
 
+_loop_backend: tuple[Any, Any] | None = None
+
+
+def loop_backend() -> Any:
+    """The default cache's backend object for code on the event loop: one per process. `caches[...]`
+    answers one per task there, built again for every request."""
+    global _loop_backend
+    config = settings.CACHES
+    if _loop_backend is None or _loop_backend[0] is not config:
+        _loop_backend = (config, caches.create_connection("default"))
+    return _loop_backend[1]
+
+
 async def fetched_on_loop(keys: Iterable[str]) -> dict[str, Any] | None:
     """`keys` read on the event loop (one `MGET` on the loop's pipelined connection), for
     `prefetched_values`: a missing key maps to a miss. None when there is nothing to fetch: no keys, or a
     cache other than one shared Redis server (the per-process cache is read in place). Redis unreachable:
     every key a miss, as the synchronous reads fail open."""
     wanted = list(dict.fromkeys(keys))
-    backend = caches["default"]
+    backend = loop_backend()
     if not wanted or not isinstance(backend, SharedRedisCache):
         return None
     base: Any = backend  # RedisCache's private, untyped attributes

@@ -101,6 +101,20 @@ def db_sync_to_async[**P, R](fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
 
 Statement = tuple[str, list[Any]]
 
+_prep: tuple[Any, BaseDatabaseWrapper] | None = None
+
+
+def prep_connection() -> BaseDatabaseWrapper:
+    """A wrapper of the default database for preparing values (`Field.get_db_prep_save`), never
+    connected: one per process. `connections[...]` answers one per thread — and on the event loop one
+    per task, so each request would build a wrapper (and leave its reference cycles to the collector)
+    only to adapt the values of its statements, which depends on the database's vendor alone."""
+    global _prep
+    config = connections.settings[DEFAULT_DB_ALIAS]
+    if _prep is None or _prep[0] is not config:
+        _prep = (config, connections.create_connection(DEFAULT_DB_ALIAS))
+    return _prep[1]
+
 
 @functools.cache
 def _insert_fields(model: type[Model]) -> tuple[Field, ...]:
@@ -152,7 +166,7 @@ def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: s
 
     With `source` (a CTE of the enclosing statement), `INSERT … SELECT … FROM source`: one row per row of
     `source` (none when it is empty), `Expr` values reading its columns."""
-    db = connections[DEFAULT_DB_ALIAS]  # the thread's wrapper, looked up once (not per field by the proxy)
+    db = prep_connection()
     plan = _insert_plan(model, db.vendor)
     params: list[Any] = []
     sql: list[str] = []
@@ -201,7 +215,7 @@ def update_statement(
     """A raw `UPDATE` of the rows of `model` whose field `where` equals `equals` (values by attname).
     With `source` (a CTE of the enclosing statement), `UPDATE … FROM source`: nothing when it is empty,
     `Expr` values reading its columns."""
-    db = connections[DEFAULT_DB_ALIAS]
+    db = prep_connection()
     plan = _update_plan(model, tuple(values), where, db.vendor)
     params: list[Any] = []
     assignments = ", ".join(

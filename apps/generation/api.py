@@ -108,6 +108,9 @@ async def available_on_loop(user_id: int) -> int:
         return await db_sync_to_async(available_get)(user_id=user_id)
 
 
+_ACCEPTS_FIRST = frozenset({"*/*", "application/json"})  # an empty Accept is a 406 from DRF
+
+
 class GenerationRequest(Protocol):
     """What an input serializer's ``to_request()`` builds (`WritingRequest`, `RoleplayRequest`)."""
 
@@ -163,6 +166,15 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
 
     async def finished_on_loop(self, prepared: PrepT) -> None:
         """After a settlement on the event loop (`finish_plan`): what `finish` does besides (nothing)."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        """DRF's negotiation, its common answer found without parsing: a client that accepts JSON (or
+        anything) and sends no query string gets the first renderer, as DRF would choose."""
+        meta = request.META
+        if not meta.get("QUERY_STRING") and meta.get("HTTP_ACCEPT", "*/*") in _ACCEPTS_FIRST:
+            renderer = self.renderer_classes[0]()
+            return renderer, renderer.media_type
+        return super().perform_content_negotiation(request, force)
 
     def get_throttles(self) -> list[Any]:
         counted = self._counted_throttles

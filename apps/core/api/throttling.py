@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 import redis
-from django.core.cache import cache, caches
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.translation import gettext as _
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from apps.core.cache import SharedRedisCache
+from apps.core.cache import SharedRedisCache, loop_backend
 from apps.core.metrics import RATE_LIMIT_REFUSALS
 from apps.core.redis_pipelined import Script, for_loop
 
@@ -153,8 +153,9 @@ async def count_on_loop(throttles: list[BaseThrottle], request: Any, view: Any) 
     and remember each count on its throttle, for `allow_request`. False when the cache is not one shared
     Redis server: the throttles count in place (the per-process cache needs no round trip). Redis
     unreachable: counted as 1, as the synchronous count fails open."""
-    backend: Any = cache
-    if not isinstance(caches["default"], SharedRedisCache) or len(backend._servers) != 1:
+    backend = loop_backend()
+    servers: list[str] = getattr(backend, "_servers", [])  # RedisCache's private, untyped attribute
+    if not isinstance(backend, SharedRedisCache) or len(servers) != 1:
         return False
     limited = [t for t in throttles if isinstance(t, WindowRateThrottle)]
     windows = [(t, t.window(request, view)) for t in limited]
@@ -163,7 +164,7 @@ async def count_on_loop(throttles: list[BaseThrottle], request: Any, view: Any) 
         return True
     keys = [backend.make_key(w.key) for _t, w in counted]
     try:
-        counts = await for_loop(backend._servers[0]).run_script(_COUNT, keys, [w.period + 1 for _t, w in counted])
+        counts = await for_loop(servers[0]).run_script(_COUNT, keys, [w.period + 1 for _t, w in counted])
     except (redis.ConnectionError, redis.TimeoutError):
         counts = [1] * len(counted)
     for (throttle, window), count in zip(counted, counts, strict=True):
