@@ -22,7 +22,7 @@ from apps.billing.api import ConsumptionSerializer
 from apps.billing.charges import count_chars
 from apps.billing.selectors import available_get, available_read, available_statement
 from apps.core import db_async
-from apps.core.api.fields import ScalarToString
+from apps.core.api.fields import MAX_SCALAR_CHARS, ScalarToString
 from apps.core.api.pagination import PagePagination
 from apps.core.api.renderers import EventStreamRenderer, JSONRenderer, dumps
 from apps.core.api.serializers import StaticSerializer
@@ -59,6 +59,10 @@ class WritingInputSerializer(StaticSerializer):
     # DRF stubs: many=True also takes ListSerializer's max_length.
     history = HistoryMessageSerializer(many=True, required=False, default=list, max_length=1000)  # type: ignore[call-arg]
 
+    @staticmethod
+    def fast_request(data: Any) -> services.WritingRequest | None:
+        return writing_request_fast(data)
+
     def to_request(self) -> services.WritingRequest:
         data = self.validated_data
         return services.WritingRequest(
@@ -71,6 +75,86 @@ class WritingInputSerializer(StaticSerializer):
             stream=data["stream"],
             history=tuple(ChatMessage(m["role"], m["content"], m.get("name") or None) for m in data["history"]),
         )
+
+
+def _text(value: Any, *, max_length: int = MAX_TEXT, trim: bool = False, allow_blank: bool = True) -> str | None:
+    """A text field as DRF's `CharField` validates it — None for anything it would refuse or convert."""
+    if type(value) is not str:
+        return None
+    if trim:
+        value = value.strip()
+    if not value:
+        return "" if allow_blank else None
+    if len(value) > max_length or "\x00" in value:
+        return None
+    if not value.isascii():
+        try:
+            value.encode()  # a lone surrogate cannot be encoded: DRF refuses it
+        except UnicodeEncodeError:
+            return None
+    return value
+
+
+def _history_fast(items: Any) -> tuple[ChatMessage, ...] | None:
+    if type(items) is not list or len(items) > 1000:
+        return None
+    history = []
+    for item in items:
+        if type(item) is not dict or item.get("role") not in _ROLES:
+            return None
+        content = _text(item.get("content"))
+        name = _text(item["name"], max_length=100, trim=True) if "name" in item else ""
+        if content is None or name is None:
+            return None
+        history.append(ChatMessage(item["role"], content, name or None))
+    return tuple(history)
+
+
+_ROLES = frozenset({"user", "assistant", "system"})
+
+
+def writing_request_fast(data: Any) -> services.WritingRequest | None:
+    """`WritingInputSerializer(data=data).to_request()` for a body whose every field is of the plain JSON
+    type the field expects (what clients send), without DRF's field machinery; None for any other body,
+    which DRF then validates (and refuses or converts) as always. `tests/generation/
+    test_writing_fast_path.py` checks that both give the same request."""
+    if type(data) is not dict:
+        return None
+    get = data.get
+    prompt_id, temperature, max_tokens, stream = (
+        get("promptId"),
+        get("temperature", 0.7),
+        get("maxTokens"),
+        get("stream", False),
+    )
+    if type(prompt_id) is not int or not 1 <= prompt_id <= 2**62:
+        return None
+    if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
+        return None
+    if max_tokens is not None and (type(max_tokens) is not int or not 1 <= max_tokens <= 1_000_000):
+        return None
+    if type(stream) is not bool:
+        return None
+    user_input = _text(get("userInput", ""))
+    model_id = _text(data["modelId"], max_length=100, trim=True, allow_blank=False) if "modelId" in data else ""
+    parameters = get("parameters", {})
+    if user_input is None or model_id is None or type(parameters) is not dict:
+        return None
+    if not all(type(v) is str and len(v) <= MAX_SCALAR_CHARS for v in parameters.values()):
+        return None
+    history = _history_fast(get("history", []))
+    if history is None:
+        return None
+    return services.WritingRequest(
+        prompt_id=prompt_id,
+        parameters=dict(parameters),
+        user_input=user_input,
+        model_id=model_id or settings.DEFAULT_MODEL_ID,
+        temperature=float(temperature),
+        max_tokens=max_tokens,
+        stream=stream,
+        history=history,
+    )
 
 
 class UsageSerializer(serializers.Serializer):
@@ -183,9 +267,12 @@ class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPI
     _counted_throttles: list[Any] | None = None  # the rate limits this request was counted in, on the loop
 
     def _validated(self, request: Request) -> ReqT:
-        data = self.input_serializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        req = data.to_request()
+        fast = getattr(self.input_serializer, "fast_request", None)  # plain bodies without DRF's fields
+        req = fast(request.data) if fast is not None else None
+        if req is None:
+            data = self.input_serializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            req = data.to_request()
         if self.stream and not req.stream:  # a `/stream` endpoint streams whatever the body says
             req = replace(req, stream=True)  # type: ignore[type-var]  # the requests are dataclasses
         return req
