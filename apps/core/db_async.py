@@ -7,8 +7,9 @@ statement: the hop there and back, a connection checked out of the pool, and und
 threads and the event loop handing the GIL to each other (`bench/profile.py --perf`: a fifth of the
 service's CPU at 16 clients went to futex calls). Here the statement goes out on an asynchronous
 psycopg connection owned by the running loop instead — built from Django's settings for the default
-database (host, credentials, options, type adapters, prepared statements after `prepare_threshold`
-runs) — and the caller awaits its first row.
+database (host, credentials, options, type adapters; server-side binding and statements prepared
+after `prepare_threshold` runs, or neither when `DATABASE_PREPARED_STATEMENTS` is off, as Django's own
+connections) — and the caller awaits its first row.
 
 `enabled()` says whether this path is on: PostgreSQL with `DATABASE_ASYNC_STATEMENTS` (default on).
 Errors are Django's database exceptions (`django.db.utils`), as on the threads. A connection that
@@ -120,7 +121,10 @@ async def _connect() -> Any:
     """A connection as Django would open it for the default database, asynchronous and in autocommit."""
     db = connections[DEFAULT_DB_ALIAS]
     params = db.get_connection_params()
-    params.pop("cursor_factory", None)  # Django's synchronous cursor classes; the default binds server-side
+    params.pop("cursor_factory", None)  # Django's synchronous cursor classes
+    if db.settings_dict["OPTIONS"].get("server_side_binding") is not True:  # DATABASE_PREPARED_STATEMENTS off
+        params["cursor_factory"] = psycopg.AsyncClientCursor  # as Django then: values bound in the client,
+        params["prepare_threshold"] = None  # and nothing prepared (a pooler in transaction mode)
     params.setdefault("application_name", APPLICATION_NAME)
     conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
     if db.timezone_name:

@@ -211,8 +211,10 @@ class RequestSerializer[ReqT: GenerationRequest](Protocol):
 class GenerationView[ReqT: GenerationRequest, PrepT: services.Prepared](AsyncAPIView, abc.ABC):
     """Common to the generation endpoints: the `generation` rate limit, SSE content negotiation, and
     the request path — authentication, permission, rate limit, validation and `open` (prompt or chat,
-    assembly, hold, record) in one synchronous step, then the upstream call on the event loop.
-    Subclasses name their permission, input serializer, `open` and `finish`."""
+    assembly, hold, record) in one synchronous step, then the upstream call on the event loop, then
+    `finish`. Subclasses name their permission, input serializer, `open` and `finish`; with `open_plan`
+    and `finish_plan` as well, a warm call on PostgreSQL does all of it on the event loop (`_open`,
+    `Relay._finish`), falling back to the synchronous steps whenever a round trip remains."""
 
     throttle_classes = (UserRateThrottle, ScopedRateThrottle)
     throttle_scope = "generation"

@@ -89,3 +89,18 @@ def test_a_caller_cancelled_while_waiting_for_a_connection_takes_nothing_with_it
         return await busy, await asyncio.wait_for(after, 2), waiter.cancelled()
 
     assert run(go()) == ((1,), (3,), True)
+
+
+@pytest.mark.parametrize("server_side", [True, False])
+def test_statements_are_prepared_only_where_djangos_are(monkeypatch, server_side):
+    """`DATABASE_PREPARED_STATEMENTS=false` (a pooler that cannot keep them): the loop's connections bind
+    in the client and prepare nothing, as Django's own connections then."""
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "server_side_binding", server_side)
+
+    async def go() -> int:
+        for _ in range(8):
+            await db_async.fetchone(("SELECT %s::int", [1]))
+        row = await db_async.fetchone(("SELECT count(*) FROM pg_prepared_statements", []))
+        return row[0]
+
+    assert (run(go()) > 0) is server_side
