@@ -45,14 +45,23 @@ def enabled() -> bool:
 
 
 class _Conn:
-    """A connection and its one cursor, reused from statement to statement (the cursor keeps the
-    parameter dumpers it looked up: a hold's 57 parameters need no lookup after the first call)."""
+    """A connection and a cursor per statement text, each given the same text object every time: psycopg
+    keeps a cursor's parameter dumpers only while it runs the very same query object again (a hold's 57
+    parameters then need no lookup after its first call)."""
 
-    __slots__ = ("conn", "cursor")
+    __slots__ = ("conn", "cursors")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.cursor = conn.cursor()
+        self.cursors: dict[str, tuple[str, Any]] = {}
+
+    def cursor_for(self, sql: str) -> tuple[str, Any]:
+        found = self.cursors.get(sql)
+        if found is None:
+            if len(self.cursors) >= 64:  # a few texts run here; bounded all the same
+                self.cursors.clear()
+            found = self.cursors[sql] = (sql, self.conn.cursor())
+        return found
 
     @property
     def usable(self) -> bool:
@@ -154,7 +163,8 @@ async def fetchone(statement: Statement) -> tuple[Any, ...] | None:
     for retry in (False, True):
         conn = await pool.take()
         try:
-            cursor = await conn.cursor.execute(sql, params)
+            text, cursor = conn.cursor_for(sql)
+            await cursor.execute(text, params)
             return None if cursor.description is None else await cursor.fetchone()
         except psycopg.OperationalError as exc:
             if retry or not conn.conn.broken:
