@@ -100,13 +100,14 @@ def _history_fast(items: Any) -> tuple[ChatMessage, ...] | None:
         return None
     history = []
     for item in items:
-        if type(item) is not dict or item.get("role") not in _ROLES:
+        role = item.get("role") if type(item) is dict else None
+        if type(role) is not str or role not in _ROLES:  # (a dict or list is not even hashable)
             return None
         content = _text(item.get("content"))
         name = _text(item["name"], max_length=100, trim=True) if "name" in item else ""
         if content is None or name is None:
             return None
-        history.append(ChatMessage(item["role"], content, name or None))
+        history.append(ChatMessage(role, content, name or None))
     return tuple(history)
 
 

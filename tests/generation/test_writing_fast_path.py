@@ -15,7 +15,8 @@ TEXTS = st.one_of(
     st.text(max_size=20),
     st.sampled_from(["", "  ", " x ", "a\x00b", "\ud800", "情节", "\t名\n", "x" * 101]),
 )
-ANY = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**63), st.floats(allow_nan=False), TEXTS)
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**63), st.floats(allow_nan=False), TEXTS)
+ANY = st.one_of(SCALARS, st.lists(SCALARS, max_size=2), st.dictionaries(TEXTS, SCALARS, max_size=2))
 
 
 def maybe(strategy: Any) -> Any:
@@ -83,5 +84,7 @@ def test_anything_else_is_left_to_drf():
         {"promptId": 7, "modelId": "  "},
         {"promptId": 7, "userInput": "\ud800"},
         {"promptId": 7, "history": [{"role": "user"}]},
+        {"promptId": 7, "history": [{"role": {}, "content": ""}]},  # found by schemathesis: was a 500
+        {"promptId": 7, "history": [{"role": ["user"], "content": ""}]},
     ):
         assert writing_request_fast(body) is None
