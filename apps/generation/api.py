@@ -4,7 +4,7 @@ import abc
 import asyncio
 import functools
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
@@ -35,7 +35,7 @@ from apps.generation.models import Generation
 from apps.generation.relay import Relay, respond, upstream_message
 from apps.prompts.selectors import prompt_cache_key
 from apps.providers.tokens import estimate_tokens
-from apps.providers.types import ChatMessage
+from apps.providers.types import ChatMessage, Role
 
 MAX_TEXT = 200_000
 
@@ -107,7 +107,7 @@ def _history_fast(items: Any) -> tuple[ChatMessage, ...] | None:
         name = _text(item["name"], max_length=100, trim=True) if "name" in item else ""
         if content is None or name is None:
             return None
-        history.append(ChatMessage(role, content, name or None))
+        history.append(ChatMessage(cast(Role, role), content, name or None))
     return tuple(history)
 
 
