@@ -148,10 +148,11 @@ def test_the_regex_budget_bounds_an_activation_and_the_rest_is_traced():
     plain = Entry(uid=1001, key=("dragon",), content="plain", order=0)
     result = run([*slow, fast, plain], ATTACK + " dragon", limits=RegexLimits(timeout=0.02, budget=0.1))
     reasons = Counter(t.reason for t in result.trace if t.uid < 1000)
-    # about five 20 ms timeouts fill the 0.1 s budget (fewer when a loaded machine stretches each one),
-    # and the other keys are not tried: not 300 × 20 ms
-    assert 1 <= reasons["regex_timeout"] < 20
-    assert reasons["regex_budget"] == 300 - reasons["regex_timeout"]
+    # about five 20 ms timeouts fill the 0.1 s budget (fewer when a loaded machine stretches each one —
+    # none at all when the first attempt alone outlasts the budget: CI saw it once), and the other keys
+    # are not tried: not 300 × 20 ms
+    assert reasons["regex_timeout"] < 20
+    assert reasons["regex_budget"] == 300 - reasons["regex_timeout"] > 280
     trace = by_uid(result)
     assert trace[1000].reason == "regex_budget"  # scanned last (lowest order), after the budget was spent
     assert trace[1000].detail == (
