@@ -269,7 +269,7 @@ def profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: i
     spy = shutil.which("py-spy", path=str(Path(PY).parent)) or shutil.which("py-spy")
     if spy is None:
         raise SystemExit("py-spy is not installed (pip install py-spy: the dev extra has it)")
-    recorder = subprocess.Popen(
+    calls = _record_under_load(
         [
             spy,
             "record",
@@ -285,14 +285,10 @@ def profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: i
             str(out),
             "--gil",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        target,
+        case,
+        clients,
     )
-
-    calls = asyncio.run(_load_while(recorder, target, case, clients))
-    if recorder.returncode != 0:
-        raise RuntimeError(f"py-spy failed: {recorder.stderr.read() if recorder.stderr else ''}")
     return f"profile of {case}: {calls} calls in {seconds} s -> {out.relative_to(ROOT)}\n" + summarise(out, top)
 
 
@@ -351,7 +347,7 @@ def perf_summary(stacks: collections.Counter[tuple[str, ...]], top: int) -> str:
 def perf_profile(target: Target, case: str, pid: int, seconds: int, rate: int, top: int, clients: int = 1) -> str:
     """`perf record` on the service (CPU time of every thread, the kernel's share included)."""
     data = RESULTS / f"perf-{case}.data"
-    recorder = subprocess.Popen(
+    calls = _record_under_load(
         [
             "perf",
             "record",
@@ -368,13 +364,10 @@ def perf_profile(target: Target, case: str, pid: int, seconds: int, rate: int, t
             "sleep",
             str(seconds),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        target,
+        case,
+        clients,
     )
-    calls = asyncio.run(_load_while(recorder, target, case, clients))
-    if recorder.returncode != 0:
-        raise RuntimeError(f"perf failed: {recorder.stderr.read() if recorder.stderr else ''}")
     script = subprocess.run(["perf", "script", "-i", str(data)], capture_output=True, text=True, check=True).stdout
     stacks = perf_frames(script)
     out = RESULTS / f"perf-{case}.txt"
@@ -382,6 +375,15 @@ def perf_profile(target: Target, case: str, pid: int, seconds: int, rate: int, t
     return f"perf profile of {case}: {calls} calls in {seconds} s -> {out.relative_to(ROOT)}\n" + perf_summary(
         stacks, top
     )
+
+
+def _record_under_load(argv: list[str], target: Target, case: str, clients: int) -> int:
+    """Run the profiler `argv` while `clients` clients keep calling `case`; the calls made meanwhile."""
+    recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    calls = asyncio.run(_load_while(recorder, target, case, clients))
+    if recorder.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {recorder.stderr.read() if recorder.stderr else ''}")
+    return calls
 
 
 async def _load_while(recorder: subprocess.Popen[str], target: Target, case: str, clients: int) -> int:

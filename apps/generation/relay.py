@@ -298,20 +298,26 @@ class Relay:
 
     async def _finish(self, outcome: Outcome) -> Finished:
         """A settlement as one statement on the event loop when it can be; else `finish` on a thread."""
-        if self.finish_plan is not None:
-            try:
-                plan = self.finish_plan(prepared=self.prepared, outcome=outcome)
-                statement = plan.attempt() if plan is not None else None
-            except SynchronousOnlyOperation:  # a round trip before the statement (a settings cache to refresh)
-                statement = None
-            if statement is not None:
-                assert plan is not None
-                finished = plan.read(await db_async.fetchone(statement))
-                if finished is not None:
-                    if self.finished_on_loop is not None:
-                        await self.finished_on_loop()
-                    return finished
-        return await db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome)
+        finished = await self._settled_on_loop(outcome) if self.finish_plan is not None else None
+        if finished is None:
+            finished = await db_sync_to_async(self.finish)(prepared=self.prepared, outcome=outcome)
+        return finished
+
+    async def _settled_on_loop(self, outcome: Outcome) -> Finished | None:
+        """The settlement's one statement on the loop's connection; None when the step needs a thread (a
+        release, a round trip before the statement, a hold the statement found no longer active)."""
+        assert self.finish_plan is not None
+        try:
+            plan = self.finish_plan(prepared=self.prepared, outcome=outcome)
+            statement = plan.attempt() if plan is not None else None
+        except SynchronousOnlyOperation:  # a settings cache to refresh first
+            return None
+        if plan is None or statement is None:
+            return None
+        finished = plan.read(await db_async.fetchone(statement))
+        if finished is not None and self.finished_on_loop is not None:
+            await self.finished_on_loop()
+        return finished
 
     def final_event(self) -> dict[str, Any]:
         assert self.finished is not None
