@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpRequest, HttpResponseBase
@@ -18,6 +19,7 @@ from django.urls import ResolverMatch, URLPattern, URLResolver, get_resolver, se
 from django.urls.resolvers import RoutePattern
 from django.utils import translation
 
+from apps.core.cache import loop_backend
 from writing_service.middleware import VALID_REQUEST_ID
 
 API_PREFIXES = ("/api/", "/v1/")  # this service's API and the OpenAI-compatible one
@@ -230,7 +232,12 @@ class AsyncApiASGIHandler(ApiASGIHandler):
         signals, each a thread hop: their receivers reset query logs and close database connections
         and caches, which the views here don't leave open (every database step closes its own
         connection; the cache client is shared). The client-disconnect handling is Django's; the body
-        limit is applied around it (`__call__`), while `read_body` receives the body."""
+        limit is applied around it (`__call__`), while `read_body` receives the body.
+
+        The request's tasks read the default cache through the process's one backend object for the
+        event loop (`apps.core.cache.loop_backend`): Django's `caches` keeps one per task there and
+        would build one for every request."""
+        caches[DEFAULT_CACHE_ALIAS] = loop_backend()  # this task's and its children's (contextvars)
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -15,6 +16,8 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -207,10 +210,26 @@ def _record_to_cache(record: ApiToken) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _attnames(model: Any) -> frozenset[str]:
+    return frozenset(f.attname for f in model._meta.concrete_fields)
+
+
 def _from_db(model: Any, values: dict[str, Any]) -> Any:
-    """An instance with only these fields loaded (the others deferred: read on demand)."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db("default", names, [values[name] for name in names])
+    """An instance with only these fields loaded (the others deferred: read on demand), as
+    `Model.from_db` builds it. Without `pre_init` / `post_init` receivers for the model there is nothing
+    for `Model.__init__` to do but set the attributes: they are set directly (a quarter of the CPU, on
+    every authenticated request)."""
+    attnames = _attnames(model)
+    if pre_init.has_listeners(model) or post_init.has_listeners(model):
+        names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+        return model.from_db("default", names, [values[name] for name in names])
+    instance = model.__new__(model)
+    state = instance._state = ModelState()
+    state.adding = False
+    state.db = "default"
+    instance.__dict__.update((name, value) for name, value in values.items() if name in attnames)
+    return instance
 
 
 def _record_from_cache(cached: dict[str, Any]) -> ApiToken:

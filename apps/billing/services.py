@@ -337,10 +337,13 @@ def hold_attempt(
     input_chars: int,
     max_tokens: int,
     record_statement: RecordStatement[HoldRecord] | None = None,
+    autocommit: bool = False,
 ) -> HoldAttempt | None:
     """The one-statement form of `hold_place` (same arguments); None where there is none (not PostgreSQL,
     or a free model: nothing to reserve). The non-member terms go in; the statement applies the
-    member's rule (output free) itself when it finds an active membership."""
+    member's rule (output free) itself when it finds an active membership. `autocommit`: the statement
+    will run in autocommit on the event loop's connections (`apps.core.db_async`), outside any
+    transaction of Django's connection."""
     if not _one_statement() or pricing.is_free:
         return None
     now = timezone.now()
@@ -358,7 +361,7 @@ def hold_attempt(
         model_id=pricing.model_id,
         expires_at=now + timedelta(seconds=settings.BILLING_HOLD_TTL_SECONDS),
         record=record_statement(_HOLD_DECIDED) if record_statement is not None else None,
-        async_commit=statements.async_commit(),  # decided here: the first-use path adds a savepoint
+        async_commit=statements.async_commit(autocommit=autocommit),  # here: the first-use path adds a savepoint
     )
 
     def read(row: Sequence[Any] | None) -> HoldResult | None:

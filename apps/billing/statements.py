@@ -148,13 +148,14 @@ def member_tier(cursor: CursorWrapper, user_id: int, at: datetime) -> str | None
 _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 
 
-def async_commit() -> bool:
+def async_commit(*, autocommit: bool = False) -> bool:
     """Whether `hold_place` makes its transaction's commit asynchronous: PostgreSQL, unless
     `BILLING_DURABLE_HOLDS`, and only when the hold is its own transaction — one statement in autocommit,
-    or the outermost atomic block; a caller's larger transaction keeps its durable commit."""
+    or the outermost atomic block; a caller's larger transaction keeps its durable commit. `autocommit`:
+    the statement runs in autocommit on a connection of its own (`apps.core.db_async`), not on Django's."""
     if not settings.IS_POSTGRES or settings.BILLING_DURABLE_HOLDS:
         return False
-    return not connection.savepoint_ids
+    return autocommit or not connection.savepoint_ids
 
 
 def hold_rows(cursor: CursorWrapper, user_id: int, day: date, at: datetime, *, lock: bool) -> TierAndRows:

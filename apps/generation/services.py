@@ -383,7 +383,8 @@ class OpenPlan[PrepT: Prepared]:
         }
 
     def attempt(self) -> billing.HoldAttempt | None:
-        return billing.hold_attempt(user_id=self.user.pk, **self._hold_terms())
+        """The hold as one statement to run on the event loop's connections (in autocommit)."""
+        return billing.hold_attempt(user_id=self.user.pk, autocommit=True, **self._hold_terms())
 
     def opened(self, hold: billing.HoldResult) -> PrepT:
         prepared = self.prepared

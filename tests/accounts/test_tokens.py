@@ -158,3 +158,50 @@ def test_a_token_limited_to_the_openai_api_is_refused_elsewhere(anon, make_clien
     assert refused.status_code == 401
     assert refused.json()["message"] == "此令牌只能用于 OpenAI 兼容接口（/v1）。"
     assert anon.post("/api/v1/auth/token", {"username": "alice", "scope": "admin"}, format="json").status_code == 400
+
+
+def _cached_record(record: ApiToken) -> ApiToken:
+    from apps.accounts.services import _record_from_cache, _record_to_cache
+
+    return _record_from_cache(_record_to_cache(record))
+
+
+def test_token_record_from_the_cache_is_what_from_db_builds(user):
+    # given a token record as authentication caches it
+    from django.contrib.auth import get_user_model
+
+    issued = token_create(user=user)
+    record = ApiToken.objects.select_related("user").get(pk=issued.record.pk)
+    # when it is rebuilt from the cache
+    cached = _cached_record(record)
+    # then it is a saved instance of the same row, the fields left out deferred (read on demand)
+    assert cached.pk == record.pk and cached._state.adding is False and cached._state.db == "default"
+    assert {f: getattr(cached, f) for f in ("prefix", "digest", "expires_at", "scope", "user_id")} == {
+        f: getattr(record, f) for f in ("prefix", "digest", "expires_at", "scope", "user_id")
+    }
+    assert cached.get_deferred_fields() == set()
+    assert cached.user.username == "alice" and cached.user.is_active
+    assert "password" in cached.user.get_deferred_fields()  # never cached: no hash in the cache
+    assert cached.user.email == get_user_model().objects.get(pk=user.pk).email  # loaded on demand
+    assert cached == record and cached.user == record.user
+
+
+def test_token_record_from_the_cache_honours_model_init_signals(user):
+    # given a receiver of post_init for tokens (none in the project: the fast build skips __init__)
+    from django.db.models.signals import post_init
+
+    seen: list[ApiToken] = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    record = token_create(user=user).record
+    post_init.connect(receiver, sender=ApiToken)
+    try:
+        # when a cached record is rebuilt
+        cached = _cached_record(record)
+    finally:
+        post_init.disconnect(receiver, sender=ApiToken)
+    # then it went through Model.__init__, and the receiver saw it
+    assert seen == [cached]
+    assert cached.get_deferred_fields() == set() and cached._state.adding is False
