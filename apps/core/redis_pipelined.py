@@ -73,6 +73,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.open = False
         self._watch: asyncio.TimerHandle | None = None
+        self._unsent: list[bytes] | None = None  # commands of this turn of the loop, written at its end
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -100,10 +101,21 @@ class _Connection(asyncio.Protocol):
             raise redis.ConnectionError("Redis connection is closed")
         future = self.loop.create_future()
         self.waiting.append((future, self.loop.time()))
-        self.transport.write(pack(args))
+        if self._unsent is None:
+            self._unsent = [pack(args)]
+            self.loop.call_soon(self._flush)
+        else:
+            self._unsent.append(pack(args))
         if self._watch is None:
             self._watch = self.loop.call_later(self.timeout, self._check)
         return future
+
+    def _flush(self) -> None:
+        """The commands sent since the last flush in one write: under load, several requests' commands
+        share one system call (each is a round trip through the kernel that wakes Redis)."""
+        unsent, self._unsent = self._unsent, None
+        if unsent and self.transport is not None:
+            self.transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     def _check(self) -> None:
         """The oldest waiting command's age: past `timeout`, the connection is given up."""

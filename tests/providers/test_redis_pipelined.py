@@ -129,6 +129,38 @@ async def test_a_server_that_never_answers_times_out_every_waiting_command():
         writer.close()
 
 
+async def test_the_commands_of_one_turn_of_the_loop_go_out_in_one_write():
+    # given a server that answers every PING, and a connection whose writes are counted
+    ping = pack(("PING",))
+
+    async def pong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffered = b""
+        while data := await reader.read(65536):
+            buffered += data
+            answered = buffered.count(ping)
+            buffered = buffered[answered * len(ping) :]
+            writer.write(b"+PONG\r\n" * answered)
+
+    server = await asyncio.start_server(pong, "127.0.0.1", 0)
+    client = PipelinedRedis(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+    assert await client.execute("PING") == b"PONG"  # connected
+    connection = client._connection
+    assert connection is not None and connection.transport is not None
+    writes: list[bytes] = []
+    write = connection.transport.write
+    connection.transport.write = lambda data: (writes.append(bytes(data)), write(data))[1]  # type: ignore[method-assign]
+    # when ten coroutines send a command in the same turn, and one more comes a turn later
+    first = asyncio.gather(*(client.execute("PING") for _ in range(10)))
+    client.execute_nowait("PING")
+    await asyncio.sleep(0)
+    later = client.execute("PING")
+    # then each gets its answer, the eleven of the first turn written at once, the later one by itself
+    assert await first == [b"PONG"] * 10 and await later == b"PONG"
+    assert writes == [ping * 11, ping]
+    client.close()
+    server.close()
+
+
 def test_a_tls_url_carries_its_settings():
     client = PipelinedRedis("rediss://user:pw@redis.example:6380/3?ssl_cert_reqs=none")
     assert client._ssl is not None and client._ssl.verify_mode == ssl.CERT_NONE and not client._ssl.check_hostname
