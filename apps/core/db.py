@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 from django.db.models.fields import AutoFieldMixin
@@ -129,10 +129,57 @@ class Expr(str):
     __slots__ = ()
 
 
+_SAME_WHEN = {models.CharField: str, models.TextField: str, models.BooleanField: bool}
+"""Fields (exact classes) whose `get_db_prep_save` gives a value of this exact type back unchanged."""
+_INTEGERS = frozenset(
+    {
+        models.IntegerField,
+        models.BigIntegerField,
+        models.SmallIntegerField,
+        models.PositiveIntegerField,
+        models.PositiveBigIntegerField,
+        models.PositiveSmallIntegerField,
+    }
+)
+_AUTOS = frozenset({models.AutoField, models.BigAutoField, models.SmallAutoField})
+
+
+@functools.lru_cache(maxsize=1024)
+def _preparer(field: Field, db: BaseDatabaseWrapper) -> Callable[[Any], Any]:
+    """`field.get_db_prep_save(value, db)`, the common cases without Django's chain of calls (five per
+    value; a generation's two statements prepare some 50): `None`, a `str` for a text field, a `bool`
+    for a boolean one are themselves; an `int` for an integer field (or a key to one) is what the backend
+    makes of it, as Django's chain ends (`adapt_integerfield_value`: psycopg's sized integer types;
+    `validate_autopk_value` for an automatic key). Anything else goes through Django."""
+    slow = functools.partial(field.get_db_prep_save, connection=db)
+    target = field.target_field if isinstance(field, models.ForeignKey) else field
+    kind = type(target)
+    if kind in _INTEGERS or kind in _AUTOS:
+        if kind in _AUTOS:
+            adapt: Callable[[int], Any] = db.ops.validate_autopk_value
+        else:
+            adapt = functools.partial(db.ops.adapt_integerfield_value, internal_type=target.get_internal_type())
+
+        def integer(value: Any) -> Any:
+            if value is None:
+                return None
+            return adapt(value) if type(value) is int else slow(value)
+
+        return integer
+    same = _SAME_WHEN.get(kind) if target is field else None
+    if same is None:
+        return slow
+
+    def plain(value: Any) -> Any:
+        return value if value is None or type(value) is same else slow(value)
+
+    return plain
+
+
 def _value_sql(field: Field, value: Any, params: list[Any], db: BaseDatabaseWrapper) -> str:
     if isinstance(value, Expr):
         return str(value)
-    params.append(field.get_db_prep_save(value, db))
+    params.append(_preparer(field, db)(value))
     return "%s"
 
 
@@ -140,6 +187,17 @@ class _InsertPlan(NamedTuple):
     head: str  # INSERT INTO table (columns)
     fields: tuple[Field, ...]
     defaults: tuple[Any, ...]  # per field: its prepared constant default, or _CALL (called per row)
+    shapes: dict[tuple[Any, ...], _InsertShape]  # per shape of the values given (see `_insert_shape`)
+
+
+class _InsertShape(NamedTuple):
+    """An insert of one set of given names (and `Expr` texts): its placeholders written once, its
+    parameters a copy of `template` with the given values and the callable defaults filled in."""
+
+    placeholders: str
+    template: list[Any]
+    given: tuple[tuple[int, str, Callable[[Any], Any]], ...]  # parameter index, attname, preparer
+    called: tuple[tuple[int, Field, Callable[[Any], Any]], ...]  # parameter index, field, preparer
 
 
 _CALL = object()
@@ -156,7 +214,30 @@ def _insert_plan(model: type[Model], vendor: str) -> _InsertPlan:
         _CALL if f.has_default() and callable(f.default) else f.get_db_prep_save(f.get_default(), connection)
         for f in fields
     )
-    return _InsertPlan(f"INSERT INTO {qn(model._meta.db_table)} ({columns})", fields, defaults)
+    return _InsertPlan(f"INSERT INTO {qn(model._meta.db_table)} ({columns})", fields, defaults, {})
+
+
+def _insert_shape(plan: _InsertPlan, key: tuple[Any, ...], db: BaseDatabaseWrapper) -> _InsertShape:
+    exprs = dict(key)  # attname -> its Expr, or None: a parameter
+    sql: list[str] = []
+    template: list[Any] = []
+    given: list[tuple[int, str, Callable[[Any], Any]]] = []
+    called: list[tuple[int, Field, Callable[[Any], Any]]] = []
+    for field, default in zip(plan.fields, plan.defaults, strict=True):
+        name = field.attname
+        if exprs.get(name) is not None:
+            sql.append(str(exprs[name]))
+            continue
+        sql.append("%s")
+        if name in exprs:
+            given.append((len(template), name, _preparer(field, db)))
+        elif default is _CALL:
+            called.append((len(template), field, _preparer(field, db)))
+        template.append(default)
+    if len(plan.shapes) >= 64:  # a few shapes per model in practice; bounded all the same
+        plan.shapes.clear()
+    shape = plan.shapes[key] = _InsertShape(", ".join(sql), template, tuple(given), tuple(called))
+    return shape
 
 
 def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: str | None = None) -> Statement:
@@ -168,20 +249,18 @@ def insert_statement(model: type[Model], values: Mapping[str, Any], *, source: s
     `source` (none when it is empty), `Expr` values reading its columns."""
     db = prep_connection()
     plan = _insert_plan(model, db.vendor)
-    params: list[Any] = []
-    sql: list[str] = []
-    for field, default in zip(plan.fields, plan.defaults, strict=True):
-        if field.attname in values:
-            sql.append(_value_sql(field, values[field.attname], params, db))
-        elif default is _CALL:
-            sql.append(_value_sql(field, field.get_default(), params, db))
-        else:
-            params.append(default)
-            sql.append("%s")
-    placeholders = ", ".join(sql)
+    key = tuple((name, value if isinstance(value, Expr) else None) for name, value in values.items())
+    shape = plan.shapes.get(key)
+    if shape is None:
+        shape = _insert_shape(plan, key, db)
+    params = shape.template.copy()
+    for index, name, prepare in shape.given:
+        params[index] = prepare(values[name])
+    for index, field, prepare in shape.called:
+        params[index] = prepare(field.get_default())
     if source is None:
-        return f"{plan.head} VALUES ({placeholders})", params
-    return f"{plan.head} SELECT {placeholders} FROM {source}", params  # noqa: S608 (names from the model, values as parameters)
+        return f"{plan.head} VALUES ({shape.placeholders})", params
+    return f"{plan.head} SELECT {shape.placeholders} FROM {source}", params  # noqa: S608 (names from the model, values as parameters)
 
 
 class _UpdatePlan(NamedTuple):

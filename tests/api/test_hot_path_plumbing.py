@@ -10,6 +10,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
@@ -55,6 +56,51 @@ def test_update_statement_sets_only_the_named_columns(user):
     record.refresh_from_db()
     assert (record.status, record.total_cost, record.content) == ("succeeded", 7, "keep")
     assert record.finished_at == finished
+
+
+_SAMPLES = (None, 0, 7, -3, 2**40, True, False, "", "7", "text", 1.5, Decimal("2.50"), [1], {"a": 1})
+
+
+def _prepared(prepare, value):
+    """(outcome, type, value): psycopg's wrappers (Jsonb, Binary) compared by what they wrap."""
+    try:
+        prepared = prepare(value)
+    except Exception as exc:  # compared by type with Django's own
+        return ("raised", type(exc), None)
+    return ("ok", type(prepared), getattr(prepared, "obj", prepared))
+
+
+@pytest.mark.parametrize("model", sorted(django_apps.get_models(), key=lambda m: m._meta.label), ids=str)
+def test_field_preparers_give_what_django_gives(model):
+    # every concrete field of every model, values of many types: the short cuts answer as Django's chain
+    from apps.core.db import _preparer, prep_connection
+
+    db = prep_connection()
+    for field in model._meta.concrete_fields:
+        for value in _SAMPLES:
+            ours = _prepared(_preparer(field, db), value)
+            django = _prepared(lambda v, f=field: f.get_db_prep_save(v, db), value)
+            assert ours == django, (field, value)
+
+
+def test_insert_statement_shapes_give_the_same_statement_each_time(user):
+    # the same names with other values, an Expr, and a callable default: each statement as built afresh
+    from apps.core.db import _CALL, Expr, _insert_plan, prep_connection
+
+    first = insert_statement(Generation, {"public_id": "g1", "user_id": user.pk, "max_tokens": 5})
+    again = insert_statement(Generation, {"public_id": "g2", "user_id": user.pk, "max_tokens": 9})
+    assert first[0] == again[0] and len(first[1]) == len(again[1])
+    assert "g2" in again[1] and "g1" not in again[1]
+    with_expr = insert_statement(Generation, {"public_id": "g3", "user_id": Expr("s.user_id")}, source="s")
+    assert "s.user_id" in with_expr[0] and with_expr[0].endswith("FROM s") and user.pk not in with_expr[1]
+    plan = _insert_plan(Generation, prep_connection().vendor)
+    assert len(plan.shapes) >= 2  # one per shape, reused
+    # the callable defaults (attempts=list, created_at=now) called for each row, never shared
+    names = {"public_id", "user_id", "max_tokens"}
+    shape = next(shape for key, shape in plan.shapes.items() if dict(key).keys() == names)
+    called = {field.attname: i for i, field, _p in shape.called}
+    assert set(called) == {"attempts", "created_at"}
+    assert all(shape.template[i] is _CALL and first[1][i] is not _CALL for i in called.values())
 
 
 # --- the database thread pool ----------------------------------------------------------------------
