@@ -39,8 +39,12 @@ class IssuedToken:
 
 def token_digest(token: str) -> str:
     """HMAC-SHA256 of the token keyed with SECRET_KEY (a database leak alone reveals nothing usable)."""
-    key = hashlib.sha256(b"api-token:" + settings.SECRET_KEY.encode()).digest()
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(_digest_key(settings.SECRET_KEY), token.encode(), "sha256").hex()
+
+
+@functools.lru_cache(maxsize=4)
+def _digest_key(secret: str) -> bytes:
+    return hashlib.sha256(b"api-token:" + secret.encode()).digest()
 
 
 def split_token(token: str) -> str | None:
