@@ -41,6 +41,25 @@ HISTORY = [
 ]
 
 
+def service_env(tmp: str | Path, log_level: str = "INFO", **extra: str) -> dict[str, str]:
+    """The service's environment for a production-like start (DEBUG off, which refuses the public
+    development keys, so real secrets; rate limits off), the database `DATABASE_URL` or a SQLite file
+    in `tmp`."""
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "LOG_LEVEL": log_level,
+        "RATE_LIMIT_USER": "0",
+        "RATE_LIMIT_GENERATION": "0",
+        "DJANGO_SETTINGS_MODULE": "writing_service.settings",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(64),
+        "FIELD_ENCRYPTION_KEY": os.environ.get("FIELD_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
+        **extra,
+    }
+    env.setdefault("DATABASE_URL", f"sqlite:///{tmp}/bench.sqlite3")
+    return env
+
+
 def start_fake(chunks: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [PY, "-m", "tests.fakes.upstream", "--port", "0", "--uvloop", "--chunks", str(chunks)],
@@ -372,18 +391,7 @@ def main() -> None:
 
     fake_proc, fake = start_fake(chunks=4)
     tmp = tempfile.mkdtemp(prefix="bench-")
-    env = {
-        **os.environ,
-        "DEBUG": "false",
-        "LOG_LEVEL": "WARNING",
-        "RATE_LIMIT_USER": "0",
-        "RATE_LIMIT_GENERATION": "0",
-        "DJANGO_SETTINGS_MODULE": "writing_service.settings",
-        # a production-like start (DEBUG off refuses the public development keys)
-        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(64),
-        "FIELD_ENCRYPTION_KEY": os.environ.get("FIELD_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
-    }
-    env.setdefault("DATABASE_URL", f"sqlite:///{tmp}/bench.sqlite3")
+    env = service_env(tmp, "WARNING")
     service_proc = None
     try:
         subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)

@@ -37,19 +37,18 @@ import asyncio
 import collections
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
-from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import cpu_seconds, pct, start_fake
+from overhead import cpu_seconds, pct, service_env, start_fake
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -395,6 +394,20 @@ async def _load_while(recorder: subprocess.Popen[str], target: Target, case: str
     return sum(await task)
 
 
+def prepare_database(env: dict[str, str], fake: str) -> dict[str, Any]:
+    """Migrations, then the user, model and prompt of the calls (`SETUP`): the token and the prompt's id."""
+    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    out = subprocess.run(
+        [PY, "manage.py", "shell", "-c", SETUP],
+        cwd=ROOT,
+        env={**env, "BENCH_FAKE_URL": fake, "BENCH_SYSTEM": SYSTEM},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=["writing", "stream", "openai", "openai-stream", "all"], default="all")
@@ -434,30 +447,10 @@ def main() -> None:
 
     fake_proc, fake = start_fake(chunks=args.chunks)
     tmp = tempfile.mkdtemp(prefix="profile-")
-    env = {
-        **os.environ,
-        "DEBUG": "false",
-        "LOG_LEVEL": args.log_level,
-        "RATE_LIMIT_USER": "0",
-        "RATE_LIMIT_GENERATION": "0",
-        "DJANGO_SETTINGS_MODULE": "writing_service.settings",
-        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(64),
-        "FIELD_ENCRYPTION_KEY": os.environ.get("FIELD_ENCRYPTION_KEY") or Fernet.generate_key().decode(),
-        **({"PYTHONPERFSUPPORT": "1"} if args.perf else {}),
-    }
-    env.setdefault("DATABASE_URL", f"sqlite:///{tmp}/profile.sqlite3")
+    env = service_env(tmp, args.log_level, **({"PYTHONPERFSUPPORT": "1"} if args.perf else {}))
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
-        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        out = subprocess.run(
-            [PY, "manage.py", "shell", "-c", SETUP],
-            cwd=ROOT,
-            env={**env, "BENCH_FAKE_URL": fake, "BENCH_SYSTEM": SYSTEM},
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        setup = json.loads(out.strip().splitlines()[-1])
+        setup = prepare_database(env, fake)
         procs.append(("this", start_service(ROOT, args.port, env, Path(tmp) / "service.log")))
         if args.compare:
             other = Path(args.compare).resolve()
