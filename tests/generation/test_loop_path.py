@@ -75,6 +75,36 @@ def test_a_warm_call_holds_and_settles_on_the_loop(http, fake_upstream, make_mod
     assert wallet.paid_held == 0
 
 
+def test_a_warm_call_builds_no_cache_backend_or_database_wrapper(
+    http, fake_upstream, make_model, writing_prompt, user, monkeypatch
+):
+    # Django's `caches` and `connections` keep one object per asyncio task: a warm call on the loop must
+    # neither build a cache backend per request nor a database wrapper (the loop path needs neither)
+    from django.core.cache import caches
+    from django.db import connections
+
+    wallet_grant(user=user, amount=100_000)
+    make_model()
+    fake_upstream.script(Reply(chunks=["first"]))
+    assert write(http, writing_prompt).status_code == 200  # warm: cache entries, loop backend, plans
+    built: list[str] = []
+
+    def counting(handler: Any, what: str) -> None:
+        original = handler.create_connection
+
+        def create_connection(alias: str) -> Any:
+            built.append(f"{what}:{alias}")
+            return original(alias)
+
+        monkeypatch.setattr(handler, "create_connection", create_connection)
+
+    counting(caches, "cache")
+    counting(connections, "database")
+    fake_upstream.script(Reply(chunks=["second"]))
+    assert write(http, writing_prompt).status_code == 200
+    assert built == []
+
+
 def test_a_stream_settles_on_the_loop(http, fake_upstream, make_model, writing_prompt, user, thread_steps):
     wallet_grant(user=user, amount=100_000)
     make_model()
