@@ -22,7 +22,7 @@ from apps.billing.api import ConsumptionSerializer
 from apps.billing.charges import count_chars
 from apps.billing.selectors import available_get, available_read, available_statement
 from apps.core import db_async
-from apps.core.api.fields import MAX_SCALAR_CHARS, ScalarToString
+from apps.core.api.fields import MAX_SCALAR_CHARS, ScalarToString, char_value
 from apps.core.api.pagination import PagePagination
 from apps.core.api.renderers import EventStreamRenderer, JSONRenderer, dumps
 from apps.core.api.serializers import StaticSerializer
@@ -77,24 +77,6 @@ class WritingInputSerializer(StaticSerializer):
         )
 
 
-def _text(value: Any, *, max_length: int = MAX_TEXT, trim: bool = False, allow_blank: bool = True) -> str | None:
-    """A text field as DRF's `CharField` validates it — None for anything it would refuse or convert."""
-    if type(value) is not str:
-        return None
-    if trim:
-        value = value.strip()
-    if not value:
-        return "" if allow_blank else None
-    if len(value) > max_length or "\x00" in value:
-        return None
-    if not value.isascii():
-        try:
-            value.encode()  # a lone surrogate cannot be encoded: DRF refuses it
-        except UnicodeEncodeError:
-            return None
-    return value
-
-
 def _history_fast(items: Any) -> tuple[ChatMessage, ...] | None:
     if type(items) is not list or len(items) > 1000:
         return None
@@ -103,8 +85,8 @@ def _history_fast(items: Any) -> tuple[ChatMessage, ...] | None:
         role = item.get("role") if type(item) is dict else None
         if type(role) is not str or role not in _ROLES:  # (a dict or list is not even hashable)
             return None
-        content = _text(item.get("content"))
-        name = _text(item["name"], max_length=100, trim=True) if "name" in item else ""
+        content = char_value(item.get("content"), max_length=MAX_TEXT)
+        name = char_value(item["name"], max_length=100, trim=True) if "name" in item else ""
         if content is None or name is None:
             return None
         history.append(ChatMessage(cast(Role, role), content, name or None))
@@ -136,8 +118,8 @@ def writing_request_fast(data: Any) -> services.WritingRequest | None:
         return None
     if type(stream) is not bool:
         return None
-    user_input = _text(get("userInput", ""))
-    model_id = _text(data["modelId"], max_length=100, trim=True, allow_blank=False) if "modelId" in data else ""
+    user_input = char_value(get("userInput", ""), max_length=MAX_TEXT)
+    model_id = char_value(data["modelId"], max_length=100, trim=True, allow_blank=False) if "modelId" in data else ""
     parameters = get("parameters", {})
     if user_input is None or model_id is None or type(parameters) is not dict:
         return None

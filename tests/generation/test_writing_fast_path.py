@@ -10,18 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apps.generation.api import WritingInputSerializer, writing_request_fast
+from tests.body_strategies import any_json, texts
+from tests.body_strategies import maybe as maybe_else
 
-TEXTS = st.one_of(
-    st.text(max_size=20),
-    st.sampled_from(["", "  ", " x ", "a\x00b", "\ud800", "情节", "\t名\n", "x" * 101]),
-)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**63), st.floats(allow_nan=False), TEXTS)
-ANY = st.one_of(SCALARS, st.lists(SCALARS, max_size=2), st.dictionaries(TEXTS, SCALARS, max_size=2))
+TEXTS = texts(" x ", "情节", "\t名\n", "x" * 101)
+ANY = any_json(TEXTS)
 
 
 def maybe(strategy: Any) -> Any:
-    """Mostly the field's own type (so that many bodies take the fast path), sometimes anything."""
-    return st.one_of(strategy, strategy, strategy, strategy, ANY)
+    return maybe_else(strategy, ANY)
 
 
 MESSAGE = st.fixed_dictionaries(

@@ -8,6 +8,26 @@ from rest_framework import serializers
 MAX_SCALAR_CHARS = 200_000
 
 
+def char_value(value: Any, *, max_length: int, trim: bool = False, allow_blank: bool = True) -> str | None:
+    """A text as DRF's `CharField(max_length=…, trim_whitespace=trim, allow_blank=…)` validates it, for
+    request bodies checked without DRF's field machinery: the text, or None for anything the field would
+    refuse or convert (not a `str`, too long, a NUL, a lone surrogate, blank where not allowed)."""
+    if type(value) is not str:
+        return None
+    if trim:
+        value = value.strip()
+    if not value:
+        return "" if allow_blank else None
+    if len(value) > max_length or "\x00" in value:
+        return None
+    if not value.isascii():
+        try:
+            value.encode()  # a lone surrogate cannot be encoded: DRF refuses it
+        except UnicodeEncodeError:
+            return None
+    return value
+
+
 class ScalarToString(serializers.Field):
     """A template parameter value: strings as they are; numbers and booleans as their JSON text."""
 
