@@ -224,10 +224,10 @@ def _from_db(model: Any, values: dict[str, Any]) -> Any:
     `Model.from_db` builds it. Without `pre_init` / `post_init` receivers for the model there is nothing
     for `Model.__init__` to do but set the attributes: they are set directly (a quarter of the CPU, on
     every authenticated request)."""
-    attnames = _attnames(model)
     if pre_init.has_listeners(model) or post_init.has_listeners(model):
         names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
         return model.from_db("default", names, [values[name] for name in names])
+    attnames = _attnames(model)
     instance = model.__new__(model)
     state = instance._state = ModelState()
     state.adding = False

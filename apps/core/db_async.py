@@ -26,9 +26,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db import utils as db_utils
 
-from apps.core.db import Statement
+from apps.core.db import Statement, prep_connection
 
 try:
     import psycopg
@@ -160,42 +159,20 @@ async def fetchone(statement: Statement) -> tuple[Any, ...] | None:
     hold no longer active."""
     sql, params = statement
     pool = _pool()
-    for retry in (False, True):
-        conn = await pool.take()
-        try:
-            text, cursor = conn.cursor_for(sql)
-            await cursor.execute(text, params)
-            return None if cursor.description is None else await cursor.fetchone()
-        except psycopg.OperationalError as exc:
-            if retry or not conn.conn.broken:
-                raise _django_error(exc) from exc
-            pool.close_idle()  # the server went away for one: likely for all, so the retry connects anew
-        except psycopg.Error as exc:
-            raise _django_error(exc) from exc
-        finally:
-            pool.give_back(conn)
+    with prep_connection().wrap_database_errors:  # psycopg's errors as Django's, as on the threads
+        for retry in (False, True):
+            conn = await pool.take()
+            try:
+                text, cursor = conn.cursor_for(sql)
+                await cursor.execute(text, params)
+                return None if cursor.description is None else await cursor.fetchone()
+            except psycopg.OperationalError:
+                if retry or not conn.conn.broken:
+                    raise
+                pool.close_idle()  # the server went away for one: likely for all, so the retry connects anew
+            finally:
+                pool.give_back(conn)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-_DJANGO_ERRORS = (
-    db_utils.DataError,
-    db_utils.OperationalError,
-    db_utils.IntegrityError,
-    db_utils.InternalError,
-    db_utils.ProgrammingError,
-    db_utils.NotSupportedError,
-    db_utils.DatabaseError,
-    db_utils.InterfaceError,
-    db_utils.Error,
-)
-
-
-def _django_error(exc: Exception) -> Exception:
-    """psycopg's exception as Django's (as `DatabaseErrorWrapper` maps it, by the PEP-249 class names)."""
-    for django_type in _DJANGO_ERRORS:
-        if isinstance(exc, getattr(psycopg, django_type.__name__)):
-            return django_type(*exc.args)
-    return exc  # pragma: no cover - every psycopg.Error is a PEP-249 error
 
 
 def close_ended() -> None:

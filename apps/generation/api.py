@@ -77,6 +77,9 @@ class WritingInputSerializer(StaticSerializer):
         )
 
 
+_ROLES = frozenset({"user", "assistant", "system"})
+
+
 def _history_fast(items: Any) -> tuple[ChatMessage, ...] | None:
     if type(items) is not list or len(items) > 1000:
         return None
@@ -91,9 +94,6 @@ def _history_fast(items: Any) -> tuple[ChatMessage, ...] | None:
             return None
         history.append(ChatMessage(cast(Role, role), content, name or None))
     return tuple(history)
-
-
-_ROLES = frozenset({"user", "assistant", "system"})
 
 
 def writing_request_fast(data: Any) -> services.WritingRequest | None:
